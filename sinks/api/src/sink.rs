@@ -1,0 +1,33 @@
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::{Event, SinkError};
+
+/// A boxed, sendable future (what `futures::future::BoxFuture` is, without the dependency).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The broker's answer for one event, resolved after the client handed the event over.
+pub type PendingAck = BoxFuture<'static, Result<(), SinkError>>;
+
+/// A destination for events.
+///
+/// The dispatcher calls [`Sink::publish`] for events in outbox order, keeps up to a window of
+/// the returned [`PendingAck`]s in flight, and advances the sink's cursor only over the
+/// contiguous prefix of events whose ack resolved `Ok`. A sink must therefore never report
+/// success before the broker has taken responsibility for the event.
+pub trait Sink: Send + Sync {
+    /// Hands `event` to the client. Resolves once the client accepted it (possibly after
+    /// waiting for room in its own buffer) with the future of the broker's ack. An error here
+    /// means the event was not handed over.
+    fn publish<'a>(&'a self, event: &'a Event) -> BoxFuture<'a, Result<PendingAck, SinkError>>;
+
+    /// Does real work against the broker (e.g. reads stream / topic / exchange metadata) to
+    /// tell whether publishing can succeed now.
+    fn healthcheck(&self) -> BoxFuture<'_, Result<(), SinkError>>;
+
+    /// Waits until every event handed over so far has been answered by the broker, or the
+    /// client gave up. Called on shutdown before the cursor is written the last time.
+    fn flush(&self) -> BoxFuture<'_, Result<(), SinkError>> {
+        Box::pin(async { Ok(()) })
+    }
+}

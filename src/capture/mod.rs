@@ -1,0 +1,412 @@
+//! The capture stage: turns what the watch loops observed into committed events.
+//!
+//! A single task owns every write to the store's object states, outbox and checkpoints, so
+//! there is no write contention and per-object order is the order the server reported.
+//! For each observation it looks up the last published state, decides (pure `diff` and
+//! `event` code) whether and what to publish, and appends to a [`Batch`]. A batch is
+//! committed in one transaction, flushed, and only then announced to the dispatchers as
+//! durable. A failing commit (disk full, I/O error) is retried with backoff and nothing is
+//! dropped: the bounded channel from the watches fills and the watches wait.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crbridge_sink_api::ChangeKind;
+use serde_json::Value;
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, error, warn};
+
+use crate::backoff::Backoff;
+use crate::config::InitialMode;
+use crate::diff::{self, Rules, Verdict};
+use crate::event::{self, Change, Identity};
+use crate::store::{
+    checkpoint_key, now_ms, object_key, object_prefix, Batch, ObjectKey, OutboxEntry, Store,
+    StoredObject, Write,
+};
+use crate::watch::{ListMode, Observed, Origin, ScopeId};
+
+/// How many observations at most go into one transaction.
+const MAX_BATCH: usize = 512;
+
+/// What capture needs to know about one watch scope.
+#[derive(Debug, Clone)]
+pub struct ScopeRules {
+    /// Watch name.
+    pub watch: String,
+    /// Namespace of the scope (`None`: all).
+    pub namespace: Option<String>,
+    /// Event identity of the kind.
+    pub identity: Identity,
+    /// Normalization rules.
+    pub rules: Rules,
+    /// Which change kinds are published (`events` in the config).
+    pub events: HashSet<ChangeKind>,
+    /// What the very first start emits.
+    pub initial: InitialMode,
+}
+
+/// Counters of what capture decided.
+#[derive(Debug, Default)]
+pub struct CaptureStats {
+    /// Observations received.
+    pub observed: AtomicU64,
+    /// Events appended to the outbox.
+    pub events: AtomicU64,
+    /// Updates dropped because nothing meaningful changed.
+    pub suppressed: AtomicU64,
+    /// Events reconstructed by a relist.
+    pub inferred: AtomicU64,
+    /// Observations older than the stored state, ignored.
+    pub stale: AtomicU64,
+    /// Failed commits (each retried).
+    pub commit_errors: AtomicU64,
+    /// False while commits fail.
+    pub healthy: AtomicBool,
+}
+
+/// The capture task.
+pub struct Capture {
+    store: Store,
+    scopes: Vec<ScopeRules>,
+    durable: watch::Sender<u64>,
+    stats: Arc<CaptureStats>,
+}
+
+/// A pending state per key within the batch being built (`None`: removed).
+type Overlay = HashMap<ObjectKey, Option<StoredObject>>;
+
+impl Capture {
+    /// Capture over `scopes` (indexed by [`ScopeId`]), announcing durable sequence numbers
+    /// on `durable`.
+    pub fn new(
+        store: Store,
+        scopes: Vec<ScopeRules>,
+        durable: watch::Sender<u64>,
+        stats: Arc<CaptureStats>,
+    ) -> Self {
+        stats.healthy.store(true, Ordering::Relaxed);
+        Capture {
+            store,
+            scopes,
+            durable,
+            stats,
+        }
+    }
+
+    /// Runs until every sender of `rx` is dropped, then returns after the last commit.
+    pub async fn run(self, mut rx: mpsc::Receiver<Observed>) {
+        while let Some(first) = rx.recv().await {
+            let mut batch = Batch::default();
+            let mut overlay = Overlay::new();
+            let mut pending = Some(first);
+            let mut n = 0;
+            while let Some(obs) = pending.take() {
+                n += 1;
+                self.stats.observed.fetch_add(1, Ordering::Relaxed);
+                // A list's end scans stored state, which must not miss this batch's writes:
+                // it is handled against the overlay, after everything before it.
+                if let Err(e) = self.observe(obs, &mut batch, &mut overlay) {
+                    error!(error = %e, "reading state failed; observation dropped, the next relist reconciles it");
+                }
+                if n < MAX_BATCH {
+                    pending = rx.try_recv().ok();
+                }
+            }
+            self.commit(batch).await;
+        }
+        debug!("capture stopped: all watches ended");
+    }
+
+    async fn commit(&self, batch: Batch) {
+        if batch.is_empty() {
+            return;
+        }
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+        loop {
+            let result = match self.store.commit(&batch) {
+                Ok(last) => self.store.flush().await.map(|_| last),
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(last) => {
+                    self.stats.healthy.store(true, Ordering::Relaxed);
+                    self.stats
+                        .events
+                        .fetch_add(batch.event_count() as u64, Ordering::Relaxed);
+                    if let Some(seq) = last {
+                        self.durable.send_replace(seq);
+                    }
+                    return;
+                }
+                Err(e) => {
+                    self.stats.healthy.store(false, Ordering::Relaxed);
+                    self.stats.commit_errors.fetch_add(1, Ordering::Relaxed);
+                    let wait = backoff.next_delay();
+                    error!(error = %e, retry_in = ?wait, "committing changes failed; watches are paused until it succeeds");
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    fn lookup(
+        &self,
+        overlay: &Overlay,
+        key: &ObjectKey,
+    ) -> Result<Option<StoredObject>, crate::store::StoreError> {
+        match overlay.get(key) {
+            Some(v) => Ok(v.clone()),
+            None => self.store.object(key),
+        }
+    }
+
+    fn observe(
+        &self,
+        obs: Observed,
+        batch: &mut Batch,
+        overlay: &mut Overlay,
+    ) -> Result<(), crate::store::StoreError> {
+        match obs {
+            Observed::Upsert {
+                scope,
+                object,
+                origin,
+            } => self.upsert(scope, object, origin, batch, overlay),
+            Observed::Delete { scope, object } => self.delete(scope, object, batch, overlay),
+            Observed::Bookmark {
+                scope,
+                resource_version,
+            } => {
+                self.checkpoint(scope, resource_version, batch);
+                Ok(())
+            }
+            Observed::ListDone {
+                scope,
+                resource_version,
+                seen,
+                mode,
+            } => self.list_done(scope, resource_version, &seen, mode, batch, overlay),
+        }
+    }
+
+    fn checkpoint(&self, scope: ScopeId, rv: String, batch: &mut Batch) {
+        let s = &self.scopes[scope];
+        batch
+            .checkpoints
+            .push((checkpoint_key(&s.watch, s.namespace.as_deref()), rv));
+    }
+
+    fn entry(&self, scope: ScopeId, change: &Change<'_>) -> Option<OutboxEntry> {
+        let s = &self.scopes[scope];
+        if change.kind != ChangeKind::Snapshot && !s.events.contains(&change.kind) {
+            return None;
+        }
+        match event::build(&s.identity, change) {
+            Ok(event) => {
+                if change.inferred {
+                    self.stats.inferred.fetch_add(1, Ordering::Relaxed);
+                }
+                Some(OutboxEntry {
+                    watch: s.watch.clone(),
+                    written_ms: now_ms(),
+                    event,
+                })
+            }
+            Err(e) => {
+                warn!(watch = %s.watch, error = %e, "object cannot be turned into an event; skipped");
+                None
+            }
+        }
+    }
+
+    fn upsert(
+        &self,
+        scope: ScopeId,
+        mut object: Value,
+        origin: Origin,
+        batch: &mut Batch,
+        overlay: &mut Overlay,
+    ) -> Result<(), crate::store::StoreError> {
+        let s = &self.scopes[scope];
+        let Some(id) = ObjectId::of(&object) else {
+            warn!(watch = %s.watch, "object without metadata.uid / resourceVersion ignored");
+            return Ok(());
+        };
+        if origin == Origin::Watch {
+            self.checkpoint(scope, id.rv.clone(), batch);
+        }
+        let key = object_key(&s.watch, &id.namespace, &id.uid);
+        let prev = self.lookup(overlay, &key)?;
+        if let Some(p) = &prev {
+            if !is_newer(&id.rv, &p.resource_version) {
+                self.stats.stale.fetch_add(1, Ordering::Relaxed);
+                return Ok(());
+            }
+        }
+        let changed_by = diff::changed_by(&object);
+        diff::clean(&mut object);
+        let inferred = matches!(origin, Origin::List(_));
+        let (kind, patch) = match (&prev, origin) {
+            (None, Origin::List(ListMode::Initial)) => match s.initial {
+                InitialMode::Snapshot => (Some(ChangeKind::Snapshot), None),
+                InitialMode::Skip => (None, None),
+            },
+            (None, _) => (Some(ChangeKind::Created), None),
+            (Some(p), _) => match diff::compare(&p.object, &object, &s.rules) {
+                Verdict::Noop => {
+                    self.stats.suppressed.fetch_add(1, Ordering::Relaxed);
+                    return Ok(());
+                }
+                Verdict::Changed(patch) => (Some(ChangeKind::Updated), Some(patch)),
+            },
+        };
+        let entry = kind.and_then(|kind| {
+            self.entry(
+                scope,
+                &Change {
+                    kind,
+                    object: &object,
+                    resource_version: &id.rv,
+                    patch: patch.as_ref(),
+                    previous_resource_version: prev.as_ref().map(|p| p.resource_version.as_str()),
+                    // A first-start snapshot is the object as it is, not a reconstruction.
+                    inferred: inferred && kind != ChangeKind::Snapshot,
+                    changed_by: changed_by.as_deref(),
+                    observed: SystemTime::now(),
+                },
+            )
+        });
+        let state = StoredObject {
+            resource_version: id.rv,
+            object,
+        };
+        overlay.insert(key.clone(), Some(state.clone()));
+        batch.writes.push(Write::Put {
+            key,
+            object: state,
+            event: entry,
+        });
+        Ok(())
+    }
+
+    fn delete(
+        &self,
+        scope: ScopeId,
+        mut object: Value,
+        batch: &mut Batch,
+        overlay: &mut Overlay,
+    ) -> Result<(), crate::store::StoreError> {
+        let s = &self.scopes[scope];
+        let Some(id) = ObjectId::of(&object) else {
+            return Ok(());
+        };
+        self.checkpoint(scope, id.rv.clone(), batch);
+        let key = object_key(&s.watch, &id.namespace, &id.uid);
+        let Some(prev) = self.lookup(overlay, &key)? else {
+            // Never published (e.g. filtered or skipped): nothing to retract.
+            return Ok(());
+        };
+        diff::clean(&mut object);
+        let entry = self.entry(
+            scope,
+            &Change {
+                kind: ChangeKind::Deleted,
+                object: &object,
+                resource_version: &id.rv,
+                patch: None,
+                previous_resource_version: Some(&prev.resource_version),
+                inferred: false,
+                changed_by: None,
+                observed: SystemTime::now(),
+            },
+        );
+        overlay.insert(key.clone(), None);
+        batch.writes.push(Write::Remove { key, event: entry });
+        Ok(())
+    }
+
+    fn list_done(
+        &self,
+        scope: ScopeId,
+        rv: String,
+        seen: &HashSet<String>,
+        mode: ListMode,
+        batch: &mut Batch,
+        overlay: &mut Overlay,
+    ) -> Result<(), crate::store::StoreError> {
+        let s = &self.scopes[scope];
+        let prefix = object_prefix(&s.watch, s.namespace.as_deref());
+        // Stored state as this batch leaves it: the store, overlaid with the batch's writes.
+        let mut gone: Vec<(ObjectKey, StoredObject)> = Vec::new();
+        for item in self.store.objects_with_prefix(&prefix) {
+            let (key, stored) = item?;
+            if seen.contains(key.uid()) || overlay.contains_key(&key) {
+                continue;
+            }
+            gone.push((key, stored));
+        }
+        for (key, state) in overlay.iter() {
+            if let Some(state) = state {
+                if key.as_bytes().starts_with(&prefix) && !seen.contains(key.uid()) {
+                    gone.push((key.clone(), state.clone()));
+                }
+            }
+        }
+        gone.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        for (key, stored) in gone {
+            let entry = self.entry(
+                scope,
+                &Change {
+                    kind: ChangeKind::Deleted,
+                    object: &stored.object,
+                    resource_version: &stored.resource_version,
+                    patch: None,
+                    previous_resource_version: Some(&stored.resource_version),
+                    inferred: true,
+                    changed_by: None,
+                    observed: SystemTime::now(),
+                },
+            );
+            overlay.insert(key.clone(), None);
+            batch.writes.push(Write::Remove { key, event: entry });
+        }
+        debug!(watch = %s.watch, mode = ?mode, resource_version = %rv, "list reconciled");
+        self.checkpoint(scope, rv, batch);
+        Ok(())
+    }
+}
+
+/// The identifying fields of a raw object.
+struct ObjectId {
+    uid: String,
+    namespace: String,
+    rv: String,
+}
+
+impl ObjectId {
+    fn of(object: &Value) -> Option<ObjectId> {
+        let meta = object.get("metadata")?;
+        let s = |k: &str| meta.get(k).and_then(Value::as_str).map(str::to_string);
+        Some(ObjectId {
+            uid: s("uid")?,
+            namespace: s("namespace").unwrap_or_default(),
+            rv: s("resourceVersion")?,
+        })
+    }
+}
+
+/// True unless `candidate` is known to be older than or equal to `stored`.
+/// resourceVersions are opaque to clients, but every API server backed by etcd uses the
+/// etcd revision, an integer; when either does not parse, nothing is assumed.
+pub fn is_newer(candidate: &str, stored: &str) -> bool {
+    match (candidate.parse::<u64>(), stored.parse::<u64>()) {
+        (Ok(c), Ok(s)) => c > s,
+        _ => candidate != stored,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,251 @@
+//! Capture against a real (temporary) store, fed observations directly: no server needed.
+
+use super::*;
+use crate::config::PayloadMode;
+use crate::store::StoreOptions;
+use serde_json::json;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    store: Store,
+    tx: mpsc::Sender<Observed>,
+    durable: watch::Receiver<u64>,
+    task: tokio::task::JoinHandle<()>,
+    stats: Arc<CaptureStats>,
+}
+
+fn rules(initial: InitialMode) -> ScopeRules {
+    ScopeRules {
+        watch: "widgets".into(),
+        namespace: None,
+        identity: Identity {
+            cluster: "c1".into(),
+            type_prefix: "io.crbridge.resource".into(),
+            group: "example.com".into(),
+            version: "v1".into(),
+            kind: "Widget".into(),
+            plural: "widgets".into(),
+            payload: PayloadMode::FullPatch,
+        },
+        rules: Rules::new(false, &[]).unwrap(),
+        events: [
+            ChangeKind::Created,
+            ChangeKind::Updated,
+            ChangeKind::Deleted,
+        ]
+        .into_iter()
+        .collect(),
+        initial,
+    }
+}
+
+fn fixture(initial: InitialMode) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+    let (tx, rx) = mpsc::channel(16);
+    let (dtx, durable) = watch::channel(0);
+    let stats = Arc::new(CaptureStats::default());
+    let cap = Capture::new(store.clone(), vec![rules(initial)], dtx, stats.clone());
+    let task = tokio::spawn(cap.run(rx));
+    Fixture {
+        _dir: dir,
+        store,
+        tx,
+        durable,
+        task,
+        stats,
+    }
+}
+
+fn widget(uid: &str, rv: u64, size: i64) -> Value {
+    json!({"apiVersion": "example.com/v1", "kind": "Widget",
+        "metadata": {"name": format!("w-{uid}"), "namespace": "ns", "uid": uid, "resourceVersion": rv.to_string(),
+            "managedFields": [{"manager": "tester", "time": "2026-01-01T00:00:00Z"}]},
+        "spec": {"size": size}, "status": {"n": rv}})
+}
+
+impl Fixture {
+    async fn send(&self, o: Observed) {
+        self.tx.send(o).await.unwrap();
+    }
+    async fn upsert(&self, o: Value, origin: Origin) {
+        self.send(Observed::Upsert {
+            scope: 0,
+            object: o,
+            origin,
+        })
+        .await;
+    }
+    /// Closes the channel, waits for the last commit, returns (type, subject, inferred) of
+    /// every event in the outbox.
+    async fn finish(self) -> (Vec<(String, String, bool)>, Store, Arc<CaptureStats>) {
+        drop(self.tx);
+        self.task.await.unwrap();
+        let durable = *self.durable.borrow();
+        let events = self
+            .store
+            .outbox_range(1, durable)
+            .map(|r| {
+                let e = r.unwrap().1.event;
+                let inferred =
+                    e.extension("crbinferred") == Some(&crbridge_sink_api::Extension::Bool(true));
+                (
+                    e.ty.rsplit('.').next().unwrap().to_string(),
+                    e.subject,
+                    inferred,
+                )
+            })
+            .collect();
+        (events, self.store, self.stats)
+    }
+}
+
+fn ev(ty: &str, name: &str, inferred: bool) -> (String, String, bool) {
+    (ty.into(), format!("ns/w-{name}"), inferred)
+}
+
+#[tokio::test]
+async fn watch_lifecycle_suppresses_noise_and_stale_versions() {
+    let f = fixture(InitialMode::Snapshot);
+    f.upsert(widget("a", 10, 1), Origin::Watch).await;
+    f.upsert(widget("a", 11, 1), Origin::Watch).await; // status-only: suppressed
+    f.upsert(widget("a", 12, 2), Origin::Watch).await; // real update
+    f.upsert(widget("a", 11, 9), Origin::Watch).await; // older than stored: ignored
+    f.send(Observed::Delete {
+        scope: 0,
+        object: widget("a", 13, 2),
+    })
+    .await;
+    let (events, store, stats) = f.finish().await;
+    assert_eq!(
+        events,
+        vec![
+            ev("created", "a", false),
+            ev("updated", "a", false),
+            ev("deleted", "a", false)
+        ]
+    );
+    assert_eq!(stats.suppressed.load(Ordering::Relaxed), 1);
+    assert_eq!(stats.stale.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        store
+            .checkpoint(&checkpoint_key("widgets", None))
+            .unwrap()
+            .as_deref(),
+        Some("13")
+    );
+    let update = store.outbox_range(2, 2).next().unwrap().unwrap().1.event;
+    let data: Value = serde_json::from_str(update.data.get()).unwrap();
+    assert_eq!(data["previousResourceVersion"], "10");
+    assert_eq!(
+        data["patch"],
+        json!([
+            {"op": "replace", "path": "/metadata/resourceVersion", "value": "12"},
+            {"op": "replace", "path": "/spec/size", "value": 2},
+            {"op": "replace", "path": "/status/n", "value": 12}
+        ])
+    );
+    assert!(data["object"]["metadata"].get("managedFields").is_none());
+    assert_eq!(
+        update.extension("crbchangedby"),
+        Some(&crbridge_sink_api::Extension::String("tester".into()))
+    );
+}
+
+#[tokio::test]
+async fn relist_reconciles_creates_updates_and_deletes_as_inferred() {
+    let f = fixture(InitialMode::Snapshot);
+    // First start: two objects listed, snapshot events, checkpoint at the list's version.
+    f.upsert(widget("a", 10, 1), Origin::List(ListMode::Initial))
+        .await;
+    f.upsert(widget("b", 11, 1), Origin::List(ListMode::Initial))
+        .await;
+    f.upsert(widget("c", 12, 1), Origin::List(ListMode::Initial))
+        .await;
+    f.send(Observed::ListDone {
+        scope: 0,
+        resource_version: "12".into(),
+        seen: ["a", "b", "c"].iter().map(|s| s.to_string()).collect(),
+        mode: ListMode::Initial,
+    })
+    .await;
+    // 410 later: a unchanged, b changed, c gone, d new.
+    f.upsert(widget("a", 10, 1), Origin::List(ListMode::Relist))
+        .await;
+    f.upsert(widget("b", 20, 5), Origin::List(ListMode::Relist))
+        .await;
+    f.upsert(widget("d", 21, 1), Origin::List(ListMode::Relist))
+        .await;
+    f.send(Observed::ListDone {
+        scope: 0,
+        resource_version: "22".into(),
+        seen: ["a", "b", "d"].iter().map(|s| s.to_string()).collect(),
+        mode: ListMode::Relist,
+    })
+    .await;
+    let (events, store, _) = f.finish().await;
+    assert_eq!(
+        events,
+        vec![
+            ev("snapshot", "a", false),
+            ev("snapshot", "b", false),
+            ev("snapshot", "c", false),
+            ev("updated", "b", true),
+            ev("created", "d", true),
+            ev("deleted", "c", true),
+        ]
+    );
+    assert_eq!(
+        store
+            .checkpoint(&checkpoint_key("widgets", None))
+            .unwrap()
+            .as_deref(),
+        Some("22")
+    );
+    assert_eq!(store.count_objects(&object_prefix("widgets", None)), 3);
+}
+
+#[tokio::test]
+async fn initial_skip_stores_silently_and_later_changes_publish() {
+    let f = fixture(InitialMode::Skip);
+    f.upsert(widget("a", 10, 1), Origin::List(ListMode::Initial))
+        .await;
+    f.send(Observed::ListDone {
+        scope: 0,
+        resource_version: "10".into(),
+        seen: ["a".to_string()].into_iter().collect(),
+        mode: ListMode::Initial,
+    })
+    .await;
+    f.upsert(widget("a", 11, 2), Origin::Watch).await;
+    let (events, _, _) = f.finish().await;
+    assert_eq!(events, vec![ev("updated", "a", false)]);
+}
+
+#[tokio::test]
+async fn bookmarks_only_move_the_checkpoint() {
+    let f = fixture(InitialMode::Snapshot);
+    f.send(Observed::Bookmark {
+        scope: 0,
+        resource_version: "99".into(),
+    })
+    .await;
+    let (events, store, _) = f.finish().await;
+    assert!(events.is_empty());
+    assert_eq!(
+        store
+            .checkpoint(&checkpoint_key("widgets", None))
+            .unwrap()
+            .as_deref(),
+        Some("99")
+    );
+}
+
+#[test]
+fn resource_versions_compare_numerically_when_they_can() {
+    assert!(is_newer("10", "9"));
+    assert!(!is_newer("9", "10"));
+    assert!(!is_newer("10", "10"));
+    assert!(is_newer("abc", "abd"));
+    assert!(!is_newer("abc", "abc"));
+}

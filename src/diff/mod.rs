@@ -1,0 +1,140 @@
+//! What counts as a change: cleaning, normalization and the RFC 6902 diff.
+//!
+//! Pure functions on `serde_json::Value`, no I/O. Three forms of an object are involved:
+//!
+//! * the **raw** object as the API server sends it;
+//! * the **clean** object ([`clean`]): raw minus `metadata.managedFields` and the
+//!   `kubectl.kubernetes.io/last-applied-configuration` annotation. This is what crbridge
+//!   stores and publishes as `data.object`, and what patches are computed between, so a
+//!   consumer applying the patches in order to the previous object gets the next one;
+//! * the **normalized** object ([`Rules::normalize`]): clean minus the fields that change
+//!   without a meaningful change (`resourceVersion`, `generation`, `status` unless the kind
+//!   opts in, and the kind's `ignore` pointers). Two clean objects whose normalized forms
+//!   are equal are the same as far as consumers care: the update is a no-op and is
+//!   suppressed.
+
+mod changed_by;
+mod normalize;
+
+pub use changed_by::changed_by;
+pub use normalize::{clean, NormalizeError, Rules};
+
+use serde_json::Value;
+
+/// The outcome of comparing the previously published object with a new one.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// Nothing a consumer cares about changed: publish nothing.
+    Noop,
+    /// A real change, with the RFC 6902 patch from the previous clean object to the new one.
+    Changed(json_patch::Patch),
+}
+
+/// Compares two clean objects under `rules`.
+pub fn compare(prev: &Value, next: &Value, rules: &Rules) -> Verdict {
+    if rules.same(prev, next) {
+        Verdict::Noop
+    } else {
+        Verdict::Changed(json_patch::diff(prev, next))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn rules() -> Rules {
+        Rules::new(false, &["/spec/replicasHint".to_string()]).unwrap()
+    }
+
+    fn widget(size: i64, rv: &str) -> Value {
+        json!({
+            "apiVersion": "example.com/v1", "kind": "Widget",
+            "metadata": {"name": "w", "namespace": "ns", "uid": "u1", "resourceVersion": rv, "generation": 1},
+            "spec": {"size": size},
+            "status": {"phase": "Ready"}
+        })
+    }
+
+    #[test]
+    fn spec_change_is_a_change_with_a_patch_that_applies() {
+        let (a, b) = (widget(1, "10"), widget(2, "11"));
+        let Verdict::Changed(p) = compare(&a, &b, &rules()) else {
+            panic!("expected a change")
+        };
+        let mut doc = a.clone();
+        json_patch::patch(&mut doc, &p).unwrap();
+        assert_eq!(doc, b);
+    }
+
+    #[test]
+    fn status_only_update_is_noop_unless_included() {
+        let a = widget(1, "10");
+        let mut b = widget(1, "11");
+        b["status"]["phase"] = json!("Degraded");
+        assert_eq!(compare(&a, &b, &rules()), Verdict::Noop);
+        let with_status = Rules::new(true, &[]).unwrap();
+        assert!(matches!(compare(&a, &b, &with_status), Verdict::Changed(_)));
+    }
+
+    #[test]
+    fn metadata_noise_is_noop() {
+        let a = widget(1, "10");
+        let mut b = widget(1, "12");
+        b["metadata"]["generation"] = json!(7);
+        assert_eq!(compare(&a, &b, &rules()), Verdict::Noop);
+    }
+
+    #[test]
+    fn ignored_pointer_is_noop_but_label_change_is_not() {
+        let a = widget(1, "10");
+        let mut b = widget(1, "11");
+        b["spec"]["replicasHint"] = json!(3);
+        assert_eq!(compare(&a, &b, &rules()), Verdict::Noop);
+        let mut c = widget(1, "11");
+        c["metadata"]["labels"] = json!({"tier": "prod"});
+        assert!(matches!(compare(&a, &c, &rules()), Verdict::Changed(_)));
+    }
+
+    fn arb_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|i| json!(i)),
+            "[a-z~/]{0,6}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::btree_map("[a-z~/.]{0,5}", inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        /// apply(diff(a, b), a) == b for arbitrary documents, keys with `~` and `/` included.
+        #[test]
+        fn patch_applied_to_previous_gives_next(a in arb_json(), b in arb_json()) {
+            let mut doc = a.clone();
+            json_patch::patch(&mut doc, &json_patch::diff(&a, &b)).unwrap();
+            prop_assert_eq!(doc, b);
+        }
+
+        /// Changing only noise never produces an event; changing spec always does.
+        #[test]
+        fn noise_never_counts_spec_always_does(rv in "[0-9]{1,8}", phase in "[A-Za-z]{0,8}", size in any::<i64>()) {
+            let a = widget(1, "1");
+            let mut noisy = a.clone();
+            noisy["metadata"]["resourceVersion"] = json!(rv);
+            noisy["status"]["phase"] = json!(phase);
+            noisy["metadata"]["managedFields"] = json!([{"manager": "x"}]);
+            clean(&mut noisy);
+            prop_assert_eq!(compare(&a, &noisy, &rules()), Verdict::Noop);
+            let changed = widget(size, "2");
+            prop_assert_eq!(compare(&a, &changed, &rules()) == Verdict::Noop, size == 1);
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! crbridge: change data capture for Kubernetes custom resources.
+//!
+//! The stages, each its own module: [`watch`] (list / watch with checkpoint resume) →
+//! [`capture`] (normalize, [`diff`], [`event`], one [`store`] transaction per batch) →
+//! [`dispatch`] (one per sink: publish a window of events, advance the cursor over acks).
+//! [`config`] reads `crbridge.yaml`; [`app`] wires the stages together.
+#![forbid(unsafe_code)]
+
+pub mod backoff;
+pub mod capture;
+pub mod config;
+pub mod diff;
+pub mod event;
+pub mod store;
+pub mod watch;

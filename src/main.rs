@@ -1,0 +1,2 @@
+//! The `crbridge` command line.
+fn main() {}

@@ -1,0 +1,426 @@
+//! The durable state: object states, the outbox, watch checkpoints and sink cursors.
+//!
+//! Backed by sled 0.34 behind this small interface (so another embedded store can replace
+//! it if the fault suite ever demands). Five trees:
+//!
+//! | tree          | key                                   | value                       |
+//! |---------------|---------------------------------------|-----------------------------|
+//! | `objects`     | `{watch}\0{namespace}\0{uid}`         | [`StoredObject`] (JSON)     |
+//! | `outbox`      | sequence number, u64 big-endian       | [`OutboxEntry`] (JSON)      |
+//! | `checkpoints` | `{watch}\0{namespace or *}`           | resourceVersion             |
+//! | `cursors`     | sink name                             | last acked sequence, u64 BE |
+//! | `meta`        | `next_seq`, `outbox_bytes`            | u64 BE                      |
+//!
+//! [`Store::commit`] writes a [`Batch`] — object states, outbox entries and checkpoints — in
+//! ONE transaction, so a crash loses all of a batch or none of it. Only then, and after a
+//! flush, is the batch's last sequence published as durable: dispatchers never send an
+//! event that a crash could take back, and a cursor can therefore never point past an
+//! entry that is lost.
+
+mod keys;
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crbridge_sink_api::Event;
+use serde::{Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
+
+pub use keys::{checkpoint_key, object_key, object_prefix, ObjectKey};
+
+/// A failure of the state store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The state directory could not be opened (in use by another process, unreadable).
+    #[error("opening the state directory {path}: {source} (is another crbridge using it?)")]
+    Open {
+        /// The directory.
+        path: String,
+        /// sled's error.
+        #[source]
+        source: sled::Error,
+    },
+    /// A read, write, transaction or flush failed (disk full, I/O error).
+    #[error("state store {step}: {source}")]
+    Io {
+        /// What was being done.
+        step: &'static str,
+        /// sled's error.
+        #[source]
+        source: sled::Error,
+    },
+    /// A stored value did not decode: the state directory is damaged or from another version.
+    #[error("state store: corrupt {what}: {detail}")]
+    Corrupt {
+        /// Which record.
+        what: &'static str,
+        /// Why.
+        detail: String,
+    },
+}
+
+fn io(step: &'static str) -> impl FnOnce(sled::Error) -> StoreError {
+    move |source| StoreError::Io { step, source }
+}
+
+/// The last published state of one object.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredObject {
+    /// resourceVersion of the stored state.
+    pub resource_version: String,
+    /// The clean object (see `diff::clean`).
+    pub object: serde_json::Value,
+}
+
+/// One outbox entry: the event and the watch it came from (which decides its sinks).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutboxEntry {
+    /// The watch name.
+    pub watch: String,
+    /// When the entry was written, milliseconds since the epoch (retention).
+    pub written_ms: u64,
+    /// The event.
+    pub event: Event,
+}
+
+/// One write of a batch.
+#[derive(Debug, Clone)]
+pub enum Write {
+    /// Store `object` under `key` (and append `event` to the outbox, if any).
+    Put {
+        /// Where.
+        key: ObjectKey,
+        /// New state.
+        object: StoredObject,
+        /// The event the change produced; `None` for a silent update (no-op, initial skip).
+        event: Option<OutboxEntry>,
+    },
+    /// Remove `key` (and append `event`, if any).
+    Remove {
+        /// Where.
+        key: ObjectKey,
+        /// The deletion event.
+        event: Option<OutboxEntry>,
+    },
+    /// Append an event that changes no state (a snapshot).
+    Emit(OutboxEntry),
+}
+
+/// What one transaction writes.
+#[derive(Debug, Clone, Default)]
+pub struct Batch {
+    /// Object writes and their events, in order.
+    pub writes: Vec<Write>,
+    /// Watch checkpoints to set: (checkpoint key, resourceVersion).
+    pub checkpoints: Vec<(Vec<u8>, String)>,
+}
+
+impl Batch {
+    /// True when there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty() && self.checkpoints.is_empty()
+    }
+
+    /// Number of events the batch appends to the outbox.
+    pub fn event_count(&self) -> usize {
+        self.writes
+            .iter()
+            .filter(|w| match w {
+                Write::Put { event, .. } | Write::Remove { event, .. } => event.is_some(),
+                Write::Emit(_) => true,
+            })
+            .count()
+    }
+}
+
+/// Store tuning.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// sled page cache in bytes. sled's default is 1 GiB, far too much for a sidecar-sized
+    /// daemon; object states are read rarely (on change), so a small cache suffices.
+    pub cache_bytes: u64,
+    /// sled's background flush period. Correctness never depends on it (durable points are
+    /// flushed explicitly); it only bounds how much work a crash repeats.
+    pub flush_every: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            cache_bytes: 64 << 20,
+            flush_every: Duration::from_millis(200),
+        }
+    }
+}
+
+/// The state store. Cheap to clone (sled handles are reference counted).
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    objects: sled::Tree,
+    outbox: sled::Tree,
+    checkpoints: sled::Tree,
+    cursors: sled::Tree,
+    meta: sled::Tree,
+}
+
+const NEXT_SEQ: &[u8] = b"next_seq";
+const OUTBOX_BYTES: &[u8] = b"outbox_bytes";
+
+fn u64_of(v: &[u8]) -> Result<u64, StoreError> {
+    let arr: [u8; 8] = v.try_into().map_err(|_| StoreError::Corrupt {
+        what: "counter",
+        detail: format!("{} bytes, expected 8", v.len()),
+    })?;
+    Ok(u64::from_be_bytes(arr))
+}
+
+/// Milliseconds since the epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Store {
+    /// Opens (or creates) the store in `path`. Fails if another process holds it.
+    pub fn open(path: &Path, opts: &StoreOptions) -> Result<Self, StoreError> {
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(opts.cache_bytes)
+            .flush_every_ms(Some(opts.flush_every.as_millis().max(1) as u64))
+            .open()
+            .map_err(|source| StoreError::Open {
+                path: path.display().to_string(),
+                source,
+            })?;
+        let tree = |name: &str| db.open_tree(name).map_err(io("open tree"));
+        Ok(Store {
+            objects: tree("objects")?,
+            outbox: tree("outbox")?,
+            checkpoints: tree("checkpoints")?,
+            cursors: tree("cursors")?,
+            meta: tree("meta")?,
+            db,
+        })
+    }
+
+    /// The stored state of one object.
+    pub fn object(&self, key: &ObjectKey) -> Result<Option<StoredObject>, StoreError> {
+        match self
+            .objects
+            .get(key.as_bytes())
+            .map_err(io("read object"))?
+        {
+            None => Ok(None),
+            Some(v) => decode(&v, "object state").map(Some),
+        }
+    }
+
+    /// Every stored object whose key starts with `prefix` (see [`object_prefix`]).
+    pub fn objects_with_prefix(
+        &self,
+        prefix: &[u8],
+    ) -> impl Iterator<Item = Result<(ObjectKey, StoredObject), StoreError>> + '_ {
+        self.objects.scan_prefix(prefix).map(|r| {
+            let (k, v) = r.map_err(io("scan objects"))?;
+            Ok((
+                ObjectKey::from_bytes(k.to_vec()),
+                decode(&v, "object state")?,
+            ))
+        })
+    }
+
+    /// Number of stored objects whose key starts with `prefix`.
+    pub fn count_objects(&self, prefix: &[u8]) -> usize {
+        self.objects.scan_prefix(prefix).keys().count()
+    }
+
+    /// The checkpointed resourceVersion of a watch scope.
+    pub fn checkpoint(&self, key: &[u8]) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .checkpoints
+            .get(key)
+            .map_err(io("read checkpoint"))?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// Writes `batch` in one transaction. Returns the sequence number of the last outbox
+    /// entry written, if any. Nothing is durable until [`Store::flush`].
+    pub fn commit(&self, batch: &Batch) -> Result<Option<u64>, StoreError> {
+        // Encode outside the transaction: the closure may run more than once and must do
+        // no work but tree operations.
+        let mut encoded: Vec<EncodedWrite<'_>> = Vec::with_capacity(batch.writes.len());
+        for w in &batch.writes {
+            let (obj, ev) = match w {
+                Write::Put { key, object, event } => {
+                    (Some((key, Some(encode(object)?))), event.as_ref())
+                }
+                Write::Remove { key, event } => (Some((key, None)), event.as_ref()),
+                Write::Emit(e) => (None, Some(e)),
+            };
+            encoded.push((obj, ev.map(encode).transpose()?));
+        }
+        let result = (&self.objects, &self.outbox, &self.checkpoints, &self.meta).transaction(
+            |(objects, outbox, checkpoints, meta)| {
+                let mut seq = match meta.get(NEXT_SEQ)? {
+                    Some(v) => u64_of(&v).map_err(ConflictableTransactionError::Abort)?,
+                    None => 1,
+                };
+                let mut bytes = match meta.get(OUTBOX_BYTES)? {
+                    Some(v) => u64_of(&v).map_err(ConflictableTransactionError::Abort)?,
+                    None => 0,
+                };
+                let mut last = None;
+                for (obj, ev) in &encoded {
+                    match obj {
+                        Some((key, Some(value))) => {
+                            objects.insert(key.as_bytes(), value.as_slice())?;
+                        }
+                        Some((key, None)) => {
+                            objects.remove(key.as_bytes())?;
+                        }
+                        None => {}
+                    }
+                    if let Some(ev) = ev {
+                        outbox.insert(&seq.to_be_bytes(), ev.as_slice())?;
+                        bytes += ev.len() as u64;
+                        last = Some(seq);
+                        seq += 1;
+                    }
+                }
+                for (key, rv) in &batch.checkpoints {
+                    checkpoints.insert(key.as_slice(), rv.as_bytes())?;
+                }
+                meta.insert(NEXT_SEQ, &seq.to_be_bytes())?;
+                meta.insert(OUTBOX_BYTES, &bytes.to_be_bytes())?;
+                Ok(last)
+            },
+        );
+        match result {
+            Ok(last) => Ok(last),
+            Err(TransactionError::Abort(e)) => Err(e),
+            Err(TransactionError::Storage(source)) => Err(StoreError::Io {
+                step: "commit",
+                source,
+            }),
+        }
+    }
+
+    /// Makes everything written so far durable.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await.map_err(io("flush"))?;
+        Ok(())
+    }
+
+    /// The highest sequence number ever assigned (0 when none).
+    pub fn last_seq(&self) -> Result<u64, StoreError> {
+        Ok(match self.meta.get(NEXT_SEQ).map_err(io("read meta"))? {
+            Some(v) => u64_of(&v)?.saturating_sub(1),
+            None => 0,
+        })
+    }
+
+    /// Outbox entries with sequence numbers in `from..=to`, in order.
+    pub fn outbox_range(
+        &self,
+        from: u64,
+        to: u64,
+    ) -> impl Iterator<Item = Result<(u64, OutboxEntry), StoreError>> + '_ {
+        self.outbox
+            .range(from.to_be_bytes()..=to.to_be_bytes())
+            .map(|r| {
+                let (k, v) = r.map_err(io("read outbox"))?;
+                Ok((u64_of(&k)?, decode(&v, "outbox entry")?))
+            })
+    }
+
+    /// The oldest retained sequence number, if the outbox is not empty.
+    pub fn first_seq(&self) -> Result<Option<u64>, StoreError> {
+        match self.outbox.first().map_err(io("read outbox"))? {
+            Some((k, _)) => Ok(Some(u64_of(&k)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Bytes of event data in the outbox.
+    pub fn outbox_bytes(&self) -> Result<u64, StoreError> {
+        match self.meta.get(OUTBOX_BYTES).map_err(io("read meta"))? {
+            Some(v) => u64_of(&v),
+            None => Ok(0),
+        }
+    }
+
+    /// The last sequence number `sink` has been acked for (0 when none).
+    pub fn cursor(&self, sink: &str) -> Result<u64, StoreError> {
+        match self.cursors.get(sink).map_err(io("read cursor"))? {
+            Some(v) => u64_of(&v),
+            None => Ok(0),
+        }
+    }
+
+    /// Records that `sink` is acked up to and including `seq`. Durable at the next flush;
+    /// a cursor lost in a crash only repeats sends (same ids), never skips.
+    pub fn set_cursor(&self, sink: &str, seq: u64) -> Result<(), StoreError> {
+        self.cursors
+            .insert(sink, &seq.to_be_bytes())
+            .map_err(io("write cursor"))?;
+        Ok(())
+    }
+
+    /// Deletes outbox entries with `seq <= upto` that were written before `older_than_ms`
+    /// or, regardless of age, while the outbox holds more than `max_bytes`. Returns how many
+    /// entries were removed. Callers pass the slowest sink cursor as `upto`.
+    pub fn gc_outbox(
+        &self,
+        upto: u64,
+        older_than_ms: u64,
+        max_bytes: u64,
+    ) -> Result<usize, StoreError> {
+        let mut removed = 0;
+        let mut freed = 0u64;
+        let total = self.outbox_bytes()?;
+        for r in self.outbox.range(..=upto.to_be_bytes()) {
+            let (k, v) = r.map_err(io("read outbox"))?;
+            let entry: OutboxEntry = decode(&v, "outbox entry")?;
+            let over_budget = total.saturating_sub(freed) > max_bytes;
+            if entry.written_ms >= older_than_ms && !over_budget {
+                break;
+            }
+            self.outbox.remove(&k).map_err(io("gc outbox"))?;
+            freed += v.len() as u64;
+            removed += 1;
+        }
+        if freed > 0 {
+            self.meta
+                .update_and_fetch(OUTBOX_BYTES, |old| {
+                    let cur = old.and_then(|o| u64_of(o).ok()).unwrap_or(0);
+                    Some(cur.saturating_sub(freed).to_be_bytes().to_vec())
+                })
+                .map_err(io("write meta"))?;
+        }
+        Ok(removed)
+    }
+}
+
+/// A write with its values serialized: (object key and new state or removal, outbox entry).
+type EncodedWrite<'a> = (Option<(&'a ObjectKey, Option<Vec<u8>>)>, Option<Vec<u8>>);
+
+fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(v).map_err(|e| StoreError::Corrupt {
+        what: "value to encode",
+        detail: e.to_string(),
+    })
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(v: &[u8], what: &'static str) -> Result<T, StoreError> {
+    serde_json::from_slice(v).map_err(|e| StoreError::Corrupt {
+        what,
+        detail: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests;

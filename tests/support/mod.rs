@@ -1,0 +1,159 @@
+//! Shared helpers for the integration tests: where the real servers are, unique names, and
+//! Kubernetes fixtures (namespaces, CRDs) created against the real kube-apiserver.
+//!
+//! The servers are started by `deploy/local/up`, which writes `deploy/local/env`. Tests read
+//! the variables from the environment first and fall back to that file, so `cargo test` works
+//! without sourcing it. A missing server is a test failure with a hint, never a skip.
+#![allow(dead_code, missing_docs)]
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{ApiResource, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
+use serde_json::json;
+
+/// Reads a setting written by `deploy/local/up`, from the environment or `deploy/local/env`.
+pub fn env(name: &str) -> String {
+    if let Ok(v) = std::env::var(name) {
+        return v;
+    }
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/local/env");
+    let text = std::fs::read_to_string(path).unwrap_or_else(|_| {
+        panic!("{name} is not set and {path} does not exist: run deploy/local/up first")
+    });
+    text.lines()
+        .filter_map(|l| l.strip_prefix("export "))
+        .filter_map(|l| l.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_string())
+        .unwrap_or_else(|| panic!("{name} is missing from {path}: run deploy/local/up again"))
+}
+
+/// A name no other test (or earlier run) uses: DNS-1123 safe, lower case.
+pub fn unique(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!(
+        "{prefix}-{:x}{:x}{n}",
+        std::process::id(),
+        nanos % 0xffff_ffff
+    )
+}
+
+/// Polls `check` every 100 ms until it yields a value, or panics naming `what` after `limit`.
+pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out after {limit:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A client for the local kube-apiserver, from the kubeconfig `deploy/local/up` wrote.
+pub async fn kube_client() -> Client {
+    let path = env("KUBECONFIG");
+    let kubeconfig =
+        Kubeconfig::read_from(&path).unwrap_or_else(|e| panic!("reading kubeconfig {path}: {e}"));
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("kubeconfig {path}: {e}"));
+    Client::try_from(config).expect("building the kube client")
+}
+
+/// Creates a fresh namespace (no controller-manager runs here, so namespaces are never
+/// deleted: every test takes a new one).
+pub async fn namespace(client: &Client, prefix: &str) -> String {
+    let name = unique(prefix);
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap_or_else(|e| panic!("creating namespace {name}: {e}"));
+    name
+}
+
+/// A namespaced CRD with a free-form spec and a status subresource, in a group of its own.
+pub struct TestCrd {
+    pub group: String,
+    pub version: String,
+    pub kind: String,
+    pub plural: String,
+    pub resource: ApiResource,
+}
+
+/// Creates a CRD `kind` in a unique group and waits until the server reports it Established.
+pub async fn crd(client: &Client, kind: &str) -> TestCrd {
+    let group = format!("{}.crbridge.test", unique("g"));
+    let plural = format!("{}s", kind.to_lowercase());
+    let name = format!("{plural}.{group}");
+    let crd: CustomResourceDefinition = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {
+            "group": group,
+            "scope": "Namespaced",
+            "names": {"kind": kind, "plural": plural, "singular": kind.to_lowercase(), "listKind": format!("{kind}List")},
+            "versions": [{
+                "name": "v1", "served": true, "storage": true,
+                "subresources": {"status": {}},
+                "schema": {"openAPIV3Schema": {
+                    "type": "object",
+                    "properties": {
+                        "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
+                        "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}
+                    }
+                }}
+            }]
+        }
+    }))
+    .unwrap();
+    let api = Api::<CustomResourceDefinition>::all(client.clone());
+    api.create(&PostParams::default(), &crd)
+        .await
+        .unwrap_or_else(|e| panic!("creating CRD {name}: {e}"));
+    eventually(
+        &format!("CRD {name} to be Established"),
+        Duration::from_secs(30),
+        || async {
+            let crd = api.get(&name).await.ok()?;
+            let established = crd
+                .status?
+                .conditions?
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True");
+            established.then_some(())
+        },
+    )
+    .await;
+    let resource = ApiResource {
+        group: group.clone(),
+        version: "v1".into(),
+        api_version: format!("{group}/v1"),
+        kind: kind.into(),
+        plural: plural.clone(),
+    };
+    // Established means the API is served, but discovery may lag a moment behind it.
+    TestCrd {
+        group,
+        version: "v1".into(),
+        kind: kind.into(),
+        plural,
+        resource,
+    }
+}
