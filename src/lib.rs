@@ -6,10 +6,14 @@
 //! [`config`] reads `crbridge.yaml`; [`app`] wires the stages together.
 #![forbid(unsafe_code)]
 
+pub mod app;
 pub mod backoff;
 pub mod capture;
+pub mod check;
 pub mod config;
 pub mod diff;
+pub mod dispatch;
 pub mod event;
+pub mod sinks;
 pub mod store;
 pub mod watch;

@@ -361,6 +361,11 @@ impl Store {
         }
     }
 
+    /// True when `sink` has a cursor (it has run before).
+    pub fn has_cursor(&self, sink: &str) -> Result<bool, StoreError> {
+        self.cursors.contains_key(sink).map_err(io("read cursor"))
+    }
+
     /// Records that `sink` is acked up to and including `seq`. Durable at the next flush;
     /// a cursor lost in a crash only repeats sends (same ids), never skips.
     pub fn set_cursor(&self, sink: &str, seq: u64) -> Result<(), StoreError> {

@@ -25,8 +25,13 @@ pub trait Sink: Send + Sync {
     /// tell whether publishing can succeed now.
     fn healthcheck(&self) -> BoxFuture<'_, Result<(), SinkError>>;
 
+    /// How many events the dispatcher may keep in flight (awaiting acks) at once.
+    fn window(&self) -> usize {
+        256
+    }
+
     /// Waits until every event handed over so far has been answered by the broker, or the
-    /// client gave up. Called on shutdown before the cursor is written the last time.
+    /// client gave up. Called on shutdown.
     fn flush(&self) -> BoxFuture<'_, Result<(), SinkError>> {
         Box::pin(async { Ok(()) })
     }

@@ -1,0 +1,265 @@
+//! Wiring: resolve the watched kinds, open the store, start capture, one dispatcher per sink
+//! and one watch loop per scope; shut down in order on SIGTERM / SIGINT.
+//!
+//! Shutdown order: watches stop first (no new observations), capture commits what it has
+//! and ends, dispatchers drain in-flight acks up to a deadline and write their cursors, the
+//! store is flushed. A second signal exits at once.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use crbridge_sink_api::ChangeKind;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+use kube::discovery::Scope as KubeScope;
+use kube::{Api, Client};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::capture::{Capture, CaptureStats, ScopeRules};
+use crate::config::{ChangeType, Config, WatchConfig};
+use crate::diff::Rules;
+use crate::dispatch::{DispatchStats, Dispatcher};
+use crate::event::Identity;
+use crate::store::{Store, StoreOptions};
+use crate::watch::{Scope, WatchStats};
+
+/// Observations buffered between the watches and capture. Small: the outbox is the buffer.
+const OBSERVED_CHANNEL: usize = 1024;
+/// Objects per list page: big enough for few round trips, small enough for bounded memory.
+const PAGE_SIZE: u32 = 500;
+/// How long shutdown waits for in-flight broker acks.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A kube client from the config's kubeconfig, else the usual inference (in-cluster,
+/// `KUBECONFIG`, `~/.kube/config`).
+pub async fn kube_client(config: &Config) -> anyhow::Result<Client> {
+    let cfg = match &config.kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                .await
+                .with_context(|| format!("kubeconfig {}", path.display()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("no kubeconfig: not in a cluster, KUBECONFIG unset, no ~/.kube/config")?,
+    };
+    Client::try_from(cfg).context("building the Kubernetes client")
+}
+
+/// A watched kind as the server describes it.
+pub struct Resolved {
+    /// The resource (plural from discovery unless configured).
+    pub resource: ApiResource,
+    /// True for namespaced kinds.
+    pub namespaced: bool,
+}
+
+/// Resolves a watch's kind by discovery.
+pub async fn resolve(client: &Client, w: &WatchConfig) -> anyhow::Result<Resolved> {
+    let gvk = GroupVersionKind::gvk(&w.group, &w.version, &w.kind);
+    let (mut resource, caps) = kube::discovery::pinned_kind(client, &gvk)
+        .await
+        .with_context(|| {
+            format!(
+                "watch {}: kind {} in {}/{} not found by discovery (is the CRD installed?)",
+                w.name,
+                w.kind,
+                if w.group.is_empty() { "core" } else { &w.group },
+                w.version
+            )
+        })?;
+    if let Some(p) = &w.plural {
+        resource.plural = p.clone();
+    }
+    let namespaced = caps.scope == KubeScope::Namespaced;
+    if !namespaced && !w.namespaces.is_empty() {
+        bail!(
+            "watch {}: kind {} is cluster-scoped; remove `namespaces`",
+            w.name,
+            w.kind
+        );
+    }
+    Ok(Resolved {
+        resource,
+        namespaced,
+    })
+}
+
+fn change_kind(c: ChangeType) -> ChangeKind {
+    match c {
+        ChangeType::Created => ChangeKind::Created,
+        ChangeType::Updated => ChangeKind::Updated,
+        ChangeType::Deleted => ChangeKind::Deleted,
+    }
+}
+
+/// Shared counters, for logs, tests and (later) metrics.
+#[derive(Default)]
+pub struct Stats {
+    /// Capture counters.
+    pub capture: Arc<CaptureStats>,
+    /// Watch counters.
+    pub watch: Arc<WatchStats>,
+    /// Per-sink counters.
+    pub sinks: Vec<(String, Arc<DispatchStats>)>,
+}
+
+/// Runs the bridge until a signal.
+pub async fn run(config: Config, file: &str) -> anyhow::Result<()> {
+    // Everything that can be wrong in the config or the cluster fails before anything starts.
+    let mut connectors = Vec::new();
+    for (name, section) in &config.sinks {
+        connectors.push((name.clone(), crate::sinks::connector(file, section)?));
+    }
+    let client = kube_client(&config).await?;
+    let mut scopes = Vec::new();
+    let mut rules = Vec::new();
+    for w in &config.watches {
+        let r = resolve(&client, w).await?;
+        let namespaces: Vec<Option<String>> = if !r.namespaced || w.namespaces.is_empty() {
+            vec![None]
+        } else {
+            w.namespaces.iter().cloned().map(Some).collect()
+        };
+        let norm = Rules::new(w.include_status, &w.ignore)
+            .with_context(|| format!("watch {}: ignore", w.name))?;
+        for ns in namespaces {
+            let api: Api<DynamicObject> = match &ns {
+                Some(n) => Api::namespaced_with(client.clone(), n, &r.resource),
+                None => Api::all_with(client.clone(), &r.resource),
+            };
+            let id = scopes.len();
+            scopes.push(Scope {
+                id,
+                watch: w.name.clone(),
+                namespace: ns.clone(),
+                resource: r.resource.clone(),
+                api,
+                label_selector: w.label_selector.clone(),
+                field_selector: w.field_selector.clone(),
+                page_size: PAGE_SIZE,
+            });
+            rules.push(ScopeRules {
+                watch: w.name.clone(),
+                namespace: ns,
+                identity: Identity {
+                    cluster: config.cluster.clone(),
+                    type_prefix: config.event_type_prefix.clone(),
+                    group: w.group.clone(),
+                    version: w.version.clone(),
+                    kind: w.kind.clone(),
+                    plural: r.resource.plural.clone(),
+                    payload: w.payload,
+                },
+                rules: norm.clone(),
+                events: w.events.iter().copied().map(change_kind).collect(),
+                initial: w.initial,
+            });
+        }
+        info!(watch = %w.name, plural = %r.resource.plural, namespaced = r.namespaced, "resolved kind");
+    }
+
+    std::fs::create_dir_all(&config.state.path)
+        .with_context(|| format!("creating state directory {}", config.state.path.display()))?;
+    let store = Store::open(
+        &config.state.path,
+        &StoreOptions {
+            cache_bytes: config.state.cache_bytes,
+            flush_every: config.state.flush_every,
+        },
+    )?;
+    let last = store.last_seq()?;
+    // A sink seen for the first time starts with what comes next, not with the retained
+    // history of the others (that is what `replay` is for).
+    for (name, _) in &connectors {
+        if !store.has_cursor(name)? {
+            store.set_cursor(name, last)?;
+        }
+    }
+    store.flush().await?;
+
+    let stats = Stats::default();
+    let (obs_tx, obs_rx) = mpsc::channel(OBSERVED_CHANNEL);
+    let (durable_tx, durable_rx) = watch::channel(last);
+    let capture = tokio::spawn(
+        Capture::new(store.clone(), rules, durable_tx, stats.capture.clone()).run(obs_rx),
+    );
+
+    let sinks_cancel = CancellationToken::new();
+    let mut dispatchers = Vec::new();
+    let mut sink_stats = Vec::new();
+    for (name, connector) in connectors {
+        let watches: HashSet<String> = config
+            .watches
+            .iter()
+            .filter(|w| w.sinks.contains(&name))
+            .map(|w| w.name.clone())
+            .collect();
+        let ds = Arc::new(DispatchStats::default());
+        sink_stats.push((name.clone(), ds.clone()));
+        let d = Dispatcher {
+            name,
+            watches,
+            store: store.clone(),
+            connector,
+            durable: durable_rx.clone(),
+            stats: ds,
+            drain_timeout: DRAIN_TIMEOUT,
+        };
+        dispatchers.push(tokio::spawn(d.run(sinks_cancel.clone())));
+    }
+
+    let watch_cancel = CancellationToken::new();
+    let mut watches = Vec::new();
+    for scope in scopes {
+        let checkpoint = store.checkpoint(&crate::store::checkpoint_key(
+            &scope.watch,
+            scope.namespace.as_deref(),
+        ))?;
+        watches.push(tokio::spawn(crate::watch::run(
+            scope,
+            checkpoint,
+            obs_tx.clone(),
+            stats.watch.clone(),
+            watch_cancel.clone(),
+        )));
+    }
+    drop(obs_tx);
+    info!(watches = watches.len(), sinks = dispatchers.len(), "crbridge running");
+
+    wait_for_signal().await;
+    info!("shutting down: stopping watches");
+    let second = tokio::spawn(async {
+        wait_for_signal().await;
+        tracing::warn!("second signal: exiting at once");
+        std::process::exit(130);
+    });
+    watch_cancel.cancel();
+    for w in watches {
+        let _ = w.await;
+    }
+    let _ = capture.await;
+    info!("draining sinks");
+    sinks_cancel.cancel();
+    for d in dispatchers {
+        let _ = d.await;
+    }
+    store.flush().await?;
+    second.abort();
+    info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,281 @@
+//! One dispatcher per sink: reads the outbox from the sink's cursor, publishes with a
+//! bounded window of events in flight, and advances the cursor over the contiguous prefix
+//! of events the broker acknowledged.
+//!
+//! ```text
+//!   Connecting ──ok──> Publishing ──retriable error──> BackingOff ──> Publishing
+//!       ▲  │                │   └──permanent error──> BackingOff (max delay, ERROR log)
+//!       └──┘ error+backoff  └──cancel──> Draining (await in-flight acks, deadline) ──> done
+//! ```
+//!
+//! Only events the capture stage announced as durable are read, so the cursor can never
+//! point past an entry a crash could lose. After a failure the dispatcher resumes at the
+//! cursor: events that were in flight are sent again with their original ids (bounded by
+//! the window), and brokers or consumers drop the duplicates by id.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crbridge_sink_api::{BoxFuture, Sink, SinkError};
+use futures::stream::FuturesOrdered;
+use futures::StreamExt;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::backoff::Backoff;
+use crate::store::{OutboxEntry, Store, StoreError};
+
+/// Builds (connects) a sink; called again after the sink failed to connect.
+pub type Connector =
+    Arc<dyn Fn() -> BoxFuture<'static, Result<Arc<dyn Sink>, SinkError>> + Send + Sync>;
+
+/// Counters and health of one dispatcher.
+#[derive(Debug, Default)]
+pub struct DispatchStats {
+    /// Events acked by the broker.
+    pub acked: AtomicU64,
+    /// The sink's cursor (last acked sequence of the contiguous prefix).
+    pub cursor: AtomicU64,
+    /// Failed publishes or acks.
+    pub errors: AtomicU64,
+    /// True while connected and publishing without errors.
+    pub healthy: AtomicBool,
+}
+
+/// Why publishing stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    /// The sink refused or failed an event.
+    #[error("sink {sink}: event seq {seq}: {source}")]
+    Sink {
+        /// Sink name.
+        sink: String,
+        /// Outbox sequence number of the event.
+        seq: u64,
+        /// The sink's error.
+        #[source]
+        source: SinkError,
+    },
+    /// Reading the outbox or writing the cursor failed.
+    #[error("sink {sink}: {source}")]
+    Store {
+        /// Sink name.
+        sink: String,
+        /// The store's error.
+        #[source]
+        source: StoreError,
+    },
+}
+
+/// A dispatcher for one sink.
+pub struct Dispatcher {
+    /// Sink name (cursor key).
+    pub name: String,
+    /// Watches whose events go to this sink.
+    pub watches: HashSet<String>,
+    /// The store.
+    pub store: Store,
+    /// Connects the sink.
+    pub connector: Connector,
+    /// Highest durable outbox sequence, from capture.
+    pub durable: watch::Receiver<u64>,
+    /// Counters.
+    pub stats: Arc<DispatchStats>,
+    /// How long shutdown waits for in-flight acks.
+    pub drain_timeout: Duration,
+}
+
+impl Dispatcher {
+    /// Runs until `cancel` fires and in-flight acks are drained.
+    pub async fn run(self, cancel: CancellationToken) {
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+        let mut sink: Option<Arc<dyn Sink>> = None;
+        loop {
+            if cancel.is_cancelled() {
+                return;
+            }
+            let s = match &sink {
+                Some(s) => s.clone(),
+                None => match (self.connector)().await {
+                    Ok(s) => {
+                        info!(sink = %self.name, "sink connected");
+                        sink = Some(s.clone());
+                        s
+                    }
+                    Err(e) => {
+                        self.stats.healthy.store(false, Ordering::Relaxed);
+                        let wait = backoff.next_delay();
+                        warn!(sink = %self.name, error = %chain(&e), retry_in = ?wait, "connecting sink failed");
+                        if sleep_or_cancel(wait, &cancel).await {
+                            return;
+                        }
+                        continue;
+                    }
+                },
+            };
+            self.stats.healthy.store(true, Ordering::Relaxed);
+            match self.pump(s.as_ref(), &cancel, &mut backoff).await {
+                Ok(()) => return,
+                Err(e) => {
+                    self.stats.healthy.store(false, Ordering::Relaxed);
+                    self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                    let permanent = matches!(&e, DispatchError::Sink { source, .. } if !source.is_retriable());
+                    let wait = if permanent {
+                        error!(sink = %self.name, error = %chain(&e), "event cannot be published; the sink is halted at it and retried slowly until the operator acts");
+                        Duration::from_secs(30)
+                    } else {
+                        let wait = backoff.next_delay();
+                        warn!(sink = %self.name, error = %chain(&e), retry_in = ?wait, "publishing failed; resending from the cursor");
+                        wait
+                    };
+                    if sleep_or_cancel(wait, &cancel).await {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    fn store_err(&self) -> impl Fn(StoreError) -> DispatchError + '_ {
+        move |source| DispatchError::Store {
+            sink: self.name.clone(),
+            source,
+        }
+    }
+
+    /// Publishes from the cursor until cancelled (Ok) or a failure (Err).
+    async fn pump(
+        &self,
+        sink: &dyn Sink,
+        cancel: &CancellationToken,
+        backoff: &mut Backoff,
+    ) -> Result<(), DispatchError> {
+        let window = sink.window().max(1);
+        let mut acked = self.store.cursor(&self.name).map_err(self.store_err())?;
+        self.stats.cursor.store(acked, Ordering::Relaxed);
+        let mut next = acked + 1;
+        let mut buffer: VecDeque<(u64, OutboxEntry)> = VecDeque::new();
+        let mut in_flight = FuturesOrdered::new();
+        let mut durable = self.durable.clone();
+        loop {
+            let upto = *durable.borrow_and_update();
+            while in_flight.len() < window && next <= upto {
+                if buffer.is_empty() {
+                    let to = upto.min(next + window as u64);
+                    for item in self.store.outbox_range(next, to) {
+                        buffer.push_back(item.map_err(self.store_err())?);
+                    }
+                    match buffer.front() {
+                        None => {
+                            // Garbage-collected below us (cannot happen while GC respects
+                            // every cursor): skip ahead rather than stall.
+                            warn!(sink = %self.name, from = next, to, "outbox entries missing; skipping");
+                            next = to + 1;
+                            continue;
+                        }
+                        Some((seq, _)) if *seq > next => {
+                            warn!(sink = %self.name, from = next, to = *seq - 1, "outbox entries missing; skipping");
+                        }
+                        _ => {}
+                    }
+                }
+                let Some((seq, entry)) = buffer.pop_front() else {
+                    break;
+                };
+                next = seq + 1;
+                if !self.watches.contains(&entry.watch) {
+                    in_flight.push_back(Box::pin(async move { (seq, Ok(())) }) as BoxFuture<_>);
+                    continue;
+                }
+                let pending = sink
+                    .publish(&entry.event)
+                    .await
+                    .map_err(|source| DispatchError::Sink {
+                        sink: self.name.clone(),
+                        seq,
+                        source,
+                    })?;
+                in_flight.push_back(Box::pin(async move { (seq, pending.await) }));
+            }
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => {
+                    self.drain(&mut in_flight, &mut acked).await;
+                    return Ok(());
+                }
+                Some((seq, result)) = in_flight.next(), if !in_flight.is_empty() => {
+                    match result {
+                        Ok(()) => {
+                            acked = seq;
+                            self.stats.acked.fetch_add(1, Ordering::Relaxed);
+                            self.stats.cursor.store(seq, Ordering::Relaxed);
+                            self.store.set_cursor(&self.name, seq).map_err(self.store_err())?;
+                            backoff.reset();
+                        }
+                        Err(source) => {
+                            return Err(DispatchError::Sink { sink: self.name.clone(), seq, source });
+                        }
+                    }
+                }
+                changed = durable.changed(), if in_flight.len() < window => {
+                    if changed.is_err() {
+                        // Capture is gone: nothing new will come; finish what is in flight.
+                        self.drain(&mut in_flight, &mut acked).await;
+                        cancel.cancelled().await;
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Awaits in-flight acks (in order) until the first failure or the deadline, advancing
+    /// the cursor over what was acked.
+    async fn drain(
+        &self,
+        in_flight: &mut FuturesOrdered<BoxFuture<'_, (u64, Result<(), SinkError>)>>,
+        acked: &mut u64,
+    ) {
+        let deadline = tokio::time::Instant::now() + self.drain_timeout;
+        while !in_flight.is_empty() {
+            match tokio::time::timeout_at(deadline, in_flight.next()).await {
+                Ok(Some((seq, Ok(())))) => {
+                    *acked = seq;
+                    self.stats.acked.fetch_add(1, Ordering::Relaxed);
+                    self.stats.cursor.store(seq, Ordering::Relaxed);
+                    if let Err(e) = self.store.set_cursor(&self.name, seq) {
+                        warn!(sink = %self.name, error = %e, "writing cursor during drain failed");
+                        return;
+                    }
+                }
+                Ok(Some((_, Err(_)))) | Ok(None) => return,
+                Err(_) => {
+                    warn!(sink = %self.name, pending = in_flight.len(), "drain deadline passed; unacked events will be re-sent after restart");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn sleep_or_cancel(d: Duration, cancel: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = cancel.cancelled() => true,
+        _ = tokio::time::sleep(d) => false,
+    }
+}
+
+/// An error with its causes, one line.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
