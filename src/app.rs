@@ -230,7 +230,11 @@ pub async fn run(config: Config, file: &str) -> anyhow::Result<()> {
         )));
     }
     drop(obs_tx);
-    info!(watches = watches.len(), sinks = dispatchers.len(), "crbridge running");
+    info!(
+        watches = watches.len(),
+        sinks = dispatchers.len(),
+        "crbridge running"
+    );
 
     wait_for_signal().await;
     info!("shutting down: stopping watches");

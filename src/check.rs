@@ -16,7 +16,15 @@ pub async fn run(path: &Path) -> anyhow::Result<ExitCode> {
     let file = path.display().to_string();
     let cfg = match config::load(path) {
         Ok(c) => {
-            line(true, "config", &format!("{file}: {} watches, {} sinks", c.watches.len(), c.sinks.len()));
+            line(
+                true,
+                "config",
+                &format!(
+                    "{file}: {} watches, {} sinks",
+                    c.watches.len(),
+                    c.sinks.len()
+                ),
+            );
             c
         }
         Err(e) => {
@@ -28,7 +36,11 @@ pub async fn run(path: &Path) -> anyhow::Result<ExitCode> {
     match crate::app::kube_client(&cfg).await {
         Ok(client) => {
             match client.apiserver_version().await {
-                Ok(v) => line(true, "cluster", &format!("Kubernetes {}.{}", v.major, v.minor)),
+                Ok(v) => line(
+                    true,
+                    "cluster",
+                    &format!("Kubernetes {}.{}", v.major, v.minor),
+                ),
                 Err(e) => {
                     failed = true;
                     line(false, "cluster", &chain(&e));
@@ -43,7 +55,11 @@ pub async fn run(path: &Path) -> anyhow::Result<ExitCode> {
                             "{} → {} ({})",
                             w.kind,
                             r.resource.plural,
-                            if r.namespaced { "namespaced" } else { "cluster-scoped" }
+                            if r.namespaced {
+                                "namespaced"
+                            } else {
+                                "cluster-scoped"
+                            }
                         ),
                     ),
                     Err(e) => {
@@ -84,5 +100,9 @@ pub async fn run(path: &Path) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }

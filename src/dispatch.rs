@@ -122,7 +122,8 @@ impl Dispatcher {
                 Err(e) => {
                     self.stats.healthy.store(false, Ordering::Relaxed);
                     self.stats.errors.fetch_add(1, Ordering::Relaxed);
-                    let permanent = matches!(&e, DispatchError::Sink { source, .. } if !source.is_retriable());
+                    let permanent =
+                        matches!(&e, DispatchError::Sink { source, .. } if !source.is_retriable());
                     let wait = if permanent {
                         error!(sink = %self.name, error = %chain(&e), "event cannot be published; the sink is halted at it and retried slowly until the operator acts");
                         Duration::from_secs(30)
@@ -190,14 +191,14 @@ impl Dispatcher {
                     in_flight.push_back(Box::pin(async move { (seq, Ok(())) }) as BoxFuture<_>);
                     continue;
                 }
-                let pending = sink
-                    .publish(&entry.event)
-                    .await
-                    .map_err(|source| DispatchError::Sink {
-                        sink: self.name.clone(),
-                        seq,
-                        source,
-                    })?;
+                let pending =
+                    sink.publish(&entry.event)
+                        .await
+                        .map_err(|source| DispatchError::Sink {
+                            sink: self.name.clone(),
+                            seq,
+                            source,
+                        })?;
                 in_flight.push_back(Box::pin(async move { (seq, pending.await) }));
             }
             tokio::select! {

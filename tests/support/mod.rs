@@ -157,3 +157,75 @@ pub async fn crd(client: &Client, kind: &str) -> TestCrd {
         resource,
     }
 }
+
+pub mod bridge;
+pub mod nats;
+
+/// A crbridge config watching `crd` in `namespace`, publishing to a NATS stream of its own.
+pub fn nats_config(
+    dir: &std::path::Path,
+    crd: &TestCrd,
+    namespace: &str,
+    stream: &str,
+    extra_watch: &str,
+) -> String {
+    format!(
+        r#"cluster: test
+kubeconfig: {kubeconfig}
+state:
+  path: {state}
+http:
+  listen: 127.0.0.1:0
+watches:
+  - name: widgets
+    group: {group}
+    version: {version}
+    kind: {kind}
+    namespaces: [{namespace}]
+{extra_watch}    sinks: [nats]
+sinks:
+  nats:
+    type: nats
+    url: {url}
+    stream: {stream}
+    subject: "{stream}.{{cluster}}.{{group}}.{{kind}}.{{namespace}}.{{name}}"
+"#,
+        kubeconfig = env("KUBECONFIG"),
+        state = bridge::Bridge::state_path(dir).display(),
+        group = crd.group,
+        version = crd.version,
+        kind = crd.kind,
+        url = env("CRBRIDGE_NATS_URL"),
+    )
+}
+
+/// The current etcd revision.
+pub fn etcd_revision() -> i64 {
+    let out = std::process::Command::new("curl")
+        .args(["-sf", "-X", "POST", "-d", r#"{"key":"AA=="}"#])
+        .arg(format!("{}/v3/kv/range", env("CRBRIDGE_ETCD_ENDPOINT")))
+        .output()
+        .expect("running curl");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("etcd range answer");
+    v["header"]["revision"].as_str().unwrap().parse().unwrap()
+}
+
+/// Compacts etcd history up to the current revision: every older resourceVersion is gone,
+/// so a watch from it answers 410 Gone.
+pub fn compact_etcd() {
+    let rev = etcd_revision();
+    let out = std::process::Command::new("curl")
+        .args(["-sf", "-X", "POST", "-d"])
+        .arg(format!(r#"{{"revision":"{rev}","physical":true}}"#))
+        .arg(format!(
+            "{}/v3/kv/compaction",
+            env("CRBRIDGE_ETCD_ENDPOINT")
+        ))
+        .output()
+        .expect("running curl");
+    assert!(
+        out.status.success(),
+        "etcd compaction failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -82,9 +82,13 @@ mod tests {
             "url: x\nstream: S\nsubject: a\nsubjects: b\n",
         )
         .unwrap_err();
-        assert!(err.to_string().contains("unknown field `subjects`"), "{err}");
-        let err = serde_yaml_ng::from_str::<NatsSinkConfig>("url: x\nstream: S\nsubject: a.{nope}\n")
-            .unwrap_err();
+        assert!(
+            err.to_string().contains("unknown field `subjects`"),
+            "{err}"
+        );
+        let err =
+            serde_yaml_ng::from_str::<NatsSinkConfig>("url: x\nstream: S\nsubject: a.{nope}\n")
+                .unwrap_err();
         assert!(err.to_string().contains("nope"), "{err}");
     }
 }

@@ -65,8 +65,10 @@ impl NatsSink {
                 let not_found = matches!(e.kind(), GetStreamErrorKind::JetStream(ref j)
                     if j.error_code() == async_nats::jetstream::ErrorCode::STREAM_NOT_FOUND);
                 if !not_found {
-                    return Err(SinkError::retriable("stream info", format!("stream {name}"))
-                        .with_source(e));
+                    return Err(
+                        SinkError::retriable("stream info", format!("stream {name}"))
+                            .with_source(e),
+                    );
                 }
                 if !self.config.create_stream {
                     return Err(SinkError::permanent(
@@ -116,7 +118,10 @@ impl Sink for NatsSink {
             let (headers, body) = encode::message(event, self.config.mode);
             let ack = self
                 .js
-                .send_publish(subject, PublishMessage::build().headers(headers).payload(body))
+                .send_publish(
+                    subject,
+                    PublishMessage::build().headers(headers).payload(body),
+                )
                 .await
                 .map_err(|e| classify("publish", e.kind(), e.to_string()))?;
             let pending: PendingAck = Box::pin(async move {
