@@ -7,6 +7,12 @@ use crbridge_sink_api::Sink;
 use crate::config::{ConfigError, SinkSection};
 use crate::dispatch::Connector;
 
+/// The sink types compiled into this build.
+pub const AVAILABLE: &[&str] = &[
+    #[cfg(feature = "nats")]
+    "nats",
+];
+
 /// Parses a sink section and returns how to connect it. A type known to crbridge but not
 /// compiled into this build is a config error naming the cargo feature.
 pub fn connector(file: &str, section: &SinkSection) -> Result<Connector, ConfigError> {
@@ -27,7 +33,8 @@ pub fn connector(file: &str, section: &SinkSection) -> Result<Connector, ConfigE
             file,
             format!("sinks.{}.type", section.name),
             format!(
-                "sink type {other} is not compiled into this build (rebuild with cargo feature `{other}`)"
+                "sink type {other} is not available in this build of crbridge (available: {})",
+                AVAILABLE.join(", ")
             ),
         )),
     }

@@ -362,3 +362,37 @@ async fn bad_config_is_rejected_with_file_key_and_expectation() {
     }
     assert!(!state.exists(), "nothing may start on a bad config");
 }
+
+#[tokio::test]
+async fn check_probes_cluster_watches_and_sinks() {
+    let (t, bridge) = setup("").await;
+    let cfg = bridge.config.to_str().unwrap().to_string();
+    let (status, out, err) = support::bridge::run_cli(&["check", "-c", &cfg]);
+    assert!(status.success(), "check failed:\n{out}\n{err}");
+    for expected in [
+        "ok   config",
+        "ok   cluster: Kubernetes 1.34",
+        "ok   watch widgets: Widget → widgets (namespaced)",
+        "ok   sink nats",
+    ] {
+        assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
+    }
+
+    // An unreachable sink and a kind that does not exist are reported, each on its own line.
+    let broken = std::fs::read_to_string(&bridge.config)
+        .unwrap()
+        .replace(&support::env("CRBRIDGE_NATS_URL"), "nats://127.0.0.1:1")
+        .replace(&format!("kind: {}", t.crd.kind), "kind: Gadget");
+    let path = bridge.dir.join("broken.yaml");
+    std::fs::write(&path, broken).unwrap();
+    let (status, out, _) = support::bridge::run_cli(&["check", "-c", path.to_str().unwrap()]);
+    assert!(!status.success());
+    assert!(
+        out.contains("FAIL watch widgets: watch widgets: kind Gadget"),
+        "{out}"
+    );
+    assert!(
+        out.contains("FAIL sink nats: connect: NATS at nats://127.0.0.1:1"),
+        "{out}"
+    );
+}
