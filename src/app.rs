@@ -114,7 +114,12 @@ pub async fn run(config: Config, file: &str) -> anyhow::Result<()> {
     // Everything that can be wrong in the config or the cluster fails before anything starts.
     let mut connectors = Vec::new();
     for (name, section) in &config.sinks {
-        connectors.push((name.clone(), crate::sinks::connector(file, section)?));
+        let policy = crate::config::sink_policy(file, section)?;
+        connectors.push((
+            name.clone(),
+            crate::sinks::connector(file, section)?,
+            policy,
+        ));
     }
     let client = kube_client(&config).await?;
     let mut scopes = Vec::new();
@@ -176,7 +181,7 @@ pub async fn run(config: Config, file: &str) -> anyhow::Result<()> {
     let last = store.last_seq()?;
     // A sink seen for the first time starts with what comes next, not with the retained
     // history of the others (that is what `replay` is for).
-    for (name, _) in &connectors {
+    for (name, _, _) in &connectors {
         if !store.has_cursor(name)? {
             store.set_cursor(name, last)?;
         }
@@ -193,7 +198,7 @@ pub async fn run(config: Config, file: &str) -> anyhow::Result<()> {
     let sinks_cancel = CancellationToken::new();
     let mut dispatchers = Vec::new();
     let mut sink_stats = Vec::new();
-    for (name, connector) in connectors {
+    for (name, connector, policy) in connectors {
         let watches: HashSet<String> = config
             .watches
             .iter()
@@ -210,6 +215,7 @@ pub async fn run(config: Config, file: &str) -> anyhow::Result<()> {
             durable: durable_rx.clone(),
             stats: ds,
             drain_timeout: DRAIN_TIMEOUT,
+            policy,
         };
         dispatchers.push(tokio::spawn(d.run(sinks_cancel.clone())));
     }

@@ -549,6 +549,63 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
 }
 
 /// Deserializes a sink's section (without its `type` key) into the sink's own config type.
+/// Keys every sink section has, handled by crbridge rather than by the sink's own config.
+const COMMON_SINK_KEYS: &[&str] = &["type", "onError", "oversize"];
+
+/// What a dispatcher does with an event its sink refuses for good (too large, rejected,
+/// unroutable).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ErrorPolicy {
+    /// Keep it in the dead-letter tree of the state store, count it, log it once, go on.
+    #[default]
+    Deadletter,
+    /// Stop the sink at that event (retrying slowly) until an operator acts.
+    Halt,
+}
+
+/// What a dispatcher does with an event larger than the sink accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OversizePolicy {
+    /// Send it once more without `data.object` (the patch still describes the change);
+    /// if that is still too large, `onError` applies.
+    #[default]
+    PatchOnly,
+    /// Apply `onError` at once.
+    Deadletter,
+}
+
+/// The sink-independent part of a sink section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SinkPolicy {
+    /// `onError`: deadletter (default) | halt.
+    #[serde(default)]
+    pub on_error: ErrorPolicy,
+    /// `oversize`: patch-only (default) | deadletter.
+    #[serde(default)]
+    pub oversize: OversizePolicy,
+}
+
+/// Reads the sink-independent keys (`onError`, `oversize`) of a sink section.
+pub fn sink_policy(file: &str, section: &SinkSection) -> Result<SinkPolicy, ConfigError> {
+    let mut map = serde_json::Map::new();
+    if let Value::Object(raw) = &section.raw {
+        for k in ["onError", "oversize"] {
+            if let Some(v) = raw.get(k) {
+                map.insert(k.to_string(), v.clone());
+            }
+        }
+    }
+    let prefix = join_key("sinks", &section.name);
+    serde_path_to_error::deserialize(Value::Object(map)).map_err(|err| {
+        let hint = |_: &str| {
+            "deadletter or halt (onError), patch-only or deadletter (oversize)".to_string()
+        };
+        schema_error(file, &prefix, err.path(), &err.inner().to_string(), &hint)
+    })
+}
 /// Errors name the key path as `sinks.{name}.{path}`.
 pub fn sink_config<T: DeserializeOwned>(
     file: &str,
@@ -556,7 +613,9 @@ pub fn sink_config<T: DeserializeOwned>(
 ) -> Result<T, ConfigError> {
     let mut raw = section.raw.clone();
     if let Value::Object(map) = &mut raw {
-        map.remove("type");
+        for k in COMMON_SINK_KEYS {
+            map.remove(*k);
+        }
     }
     let prefix = join_key("sinks", &section.name);
     serde_path_to_error::deserialize(raw).map_err(|err| {

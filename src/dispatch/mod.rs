@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crbridge_sink_api::{BoxFuture, Sink, SinkError};
+use crbridge_sink_api::{BoxFuture, ErrorClass, Sink, SinkError};
 use futures::stream::FuturesOrdered;
 use futures::StreamExt;
 use tokio::sync::watch;
@@ -26,7 +26,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::backoff::Backoff;
-use crate::store::{OutboxEntry, Store, StoreError};
+use crate::config::{ErrorPolicy, OversizePolicy, SinkPolicy};
+use crate::store::{now_ms, DeadLetter, OutboxEntry, Store, StoreError};
 
 /// Builds (connects) a sink; called again after the sink failed to connect.
 pub type Connector =
@@ -43,6 +44,10 @@ pub struct DispatchStats {
     pub errors: AtomicU64,
     /// True while connected and publishing without errors.
     pub healthy: AtomicBool,
+    /// Events kept in the dead-letter tree.
+    pub dead_letters: AtomicU64,
+    /// Events sent without `data.object` because they were too large.
+    pub trimmed: AtomicU64,
 }
 
 /// Why publishing stopped.
@@ -86,6 +91,8 @@ pub struct Dispatcher {
     pub stats: Arc<DispatchStats>,
     /// How long shutdown waits for in-flight acks.
     pub drain_timeout: Duration,
+    /// What happens to events the sink refuses for good.
+    pub policy: SinkPolicy,
 }
 
 impl Dispatcher {
@@ -122,6 +129,9 @@ impl Dispatcher {
                 Err(e) => {
                     self.stats.healthy.store(false, Ordering::Relaxed);
                     self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                    if !s.is_connected() {
+                        sink = None;
+                    }
                     let permanent =
                         matches!(&e, DispatchError::Sink { source, .. } if !source.is_retriable());
                     let wait = if permanent {
@@ -159,7 +169,7 @@ impl Dispatcher {
         self.stats.cursor.store(acked, Ordering::Relaxed);
         let mut next = acked + 1;
         let mut buffer: VecDeque<(u64, OutboxEntry)> = VecDeque::new();
-        let mut in_flight = FuturesOrdered::new();
+        let mut in_flight: FuturesOrdered<InFlight<'_>> = FuturesOrdered::new();
         let mut durable = self.durable.clone();
         loop {
             let upto = *durable.borrow_and_update();
@@ -188,18 +198,20 @@ impl Dispatcher {
                 };
                 next = seq + 1;
                 if !self.watches.contains(&entry.watch) {
-                    in_flight.push_back(Box::pin(async move { (seq, Ok(())) }) as BoxFuture<_>);
+                    in_flight.push_back(Box::pin(async move { (seq, None, Ok(())) }));
                     continue;
                 }
-                let pending =
-                    sink.publish(&entry.event)
-                        .await
-                        .map_err(|source| DispatchError::Sink {
-                            sink: self.name.clone(),
-                            seq,
-                            source,
-                        })?;
-                in_flight.push_back(Box::pin(async move { (seq, pending.await) }));
+                match sink.publish(&entry.event).await {
+                    Ok(pending) => in_flight
+                        .push_back(Box::pin(async move { (seq, Some(entry), pending.await) })),
+                    Err(e) if e.is_retriable() => return Err(self.sink_err(seq, e)),
+                    Err(e) => {
+                        // Refused before it was handed over: settle it now, in order with
+                        // the acks before it.
+                        let settled = self.refused(sink, seq, &entry, e).await;
+                        in_flight.push_back(Box::pin(async move { (seq, None, settled) }));
+                    }
+                }
             }
             tokio::select! {
                 biased;
@@ -207,7 +219,13 @@ impl Dispatcher {
                     self.drain(&mut in_flight, &mut acked).await;
                     return Ok(());
                 }
-                Some((seq, result)) = in_flight.next(), if !in_flight.is_empty() => {
+                Some((seq, entry, result)) = in_flight.next(), if !in_flight.is_empty() => {
+                    let result = match (result, entry) {
+                        (Err(e), Some(entry)) if !e.is_retriable() => {
+                            self.refused(sink, seq, &entry, e).await
+                        }
+                        (r, _) => r,
+                    };
                     match result {
                         Ok(()) => {
                             acked = seq;
@@ -216,9 +234,7 @@ impl Dispatcher {
                             self.store.set_cursor(&self.name, seq).map_err(self.store_err())?;
                             backoff.reset();
                         }
-                        Err(source) => {
-                            return Err(DispatchError::Sink { sink: self.name.clone(), seq, source });
-                        }
+                        Err(source) => return Err(self.sink_err(seq, source)),
                     }
                 }
                 changed = durable.changed(), if in_flight.len() < window => {
@@ -233,17 +249,69 @@ impl Dispatcher {
         }
     }
 
+    fn sink_err(&self, seq: u64, source: SinkError) -> DispatchError {
+        DispatchError::Sink {
+            sink: self.name.clone(),
+            seq,
+            source,
+        }
+    }
+
+    /// Applies the sink's policy to an event it refused for good. `Ok` means settled (sent
+    /// without its object, or kept as a dead letter): the cursor may pass it. `Err` means
+    /// halt at it.
+    async fn refused(
+        &self,
+        sink: &dyn Sink,
+        seq: u64,
+        entry: &OutboxEntry,
+        mut error: SinkError,
+    ) -> Result<(), SinkError> {
+        if error.class == ErrorClass::TooLarge && self.policy.oversize == OversizePolicy::PatchOnly
+        {
+            if let Some(trimmed) = without_object(entry) {
+                let attempt = match sink.publish(&trimmed.event).await {
+                    Ok(pending) => pending.await,
+                    Err(e) => Err(e),
+                };
+                match attempt {
+                    Ok(()) => {
+                        self.stats.trimmed.fetch_add(1, Ordering::Relaxed);
+                        warn!(sink = %self.name, seq, id = %entry.event.id, "event too large; sent without data.object");
+                        return Ok(());
+                    }
+                    Err(e) if e.is_retriable() => return Err(e),
+                    Err(e) => error = e,
+                }
+            }
+        }
+        match self.policy.on_error {
+            ErrorPolicy::Halt => Err(error),
+            ErrorPolicy::Deadletter => {
+                let letter = DeadLetter {
+                    seq,
+                    error: chain(&error),
+                    at_ms: now_ms(),
+                    entry: entry.clone(),
+                };
+                if let Err(e) = self.store.add_dead_letter(&self.name, &letter) {
+                    // Not kept, so not settled: halt here rather than lose it.
+                    return Err(SinkError::retriable("dead letter", e.to_string()));
+                }
+                self.stats.dead_letters.fetch_add(1, Ordering::Relaxed);
+                error!(sink = %self.name, seq, id = %entry.event.id, subject = %entry.event.subject, error = %letter.error, "event refused by the sink; kept as a dead letter");
+                Ok(())
+            }
+        }
+    }
+
     /// Awaits in-flight acks (in order) until the first failure or the deadline, advancing
     /// the cursor over what was acked.
-    async fn drain(
-        &self,
-        in_flight: &mut FuturesOrdered<BoxFuture<'_, (u64, Result<(), SinkError>)>>,
-        acked: &mut u64,
-    ) {
+    async fn drain(&self, in_flight: &mut FuturesOrdered<InFlight<'_>>, acked: &mut u64) {
         let deadline = tokio::time::Instant::now() + self.drain_timeout;
         while !in_flight.is_empty() {
             match tokio::time::timeout_at(deadline, in_flight.next()).await {
-                Ok(Some((seq, Ok(())))) => {
+                Ok(Some((seq, _, Ok(())))) => {
                     *acked = seq;
                     self.stats.acked.fetch_add(1, Ordering::Relaxed);
                     self.stats.cursor.store(seq, Ordering::Relaxed);
@@ -252,7 +320,7 @@ impl Dispatcher {
                         return;
                     }
                 }
-                Ok(Some((_, Err(_)))) | Ok(None) => return,
+                Ok(Some((_, _, Err(_)))) | Ok(None) => return,
                 Err(_) => {
                     warn!(sink = %self.name, pending = in_flight.len(), "drain deadline passed; unacked events will be re-sent after restart");
                     return;
@@ -260,6 +328,21 @@ impl Dispatcher {
             }
         }
     }
+}
+
+/// One event awaiting its ack: sequence, the entry (kept to apply the refusal policy), and
+/// the broker's answer.
+type InFlight<'a> = BoxFuture<'a, (u64, Option<OutboxEntry>, Result<(), SinkError>)>;
+
+/// The entry with `data.object` removed, or `None` when it has none to remove.
+fn without_object(entry: &OutboxEntry) -> Option<OutboxEntry> {
+    let mut data: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(entry.event.data.get()).ok()?;
+    data.remove("object")?;
+    let raw = serde_json::value::RawValue::from_string(serde_json::to_string(&data).ok()?).ok()?;
+    let mut trimmed = entry.clone();
+    trimmed.event.data = raw;
+    Some(trimmed)
 }
 
 async fn sleep_or_cancel(d: Duration, cancel: &CancellationToken) -> bool {

@@ -113,6 +113,7 @@ async fn run_until_cursor(fail: Option<&str>, window: usize) -> (Vec<(String, u6
         durable,
         stats: stats.clone(),
         drain_timeout: Duration::from_secs(1),
+        policy: SinkPolicy::default(),
     };
     let cancel = CancellationToken::new();
     let task = tokio::spawn(d.run(cancel.clone()));

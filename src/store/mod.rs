@@ -10,6 +10,7 @@
 //! | `checkpoints` | `{watch}\0{namespace or *}`           | resourceVersion             |
 //! | `cursors`     | sink name                             | last acked sequence, u64 BE |
 //! | `meta`        | `next_seq`, `outbox_bytes`            | u64 BE                      |
+//! | `deadletters` | `{sink}\0{seq}` (seq u64 BE)          | [`DeadLetter`] (JSON)       |
 //!
 //! [`Store::commit`] writes a [`Batch`] — object states, outbox entries and checkpoints — in
 //! ONE transaction, so a crash loses all of a batch or none of it. Only then, and after a
@@ -82,6 +83,19 @@ pub struct OutboxEntry {
     pub written_ms: u64,
     /// The event.
     pub event: Event,
+}
+
+/// An event a sink refused for good, kept instead of dropped.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// Outbox sequence number.
+    pub seq: u64,
+    /// Why the sink refused it.
+    pub error: String,
+    /// When, milliseconds since the epoch.
+    pub at_ms: u64,
+    /// The entry as it was in the outbox.
+    pub entry: OutboxEntry,
 }
 
 /// One write of a batch.
@@ -163,6 +177,7 @@ pub struct Store {
     checkpoints: sled::Tree,
     cursors: sled::Tree,
     meta: sled::Tree,
+    dead_letters: sled::Tree,
 }
 
 const NEXT_SEQ: &[u8] = b"next_seq";
@@ -203,6 +218,7 @@ impl Store {
             checkpoints: tree("checkpoints")?,
             cursors: tree("cursors")?,
             meta: tree("meta")?,
+            dead_letters: tree("deadletters")?,
             db,
         })
     }
@@ -373,6 +389,28 @@ impl Store {
             .insert(sink, &seq.to_be_bytes())
             .map_err(io("write cursor"))?;
         Ok(())
+    }
+
+    /// Keeps an event `sink` refused for good.
+    pub fn add_dead_letter(&self, sink: &str, letter: &DeadLetter) -> Result<(), StoreError> {
+        let mut key = sink.as_bytes().to_vec();
+        key.push(0);
+        key.extend_from_slice(&letter.seq.to_be_bytes());
+        self.dead_letters
+            .insert(key, encode(letter)?)
+            .map_err(io("write dead letter"))?;
+        Ok(())
+    }
+
+    /// The dead letters of `sink`, oldest first.
+    pub fn dead_letters(&self, sink: &str) -> Result<Vec<DeadLetter>, StoreError> {
+        let mut prefix = sink.as_bytes().to_vec();
+        prefix.push(0);
+        self.dead_letters
+            .scan_prefix(prefix)
+            .values()
+            .map(|v| decode(&v.map_err(io("read dead letters"))?, "dead letter"))
+            .collect()
     }
 
     /// Deletes outbox entries with `seq <= upto` that were written before `older_than_ms`

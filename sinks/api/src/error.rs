@@ -5,9 +5,12 @@ use std::fmt;
 pub enum ErrorClass {
     /// Try again later with backoff: connection lost, timeout, broker unavailable.
     Retriable,
-    /// Trying again cannot succeed: message too large, rejected, unroutable by configuration.
+    /// Trying again cannot succeed: rejected, unroutable by configuration, not authorized.
     /// The sink's permanent-error policy applies (dead-letter or halt).
     Permanent,
+    /// The event is larger than the broker accepts: permanent, but the sink's oversize
+    /// policy may first try the event without its `object` (patch only).
+    TooLarge,
 }
 
 impl fmt::Display for ErrorClass {
@@ -15,6 +18,7 @@ impl fmt::Display for ErrorClass {
         f.write_str(match self {
             ErrorClass::Retriable => "retriable",
             ErrorClass::Permanent => "permanent",
+            ErrorClass::TooLarge => "too large",
         })
     }
 }
@@ -49,6 +53,16 @@ impl SinkError {
     pub fn permanent(step: &'static str, message: impl Into<String>) -> Self {
         SinkError {
             class: ErrorClass::Permanent,
+            step,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// The event is larger than the broker accepts.
+    pub fn too_large(step: &'static str, message: impl Into<String>) -> Self {
+        SinkError {
+            class: ErrorClass::TooLarge,
             step,
             message: message.into(),
             source: None,

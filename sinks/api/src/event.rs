@@ -82,6 +82,23 @@ pub struct Route {
     pub uid: String,
 }
 
+impl Route {
+    /// The unescaped value of a template variable.
+    pub fn value(&self, var: crate::template::Var) -> &str {
+        use crate::template::Var;
+        match var {
+            Var::Cluster => &self.cluster,
+            Var::Group => &self.group,
+            Var::Version => &self.version,
+            Var::Kind => &self.kind,
+            Var::Plural => &self.plural,
+            Var::Namespace => &self.namespace,
+            Var::Name => &self.name,
+            Var::Type => self.change.as_str(),
+        }
+    }
+}
+
 /// One CloudEvent (spec 1.0) as crbridge stores it in the outbox and hands it to sinks.
 ///
 /// All attribute values are fixed when the event is built, so a re-send after a crash or

@@ -25,6 +25,12 @@ pub trait Sink: Send + Sync {
     /// tell whether publishing can succeed now.
     fn healthcheck(&self) -> BoxFuture<'_, Result<(), SinkError>>;
 
+    /// False when the client's connection is gone for good and the dispatcher must connect
+    /// a new sink (clients that reconnect on their own keep the default).
+    fn is_connected(&self) -> bool {
+        true
+    }
+
     /// How many events the dispatcher may keep in flight (awaiting acks) at once.
     fn window(&self) -> usize {
         256

@@ -251,6 +251,50 @@ impl<'de> Deserialize<'de> for Template {
     }
 }
 
+/// Characters a value must not bring into a dot-separated name (NATS subject, AMQP routing
+/// key): the separator, the wildcards of both protocols, `%` (the escape itself) and
+/// whitespace.
+fn needs_escape(c: char) -> bool {
+    matches!(c, '.' | '*' | '>' | '#' | '%') || c.is_whitespace()
+}
+
+/// One value as one token of a dot-separated name: the characters above are
+/// percent-encoded (`example.com` → `example%2Ecom`), so the mapping is reversible and a
+/// value can never add, remove or wildcard a token; an empty value (the namespace of a
+/// cluster-scoped object) becomes `_`.
+pub fn escape_token(value: &str) -> std::borrow::Cow<'_, str> {
+    use std::borrow::Cow;
+    if value.is_empty() {
+        return Cow::Borrowed("_");
+    }
+    if !value.chars().any(needs_escape) {
+        return Cow::Borrowed(value);
+    }
+    let mut out = String::with_capacity(value.len() + 8);
+    for c in value.chars() {
+        if needs_escape(c) {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+impl Template {
+    /// Renders the template for an event's route, each value passed through `escape`.
+    pub fn render_route<'r>(
+        &self,
+        route: &'r crate::Route,
+        escape: impl Fn(&'r str) -> std::borrow::Cow<'r, str>,
+    ) -> String {
+        self.render(&|v| escape(route.value(v)).into_owned())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,62 +1,18 @@
 //! Pure: subject rendering and the CloudEvents NATS binding.
 //!
 //! Escaping: a NATS subject token may not contain `.`, `*`, `>` or whitespace, and may not
-//! be empty. Each template value is percent-encoded for exactly those characters and `%`
-//! itself (`example.com` → `example%2Ecom`), so the mapping is reversible and a value can
-//! never add, remove or wildcard a token; an empty value (the namespace of a cluster-scoped
-//! object) becomes `_`.
-
-use std::borrow::Cow;
+//! be empty; every template value goes through [`escape_token`].
 
 use async_nats::HeaderMap;
 use bytes::Bytes;
-use crbridge_sink_api::template::{Template, Var};
+use crbridge_sink_api::template::{escape_token, Template};
 use crbridge_sink_api::{Event, Route};
 
 use crate::ContentMode;
 
-/// One value as a subject token.
-pub fn subject_token(value: &str) -> Cow<'_, str> {
-    if value.is_empty() {
-        return Cow::Borrowed("_");
-    }
-    if !value
-        .chars()
-        .any(|c| matches!(c, '.' | '*' | '>' | '%') || c.is_whitespace())
-    {
-        return Cow::Borrowed(value);
-    }
-    let mut out = String::with_capacity(value.len() + 8);
-    for c in value.chars() {
-        if matches!(c, '.' | '*' | '>' | '%') || c.is_whitespace() {
-            let mut buf = [0u8; 4];
-            for b in c.encode_utf8(&mut buf).bytes() {
-                out.push_str(&format!("%{b:02X}"));
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    Cow::Owned(out)
-}
-
-/// The value of a template variable for a route, unescaped.
-pub fn route_value(route: &Route, var: Var) -> &str {
-    match var {
-        Var::Cluster => &route.cluster,
-        Var::Group => &route.group,
-        Var::Version => &route.version,
-        Var::Kind => &route.kind,
-        Var::Plural => &route.plural,
-        Var::Namespace => &route.namespace,
-        Var::Name => &route.name,
-        Var::Type => route.change.as_str(),
-    }
-}
-
 /// The subject of an event.
 pub fn subject(template: &Template, route: &Route) -> String {
-    template.render(&|v| subject_token(route_value(route, v)).into_owned())
+    template.render_route(route, escape_token)
 }
 
 /// The stream filter that captures every subject `template` can render: each token that
@@ -133,7 +89,7 @@ mod tests {
             subject(&t, &route()),
             "crbridge.prod-eu-1.example%2Ecom.Widget._.a%20b%2Ac%3Ed%25.updated"
         );
-        assert_eq!(subject_token("plain"), Cow::Borrowed("plain"));
+        assert_eq!(escape_token("plain"), std::borrow::Cow::Borrowed("plain"));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! crbridge's NATS JetStream sink.
 //!
 //! * Subject from a template (`crbridge.{cluster}.{group}.{kind}.{namespace}.{name}`), each
-//!   value escaped so it stays one subject token ([`encode::subject_token`]).
+//!   value escaped so it stays one subject token (`crbridge_sink_api::template::escape_token`).
 //! * The stream is created if missing (capturing the template's subjects) or verified to
 //!   capture them.
 //! * CloudEvents binary mode by default: `ce-*` headers and `content-type`; structured mode

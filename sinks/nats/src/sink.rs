@@ -106,7 +106,7 @@ fn redact(url: &str) -> String {
 
 fn classify(step: &'static str, kind: PublishErrorKind, msg: String) -> SinkError {
     match kind {
-        PublishErrorKind::MaxPayloadExceeded => SinkError::permanent(step, msg),
+        PublishErrorKind::MaxPayloadExceeded => SinkError::too_large(step, msg),
         _ => SinkError::retriable(step, msg),
     }
 }
