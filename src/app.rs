@@ -192,7 +192,9 @@ pub async fn run(config: Config, file: &str) -> anyhow::Result<()> {
     let (obs_tx, obs_rx) = mpsc::channel(OBSERVED_CHANNEL);
     let (durable_tx, durable_rx) = watch::channel(last);
     let capture = tokio::spawn(
-        Capture::new(store.clone(), rules, durable_tx, stats.capture.clone()).run(obs_rx),
+        Capture::new(store.clone(), rules, durable_tx, stats.capture.clone())
+            .with_max_outbox_bytes(config.state.outbox.max_bytes)
+            .run(obs_rx),
     );
 
     let sinks_cancel = CancellationToken::new();
@@ -219,6 +221,14 @@ pub async fn run(config: Config, file: &str) -> anyhow::Result<()> {
         };
         dispatchers.push(tokio::spawn(d.run(sinks_cancel.clone())));
     }
+
+    let gc = tokio::spawn(collect_garbage(
+        store.clone(),
+        config.sinks.keys().cloned().collect(),
+        config.state.outbox.retention,
+        config.state.outbox.max_bytes,
+        sinks_cancel.clone(),
+    ));
 
     let watch_cancel = CancellationToken::new();
     let mut watches = Vec::new();
@@ -259,10 +269,43 @@ pub async fn run(config: Config, file: &str) -> anyhow::Result<()> {
     for d in dispatchers {
         let _ = d.await;
     }
+    let _ = gc.await;
     store.flush().await?;
     second.abort();
     info!("stopped");
     Ok(())
+}
+
+/// How often acked outbox entries past retention (or over the byte budget) are deleted.
+const GC_EVERY: Duration = Duration::from_secs(1);
+
+/// Deletes outbox entries every sink has acked that are older than `retention`, or, while
+/// the outbox is over `max_bytes`, acked ones regardless of age. Unacked entries are never
+/// deleted: the slowest sink bounds what goes.
+async fn collect_garbage(
+    store: Store,
+    sinks: Vec<String>,
+    retention: Duration,
+    max_bytes: u64,
+    cancel: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(GC_EVERY) => {}
+        }
+        let slowest = sinks
+            .iter()
+            .map(|s| store.cursor(s))
+            .collect::<Result<Vec<_>, _>>()
+            .map(|c| c.into_iter().min().unwrap_or(0));
+        let cutoff = crate::store::now_ms().saturating_sub(retention.as_millis() as u64);
+        match slowest.and_then(|upto| store.gc_outbox(upto, cutoff, max_bytes)) {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(removed = n, "outbox garbage collected"),
+            Err(e) => tracing::warn!(error = %e, "outbox garbage collection failed"),
+        }
+    }
 }
 
 async fn wait_for_signal() {

@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime};
 use crbridge_sink_api::ChangeKind;
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
-use tracing::{debug, error, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::backoff::Backoff;
 use crate::config::InitialMode;
@@ -65,6 +65,8 @@ pub struct CaptureStats {
     pub commit_errors: AtomicU64,
     /// False while commits fail.
     pub healthy: AtomicBool,
+    /// True while capture waits for room in the outbox.
+    pub outbox_full: AtomicBool,
 }
 
 /// The capture task.
@@ -73,6 +75,7 @@ pub struct Capture {
     scopes: Vec<ScopeRules>,
     durable: watch::Sender<u64>,
     stats: Arc<CaptureStats>,
+    max_outbox_bytes: u64,
 }
 
 /// A pending state per key within the batch being built (`None`: removed).
@@ -93,12 +96,49 @@ impl Capture {
             scopes,
             durable,
             stats,
+            max_outbox_bytes: u64::MAX,
         }
+    }
+
+    /// Bounds the outbox: while it holds `bytes` or more (unacked by the slowest sink, so
+    /// garbage collection cannot free it), capture waits and the watches with it. A watch
+    /// held back long enough to lose its place in the server's history recovers through a
+    /// relist and reconcile, so final states are never lost.
+    pub fn with_max_outbox_bytes(mut self, bytes: u64) -> Self {
+        self.max_outbox_bytes = bytes;
+        self
+    }
+
+    async fn wait_for_room(&self) {
+        let mut warned = false;
+        loop {
+            match self.store.outbox_bytes() {
+                Ok(b) if b < self.max_outbox_bytes => break,
+                Ok(b) => {
+                    self.stats.outbox_full.store(true, Ordering::Relaxed);
+                    if !warned {
+                        warn!(
+                            outbox_bytes = b,
+                            max_bytes = self.max_outbox_bytes,
+                            "outbox full: watches paused until the slowest sink catches up"
+                        );
+                        warned = true;
+                    }
+                }
+                Err(e) => warn!(error = %e, "reading outbox size failed"),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        if warned {
+            info!("outbox has room again: watches resume");
+        }
+        self.stats.outbox_full.store(false, Ordering::Relaxed);
     }
 
     /// Runs until every sender of `rx` is dropped, then returns after the last commit.
     pub async fn run(self, mut rx: mpsc::Receiver<Observed>) {
         while let Some(first) = rx.recv().await {
+            self.wait_for_room().await;
             let mut batch = Batch::default();
             let mut overlay = Overlay::new();
             let mut pending = Some(first);

@@ -229,3 +229,73 @@ pub fn compact_etcd() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+pub mod cloudevents;
+
+/// A crbridge config watching `crd` in `namespace`, publishing to the sinks in
+/// `sinks_yaml` (the lines under `sinks:`, indented two spaces), `extra` appended to the
+/// top level.
+pub fn config_with_sinks(
+    dir: &std::path::Path,
+    crd: &TestCrd,
+    namespace: &str,
+    watch_sinks: &[&str],
+    sinks_yaml: &str,
+    extra: &str,
+) -> String {
+    format!(
+        r#"cluster: test
+kubeconfig: {kubeconfig}
+state:
+  path: {state}
+watches:
+  - name: widgets
+    group: {group}
+    version: {version}
+    kind: {kind}
+    namespaces: [{namespace}]
+    sinks: [{sinks}]
+sinks:
+{sinks_yaml}
+{extra}"#,
+        kubeconfig = env("KUBECONFIG"),
+        state = bridge::Bridge::state_path(dir).display(),
+        group = crd.group,
+        version = crd.version,
+        kind = crd.kind,
+        sinks = watch_sinks.join(", "),
+    )
+}
+
+/// Creates a Widget `name` with `spec`; returns the server's object.
+pub async fn create_widget(
+    api: &kube::Api<kube::api::DynamicObject>,
+    crd: &TestCrd,
+    name: &str,
+    spec: serde_json::Value,
+) -> kube::api::DynamicObject {
+    let obj: kube::api::DynamicObject = serde_json::from_value(json!({
+        "apiVersion": crd.resource.api_version,
+        "kind": crd.kind,
+        "metadata": {"name": name},
+        "spec": spec,
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &obj)
+        .await
+        .unwrap_or_else(|e| panic!("create {name}: {e}"))
+}
+
+/// Merge-patches a Widget's spec; returns the server's object.
+pub async fn patch_widget(
+    api: &kube::Api<kube::api::DynamicObject>,
+    name: &str,
+    spec: serde_json::Value,
+) -> kube::api::DynamicObject {
+    api.patch(
+        name,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(json!({ "spec": spec })),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("patch {name}: {e}"))
+}
