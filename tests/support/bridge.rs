@@ -52,11 +52,20 @@ impl Bridge {
             .args(["--log-format", "json"])
             .env("CRBRIDGE_LOG", "info,crbridge=debug")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(std::fs::File::create(self.stdout_path(self.runs)).unwrap())
             .stderr(log)
             .spawn()
             .expect("spawning crbridge");
         self.child = Some(child);
+    }
+
+    fn stdout_path(&self, run: usize) -> PathBuf {
+        self.dir.join(format!("run-{run}.stdout"))
+    }
+
+    /// What the current run wrote to standard output.
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(self.stdout_path(self.runs)).unwrap_or_default()
     }
 
     /// JSON log lines of the current (latest) run.
