@@ -11,9 +11,11 @@
 //! Only events the capture stage announced as durable are read, so the cursor can never
 //! point past an entry a crash could lose. After a failure the dispatcher resumes at the
 //! cursor: events that were in flight are sent again with their original ids (bounded by
-//! the window), and brokers or consumers drop the duplicates by id.
+//! the window), and brokers or consumers drop the duplicates by id. At most one event per
+//! object is in flight, so a re-send never lands an older version of an object after a
+//! newer one.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -170,6 +172,11 @@ impl Dispatcher {
         let mut next = acked + 1;
         let mut buffer: VecDeque<(u64, OutboxEntry)> = VecDeque::new();
         let mut in_flight: FuturesOrdered<InFlight<'_>> = FuturesOrdered::new();
+        // Objects with an event in flight. The next event of such an object waits for that
+        // ack: after a failure the re-send then never puts an older version of an object
+        // behind a newer one (a newer one was never sent), and different objects still
+        // share the window.
+        let mut busy: HashMap<String, usize> = HashMap::new();
         let mut durable = self.durable.clone();
         loop {
             let upto = *durable.borrow_and_update();
@@ -193,6 +200,11 @@ impl Dispatcher {
                         _ => {}
                     }
                 }
+                match buffer.front() {
+                    None => break,
+                    Some((_, e)) if busy.contains_key(&e.event.route.uid) => break,
+                    Some(_) => {}
+                }
                 let Some((seq, entry)) = buffer.pop_front() else {
                     break;
                 };
@@ -202,8 +214,11 @@ impl Dispatcher {
                     continue;
                 }
                 match sink.publish(&entry.event).await {
-                    Ok(pending) => in_flight
-                        .push_back(Box::pin(async move { (seq, Some(entry), pending.await) })),
+                    Ok(pending) => {
+                        *busy.entry(entry.event.route.uid.clone()).or_default() += 1;
+                        in_flight
+                            .push_back(Box::pin(async move { (seq, Some(entry), pending.await) }))
+                    }
                     Err(e) if e.is_retriable() => return Err(self.sink_err(seq, e)),
                     Err(e) => {
                         // Refused before it was handed over: settle it now, in order with
@@ -220,6 +235,15 @@ impl Dispatcher {
                     return Ok(());
                 }
                 Some((seq, entry, result)) = in_flight.next(), if !in_flight.is_empty() => {
+                    if let Some(e) = &entry {
+                        let uid = &e.event.route.uid;
+                        if let Some(n) = busy.get_mut(uid) {
+                            *n -= 1;
+                            if *n == 0 {
+                                busy.remove(uid);
+                            }
+                        }
+                    }
                     let result = match (result, entry) {
                         (Err(e), Some(entry)) if !e.is_retriable() => {
                             self.refused(sink, seq, &entry, e).await

@@ -55,6 +55,7 @@ impl Sink for ScriptedSink {
     }
 }
 
+/// Events 1..=10; 5 belongs to another watch; 7 and 8 are the same object (uid "u7").
 fn event(n: u64) -> OutboxEntry {
     OutboxEntry {
         watch: if n == 5 { "other".into() } else { "w".into() },
@@ -76,7 +77,7 @@ fn event(n: u64) -> OutboxEntry {
                 namespace: String::new(),
                 name: "x".into(),
                 change: ChangeKind::Created,
-                uid: "u".into(),
+                uid: format!("u{}", if n == 8 { 7 } else { n }),
             },
         },
     }
@@ -137,6 +138,9 @@ async fn window_publishes_ahead_and_cursor_follows_contiguous_acks() {
     assert_eq!(cursor, 10);
     // A window of 4: e4 was published before e1 was acked (cursor still 0).
     assert_eq!(published[3], ("e4".to_string(), 0));
+    // e8 is the same object as e7: it waited for e7's ack (cursor at least 7).
+    let e8 = published.iter().find(|(id, _)| id == "e8").unwrap();
+    assert!(e8.1 >= 7, "e8 sent while e7 was in flight: {published:?}");
 }
 
 #[tokio::test]
