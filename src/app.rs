@@ -191,10 +191,11 @@ pub async fn run(config: Config, file: &str) -> anyhow::Result<()> {
     let stats = Stats::default();
     let (obs_tx, obs_rx) = mpsc::channel(OBSERVED_CHANNEL);
     let (durable_tx, durable_rx) = watch::channel(last);
+    let watch_cancel = CancellationToken::new();
     let capture = tokio::spawn(
         Capture::new(store.clone(), rules, durable_tx, stats.capture.clone())
             .with_max_outbox_bytes(config.state.outbox.max_bytes)
-            .run(obs_rx),
+            .run(obs_rx, watch_cancel.clone()),
     );
 
     let sinks_cancel = CancellationToken::new();
@@ -230,7 +231,6 @@ pub async fn run(config: Config, file: &str) -> anyhow::Result<()> {
         sinks_cancel.clone(),
     ));
 
-    let watch_cancel = CancellationToken::new();
     let mut watches = Vec::new();
     for scope in scopes {
         let checkpoint = store.checkpoint(&crate::store::checkpoint_key(

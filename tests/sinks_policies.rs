@@ -100,3 +100,42 @@ async fn stdout_sink_prints_one_structured_event_per_line() {
     assert_eq!(lines[1]["data"]["object"]["spec"]["size"], 2);
     bridge.stop().await;
 }
+
+#[tokio::test]
+async fn a_full_outbox_pauses_the_watch_and_nothing_is_lost() {
+    let client = support::kube_client().await;
+    let crd = support::crd(&client, "Widget").await;
+    let ns = support::namespace(&client, "fullbox").await;
+    let api: Api<DynamicObject> = Api::namespaced_with(client, &ns, &crd.resource);
+    let dir = tempfile::tempdir().unwrap();
+    let stream = support::unique("FULL").to_uppercase().replace('-', "_");
+    // The NATS sink points nowhere: nothing is acked, so a 4 KiB outbox fills up.
+    let good = support::nats_config(dir.path(), &crd, &ns, &stream, "")
+        .replace("state:\n", "state:\n  outbox: {max_bytes: 4KiB}\n");
+    let broken = good.replace(&support::env("CRBRIDGE_NATS_URL"), "nats://127.0.0.1:1");
+    let mut bridge = Bridge::new(dir.path(), &broken);
+    bridge.start();
+    bridge.wait_logged("list reconciled", WAIT).await;
+    for i in 0..10 {
+        support::create_widget(&api, &crd, &format!("w{i}"), json!({"size": i})).await;
+    }
+    bridge
+        .wait_logged(
+            "outbox full: watches paused until the slowest sink catches up",
+            WAIT,
+        )
+        .await;
+    bridge.stop().await;
+
+    // Sink fixed: the backlog drains, the watch resumes, every object arrives.
+    std::fs::write(&bridge.config, good).unwrap();
+    bridge.start();
+    let mut reader = Reader::open(&stream).await;
+    let got = reader
+        .until(Duration::from_secs(60), |evs| {
+            (0..10).all(|i| evs.iter().any(|e| e.attr("crbname") == format!("w{i}")))
+        })
+        .await;
+    assert!(got.iter().all(|e| e.change() == "created"));
+    bridge.stop().await;
+}

@@ -16,6 +16,7 @@ use std::time::{Duration, SystemTime};
 use crbridge_sink_api::ChangeKind;
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::backoff::Backoff;
@@ -109,7 +110,10 @@ impl Capture {
         self
     }
 
-    async fn wait_for_room(&self) {
+    /// Waits until the outbox has room. False when `shutdown` fired first: the caller then
+    /// leaves its observations uncommitted (the checkpoint did not move past them, so the
+    /// next run observes them again).
+    async fn wait_for_room(&self, shutdown: &CancellationToken) -> bool {
         let mut warned = false;
         loop {
             match self.store.outbox_bytes() {
@@ -127,18 +131,25 @@ impl Capture {
                 }
                 Err(e) => warn!(error = %e, "reading outbox size failed"),
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::select! {
+                _ = shutdown.cancelled() => return false,
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
         }
         if warned {
             info!("outbox has room again: watches resume");
         }
         self.stats.outbox_full.store(false, Ordering::Relaxed);
+        true
     }
 
     /// Runs until every sender of `rx` is dropped, then returns after the last commit.
-    pub async fn run(self, mut rx: mpsc::Receiver<Observed>) {
+    /// `shutdown` only ends a wait for room in a full outbox.
+    pub async fn run(self, mut rx: mpsc::Receiver<Observed>, shutdown: CancellationToken) {
         while let Some(first) = rx.recv().await {
-            self.wait_for_room().await;
+            if !self.wait_for_room(&shutdown).await {
+                continue;
+            }
             let mut batch = Batch::default();
             let mut overlay = Overlay::new();
             let mut pending = Some(first);

@@ -46,7 +46,7 @@ fn fixture(initial: InitialMode) -> Fixture {
     let (dtx, durable) = watch::channel(0);
     let stats = Arc::new(CaptureStats::default());
     let cap = Capture::new(store.clone(), vec![rules(initial)], dtx, stats.clone());
-    let task = tokio::spawn(cap.run(rx));
+    let task = tokio::spawn(cap.run(rx, CancellationToken::new()));
     Fixture {
         _dir: dir,
         store,
