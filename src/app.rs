@@ -23,8 +23,9 @@ use crate::config::{ChangeType, Config, WatchConfig};
 use crate::diff::Rules;
 use crate::dispatch::{DispatchStats, Dispatcher};
 use crate::event::Identity;
+use crate::metrics::Metrics;
 use crate::store::{Store, StoreOptions};
-use crate::watch::{Scope, WatchStats};
+use crate::watch::{Scope, ScopeHealth};
 
 /// Observations buffered between the watches and capture. Small: the outbox is the buffer.
 const OBSERVED_CHANNEL: usize = 1024;
@@ -98,14 +99,16 @@ fn change_kind(c: ChangeType) -> ChangeKind {
     }
 }
 
-/// Shared counters, for logs, tests and (later) metrics.
+/// Shared state the HTTP endpoints read: metrics, health of every loop.
 #[derive(Default)]
 pub struct Stats {
-    /// Capture counters.
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
+    /// Capture counters and health.
     pub capture: Arc<CaptureStats>,
-    /// Watch counters.
-    pub watch: Arc<WatchStats>,
-    /// Per-sink counters.
+    /// Per-scope watch health: (watch, namespace or "*", health).
+    pub scopes: Vec<(String, String, Arc<ScopeHealth>)>,
+    /// Per-sink counters and health.
     pub sinks: Vec<(String, Arc<DispatchStats>)>,
 }
 
@@ -169,6 +172,7 @@ pub async fn run(config: Config, file: &str) -> anyhow::Result<()> {
         info!(watch = %w.name, plural = %r.resource.plural, namespaced = r.namespaced, "resolved kind");
     }
 
+    let listener = crate::http::bind(config.http.listen).await?;
     std::fs::create_dir_all(&config.state.path)
         .with_context(|| format!("creating state directory {}", config.state.path.display()))?;
     let store = Store::open(
@@ -188,19 +192,19 @@ pub async fn run(config: Config, file: &str) -> anyhow::Result<()> {
     }
     store.flush().await?;
 
-    let stats = Stats::default();
+    let mut stats = Stats::default();
     let (obs_tx, obs_rx) = mpsc::channel(OBSERVED_CHANNEL);
     let (durable_tx, durable_rx) = watch::channel(last);
     let watch_cancel = CancellationToken::new();
     let capture = tokio::spawn(
         Capture::new(store.clone(), rules, durable_tx, stats.capture.clone())
+            .with_metrics(stats.metrics.clone())
             .with_max_outbox_bytes(config.state.outbox.max_bytes)
             .run(obs_rx, watch_cancel.clone()),
     );
 
     let sinks_cancel = CancellationToken::new();
     let mut dispatchers = Vec::new();
-    let mut sink_stats = Vec::new();
     for (name, connector, policy) in connectors {
         let watches: HashSet<String> = config
             .watches
@@ -209,7 +213,7 @@ pub async fn run(config: Config, file: &str) -> anyhow::Result<()> {
             .map(|w| w.name.clone())
             .collect();
         let ds = Arc::new(DispatchStats::default());
-        sink_stats.push((name.clone(), ds.clone()));
+        stats.sinks.push((name.clone(), ds.clone()));
         let d = Dispatcher {
             name,
             watches,
@@ -219,6 +223,7 @@ pub async fn run(config: Config, file: &str) -> anyhow::Result<()> {
             stats: ds,
             drain_timeout: DRAIN_TIMEOUT,
             policy,
+            metrics: stats.metrics.clone(),
         };
         dispatchers.push(tokio::spawn(d.run(sinks_cancel.clone())));
     }
@@ -237,15 +242,30 @@ pub async fn run(config: Config, file: &str) -> anyhow::Result<()> {
             &scope.watch,
             scope.namespace.as_deref(),
         ))?;
+        let health = Arc::new(ScopeHealth::default());
+        stats.scopes.push((
+            scope.watch.clone(),
+            scope.namespace.clone().unwrap_or_else(|| "*".into()),
+            health.clone(),
+        ));
         watches.push(tokio::spawn(crate::watch::run(
             scope,
             checkpoint,
             obs_tx.clone(),
-            stats.watch.clone(),
+            health,
+            stats.metrics.clone(),
             watch_cancel.clone(),
         )));
     }
     drop(obs_tx);
+    let stats = Arc::new(stats);
+    let http_cancel = CancellationToken::new();
+    let http = crate::http::serve(listener, stats.clone(), http_cancel.clone());
+    let gauges = tokio::spawn(update_gauges(
+        store.clone(),
+        stats.clone(),
+        http_cancel.clone(),
+    ));
     info!(
         watches = watches.len(),
         sinks = dispatchers.len(),
@@ -270,6 +290,9 @@ pub async fn run(config: Config, file: &str) -> anyhow::Result<()> {
         let _ = d.await;
     }
     let _ = gc.await;
+    http_cancel.cancel();
+    let _ = http.await;
+    let _ = gauges.await;
     store.flush().await?;
     second.abort();
     info!("stopped");
@@ -304,6 +327,43 @@ async fn collect_garbage(
             Ok(0) => {}
             Ok(n) => tracing::debug!(removed = n, "outbox garbage collected"),
             Err(e) => tracing::warn!(error = %e, "outbox garbage collection failed"),
+        }
+    }
+}
+
+/// Refreshes the outbox and lag gauges every second.
+async fn update_gauges(store: Store, stats: Arc<Stats>, cancel: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        let (Ok(last), Ok(first), Ok(bytes)) =
+            (store.last_seq(), store.first_seq(), store.outbox_bytes())
+        else {
+            continue;
+        };
+        let m = &stats.metrics;
+        m.outbox_bytes.set(bytes as i64);
+        m.outbox_entries
+            .set(first.map_or(0, |f| last.saturating_sub(f) + 1) as i64);
+        for (name, ds) in &stats.sinks {
+            let cursor = ds
+                .cursor
+                .load(std::sync::atomic::Ordering::Relaxed)
+                .max(store.cursor(name).unwrap_or(0));
+            let label = crate::metrics::sink(name);
+            m.sink_lag_events
+                .get_or_create(&label)
+                .set(last.saturating_sub(cursor) as i64);
+            let age = store
+                .outbox_range(cursor + 1, cursor + 1)
+                .next()
+                .and_then(|r| r.ok())
+                .map_or(0, |(_, e)| {
+                    crate::store::now_ms().saturating_sub(e.written_ms) / 1000
+                });
+            m.sink_lag_seconds.get_or_create(&label).set(age as i64);
         }
     }
 }

@@ -14,6 +14,8 @@ pub mod config;
 pub mod diff;
 pub mod dispatch;
 pub mod event;
+pub mod http;
+pub mod metrics;
 pub mod sinks;
 pub mod store;
 pub mod watch;

@@ -23,6 +23,7 @@ use crate::backoff::Backoff;
 use crate::config::InitialMode;
 use crate::diff::{self, Rules, Verdict};
 use crate::event::{self, Change, Identity};
+use crate::metrics::{self, Metrics};
 use crate::store::{
     checkpoint_key, now_ms, object_key, object_prefix, Batch, ObjectKey, OutboxEntry, Store,
     StoredObject, Write,
@@ -76,6 +77,7 @@ pub struct Capture {
     scopes: Vec<ScopeRules>,
     durable: watch::Sender<u64>,
     stats: Arc<CaptureStats>,
+    metrics: Arc<Metrics>,
     max_outbox_bytes: u64,
 }
 
@@ -97,8 +99,15 @@ impl Capture {
             scopes,
             durable,
             stats,
+            metrics: Arc::new(Metrics::new()),
             max_outbox_bytes: u64::MAX,
         }
+    }
+
+    /// Reports to these metrics (a private set otherwise).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Bounds the outbox: while it holds `bytes` or more (unacked by the slowest sink, so
@@ -157,6 +166,10 @@ impl Capture {
             while let Some(obs) = pending.take() {
                 n += 1;
                 self.stats.observed.fetch_add(1, Ordering::Relaxed);
+                self.metrics
+                    .observed
+                    .get_or_create(&metrics::watch(&self.scopes[obs.scope()].watch))
+                    .inc();
                 // A list's end scans stored state, which must not miss this batch's writes:
                 // it is handled against the overlay, after everything before it.
                 if let Err(e) = self.observe(obs, &mut batch, &mut overlay) {
@@ -195,6 +208,7 @@ impl Capture {
                 Err(e) => {
                     self.stats.healthy.store(false, Ordering::Relaxed);
                     self.stats.commit_errors.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.error("commit");
                     let wait = backoff.next_delay();
                     error!(error = %e, retry_in = ?wait, "committing changes failed; watches are paused until it succeeds");
                     tokio::time::sleep(wait).await;
@@ -257,8 +271,11 @@ impl Capture {
         }
         match event::build(&s.identity, change) {
             Ok(event) => {
+                let labels = metrics::watch_type(&s.watch, change.kind.as_str());
+                self.metrics.events.get_or_create(&labels).inc();
                 if change.inferred {
                     self.stats.inferred.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.inferred.get_or_create(&labels).inc();
                 }
                 Some(OutboxEntry {
                     watch: s.watch.clone(),
@@ -309,6 +326,10 @@ impl Capture {
             (Some(p), _) => match diff::compare(&p.object, &object, &s.rules) {
                 Verdict::Noop => {
                     self.stats.suppressed.fetch_add(1, Ordering::Relaxed);
+                    self.metrics
+                        .suppressed
+                        .get_or_create(&metrics::watch(&s.watch))
+                        .inc();
                     return Ok(());
                 }
                 Verdict::Changed(patch) => (Some(ChangeKind::Updated), Some(patch)),

@@ -29,6 +29,7 @@ use tracing::{error, info, warn};
 
 use crate::backoff::Backoff;
 use crate::config::{ErrorPolicy, OversizePolicy, SinkPolicy};
+use crate::metrics::{self, Metrics};
 use crate::store::{now_ms, DeadLetter, OutboxEntry, Store, StoreError};
 
 /// Builds (connects) a sink; called again after the sink failed to connect.
@@ -95,6 +96,8 @@ pub struct Dispatcher {
     pub drain_timeout: Duration,
     /// What happens to events the sink refuses for good.
     pub policy: SinkPolicy,
+    /// Where to count.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Dispatcher {
@@ -116,6 +119,7 @@ impl Dispatcher {
                     }
                     Err(e) => {
                         self.stats.healthy.store(false, Ordering::Relaxed);
+                        self.metrics.error("connect");
                         let wait = backoff.next_delay();
                         warn!(sink = %self.name, error = %chain(&e), retry_in = ?wait, "connecting sink failed");
                         if sleep_or_cancel(wait, &cancel).await {
@@ -131,6 +135,7 @@ impl Dispatcher {
                 Err(e) => {
                     self.stats.healthy.store(false, Ordering::Relaxed);
                     self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.error("publish");
                     if !s.is_connected() {
                         sink = None;
                     }
@@ -244,6 +249,12 @@ impl Dispatcher {
                             }
                         }
                     }
+                    if let (Ok(()), Some(e)) = (&result, &entry) {
+                        let secs = now_ms().saturating_sub(e.written_ms) as f64 / 1000.0;
+                        let label = metrics::sink(&self.name);
+                        self.metrics.publish_latency.get_or_create(&label).observe(secs);
+                        self.metrics.published.get_or_create(&label).inc();
+                    }
                     let result = match (result, entry) {
                         (Err(e), Some(entry)) if !e.is_retriable() => {
                             self.refused(sink, seq, &entry, e).await
@@ -323,6 +334,10 @@ impl Dispatcher {
                     return Err(SinkError::retriable("dead letter", e.to_string()));
                 }
                 self.stats.dead_letters.fetch_add(1, Ordering::Relaxed);
+                self.metrics
+                    .dead_letters
+                    .get_or_create(&metrics::sink(&self.name))
+                    .inc();
                 error!(sink = %self.name, seq, id = %entry.event.id, subject = %entry.event.subject, error = %letter.error, "event refused by the sink; kept as a dead letter");
                 Ok(())
             }

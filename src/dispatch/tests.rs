@@ -115,6 +115,7 @@ async fn run_until_cursor(fail: Option<&str>, window: usize) -> (Vec<(String, u6
         stats: stats.clone(),
         drain_timeout: Duration::from_secs(1),
         policy: SinkPolicy::default(),
+        metrics: Arc::new(crate::metrics::Metrics::new()),
     };
     let cancel = CancellationToken::new();
     let task = tokio::spawn(d.run(cancel.clone()));

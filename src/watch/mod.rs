@@ -21,6 +21,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::backoff::Backoff;
+use crate::metrics::{self, Metrics};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// Index of a scope in the capture stage's table.
 pub type ScopeId = usize;
@@ -73,6 +76,18 @@ pub enum Observed {
     },
 }
 
+impl Observed {
+    /// The scope the observation belongs to.
+    pub fn scope(&self) -> ScopeId {
+        match self {
+            Observed::Upsert { scope, .. }
+            | Observed::Delete { scope, .. }
+            | Observed::Bookmark { scope, .. }
+            | Observed::ListDone { scope, .. } => *scope,
+        }
+    }
+}
+
 /// One watched kind in one namespace (or all).
 #[derive(Clone)]
 pub struct Scope {
@@ -94,16 +109,27 @@ pub struct Scope {
     pub page_size: u32,
 }
 
-/// Counts what the loop did, for tests and metrics.
+/// Liveness and readiness of one scope's loop, read by `/healthz` and `/readyz`.
 #[derive(Debug, Default)]
-pub struct WatchStats {
-    /// Lists started (initial and relists).
-    pub lists: std::sync::atomic::AtomicU64,
-    /// 410 Gone answers.
-    pub gone: std::sync::atomic::AtomicU64,
-    /// Watches (re)opened.
-    pub watches: std::sync::atomic::AtomicU64,
+pub struct ScopeHealth {
+    /// True once the scope has listed or resumed its watch: its events flow.
+    pub synced: AtomicBool,
+    /// Last time (ms since the epoch) the loop made progress: a page, a watch opened, an
+    /// event or a bookmark.
+    pub last_progress_ms: AtomicU64,
 }
+
+impl ScopeHealth {
+    fn progress(&self) {
+        self.last_progress_ms
+            .store(crate::store::now_ms(), Ordering::Relaxed);
+    }
+}
+
+/// A watch stream that delivers nothing (not even a bookmark or the server's close at its
+/// timeout) for this long is presumed dead and reopened: the server closes every watch
+/// after 290 s, so silence beyond that means a lost connection.
+const IDLE_WATCH: Duration = Duration::from_secs(330);
 
 /// The channel to capture closed: the pipeline is shutting down.
 #[derive(Debug)]
@@ -114,9 +140,17 @@ pub async fn run(
     scope: Scope,
     checkpoint: Option<String>,
     tx: mpsc::Sender<Observed>,
-    stats: std::sync::Arc<WatchStats>,
+    health: Arc<ScopeHealth>,
+    metrics: Arc<Metrics>,
     cancel: CancellationToken,
 ) {
+    health.progress();
+    let ctx = Ctx {
+        scope: &scope,
+        tx: &tx,
+        health: &health,
+        metrics: &metrics,
+    };
     let ns = scope.namespace.as_deref().unwrap_or("*");
     let mut state = State::start(checkpoint);
     if let State::Watching { rv } = &state {
@@ -126,7 +160,7 @@ pub async fn run(
     loop {
         let step = tokio::select! {
             _ = cancel.cancelled() => return,
-            r = step(&scope, state.clone(), &tx, &stats) => r,
+            r = step(&ctx, state.clone()) => r,
         };
         state = match step {
             Ok(next) => {
@@ -140,11 +174,13 @@ pub async fn run(
                 resume,
             }) => {
                 if failure == Failure::Gone {
-                    stats
+                    metrics
                         .gone
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        .get_or_create(&metrics::watch(&scope.watch))
+                        .inc();
                     warn!(watch = %scope.watch, namespace = ns, error = %message, "resourceVersion expired (410 Gone), relisting");
                 } else {
+                    metrics.error("watch");
                     let wait = backoff.next_delay();
                     warn!(watch = %scope.watch, namespace = ns, error = %message, retry_in = ?wait, "watch request failed");
                     tokio::select! {
@@ -203,13 +239,22 @@ fn to_value(resource: &ApiResource, mut obj: DynamicObject) -> Value {
     serde_json::to_value(obj).unwrap_or(Value::Null)
 }
 
+/// What a step needs besides its state.
+struct Ctx<'a> {
+    scope: &'a Scope,
+    tx: &'a mpsc::Sender<Observed>,
+    health: &'a ScopeHealth,
+    metrics: &'a Metrics,
+}
+
 /// One request's worth of work in `state`, returning the next state.
-async fn step(
-    scope: &Scope,
-    state: State,
-    tx: &mpsc::Sender<Observed>,
-    stats: &WatchStats,
-) -> Result<State, StepError> {
+async fn step(ctx: &Ctx<'_>, state: State) -> Result<State, StepError> {
+    let Ctx {
+        scope,
+        tx,
+        health,
+        metrics,
+    } = *ctx;
     match state {
         State::Start => Ok(State::list(ListMode::Initial)),
         State::Listing {
@@ -219,9 +264,10 @@ async fn step(
             mut seen,
         } => {
             if continue_token.is_none() {
-                stats
-                    .lists
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                metrics
+                    .relists
+                    .get_or_create(&metrics::watch(&scope.watch))
+                    .inc();
                 info!(watch = %scope.watch, namespace = scope.namespace.as_deref().unwrap_or("*"), mode = ?mode, "listing");
             }
             let mut lp = ListParams::default().limit(scope.page_size);
@@ -240,6 +286,7 @@ async fn step(
                     return Err(failed(&e, resume));
                 }
             };
+            health.progress();
             let rv = list_rv.or(page.metadata.resource_version.clone());
             for item in page.items {
                 if let Some(uid) = item.metadata.uid.clone() {
@@ -275,14 +322,16 @@ async fn step(
                         },
                     )
                     .await?;
+                    health.synced.store(true, Ordering::Relaxed);
                     Ok(State::Watching { rv })
                 }
             }
         }
         State::Watching { mut rv } => {
-            stats
-                .watches
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            metrics
+                .watch_restarts
+                .get_or_create(&metrics::watch(&scope.watch))
+                .inc();
             let mut wp = WatchParams::default().timeout(290);
             wp.label_selector = scope.label_selector.clone();
             wp.field_selector = scope.field_selector.clone();
@@ -291,8 +340,18 @@ async fn step(
                 Err(e) => return Err(failed(&e, State::Watching { rv })),
             };
             let mut stream = stream.boxed();
+            health.progress();
+            health.synced.store(true, Ordering::Relaxed);
             loop {
-                let ev = match stream.try_next().await {
+                let next = match tokio::time::timeout(IDLE_WATCH, stream.try_next()).await {
+                    Ok(n) => n,
+                    Err(_) => {
+                        debug!(watch = %scope.watch, "watch silent too long; reopening");
+                        return Ok(State::Watching { rv });
+                    }
+                };
+                health.progress();
+                let ev = match next {
                     Ok(Some(ev)) => ev,
                     // The server closed the watch (timeout): reopen from where we are.
                     Ok(None) => return Ok(State::Watching { rv }),

@@ -247,6 +247,8 @@ pub fn config_with_sinks(
 kubeconfig: {kubeconfig}
 state:
   path: {state}
+http:
+  listen: 127.0.0.1:0
 watches:
   - name: widgets
     group: {group}
@@ -298,4 +300,15 @@ pub async fn patch_widget(
     )
     .await
     .unwrap_or_else(|e| panic!("patch {name}: {e}"))
+}
+
+/// GET `url` with curl: (HTTP status, body).
+pub fn http_get(url: &str) -> (u16, String) {
+    let out = std::process::Command::new("curl")
+        .args(["-s", "--max-time", "5", "-w", "\n%{http_code}", url])
+        .output()
+        .expect("running curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
 }

@@ -1,0 +1,120 @@
+//! The HTTP endpoints on `http.listen`: `/metrics` (Prometheus), `/healthz` (the loops are
+//! alive), `/readyz` (every watch synced, every sink healthy, commits succeeding).
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::app::Stats;
+
+/// A watch loop silent for this long (no page, no event, no bookmark, no reopen) is
+/// stalled: it reopens an idle watch every 330 s at the latest, so twice that is a hang.
+const STALLED_MS: u64 = 11 * 60 * 1000;
+
+/// Why the HTTP server did not start.
+#[derive(Debug, thiserror::Error)]
+#[error("http.listen {addr}: {source}")]
+pub struct HttpError {
+    /// The configured address.
+    pub addr: SocketAddr,
+    /// The bind error.
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// Binds `addr` (first, so a taken port fails before anything starts).
+pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, HttpError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| HttpError { addr, source })
+}
+
+/// Serves on `listener` until `cancel` fires. Logs the bound address (useful with port 0).
+pub fn serve(
+    listener: tokio::net::TcpListener,
+    stats: Arc<Stats>,
+    cancel: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let bound = listener.local_addr().ok();
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(stats);
+    if let Some(addr) = bound {
+        info!(addr = %addr, "http listening");
+    }
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { cancel.cancelled().await })
+            .await;
+    })
+}
+
+async fn metrics(State(stats): State<Arc<Stats>>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        stats.metrics.encode(),
+    )
+}
+
+/// Problems that make the process unhealthy (it should be restarted).
+pub fn liveness_problems(stats: &Stats) -> Vec<String> {
+    let now = crate::store::now_ms();
+    stats
+        .scopes
+        .iter()
+        .filter(|(_, _, h)| {
+            now.saturating_sub(h.last_progress_ms.load(Ordering::Relaxed)) > STALLED_MS
+        })
+        .map(|(w, ns, _)| format!("watch {w} ({ns}) stalled"))
+        .collect()
+}
+
+/// Reasons the process is not ready (should not receive traffic / is not caught up).
+pub fn readiness_problems(stats: &Stats) -> Vec<String> {
+    let mut out: Vec<String> = stats
+        .scopes
+        .iter()
+        .filter(|(_, _, h)| !h.synced.load(Ordering::Relaxed))
+        .map(|(w, ns, _)| format!("watch {w} ({ns}) not synced"))
+        .collect();
+    out.extend(
+        stats
+            .sinks
+            .iter()
+            .filter(|(_, s)| !s.healthy.load(Ordering::Relaxed))
+            .map(|(n, _)| format!("sink {n} unhealthy")),
+    );
+    if !stats.capture.healthy.load(Ordering::Relaxed) {
+        out.push("state store commits failing".into());
+    }
+    out
+}
+
+fn answer(problems: Vec<String>) -> (StatusCode, String) {
+    if problems.is_empty() {
+        (StatusCode::OK, "ok\n".into())
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, problems.join("\n") + "\n")
+    }
+}
+
+async fn healthz(State(stats): State<Arc<Stats>>) -> impl IntoResponse {
+    answer(liveness_problems(&stats))
+}
+
+async fn readyz(State(stats): State<Arc<Stats>>) -> impl IntoResponse {
+    answer(readiness_problems(&stats))
+}

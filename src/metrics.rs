@@ -1,0 +1,279 @@
+//! Prometheus metrics. Names are constants here; labels never carry object names (only
+//! watch, sink, change type and error kind), so cardinality is bounded by the config.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Labels: a watch.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WatchLabel {
+    /// Watch name.
+    pub watch: String,
+}
+
+/// Labels: a watch and a change type.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WatchType {
+    /// Watch name.
+    pub watch: String,
+    /// created / updated / deleted / snapshot.
+    pub r#type: String,
+}
+
+/// Labels: a sink.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SinkLabel {
+    /// Sink name.
+    pub sink: String,
+}
+
+/// Labels: an error kind.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorKind {
+    /// Where it happened: watch, commit, publish, connect, gc.
+    pub kind: String,
+}
+
+/// Every metric crbridge exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Observations received from watches (events, list items).
+    pub observed: Family<WatchLabel, Counter>,
+    /// Events written to the outbox.
+    pub events: Family<WatchType, Counter>,
+    /// Updates dropped as no-ops.
+    pub suppressed: Family<WatchLabel, Counter>,
+    /// Events reconstructed by a relist.
+    pub inferred: Family<WatchType, Counter>,
+    /// Events acknowledged by a sink's broker.
+    pub published: Family<SinkLabel, Counter>,
+    /// Seconds from the change being observed to the broker's ack.
+    pub publish_latency: Family<SinkLabel, Histogram>,
+    /// Entries in the outbox.
+    pub outbox_entries: Gauge,
+    /// Bytes in the outbox.
+    pub outbox_bytes: Gauge,
+    /// Events in the outbox a sink has not acked.
+    pub sink_lag_events: Family<SinkLabel, Gauge>,
+    /// Age in seconds of the oldest event a sink has not acked.
+    pub sink_lag_seconds: Family<SinkLabel, Gauge>,
+    /// Events kept as dead letters.
+    pub dead_letters: Family<SinkLabel, Counter>,
+    /// Watches (re)opened.
+    pub watch_restarts: Family<WatchLabel, Counter>,
+    /// Lists started (first start and relists).
+    pub relists: Family<WatchLabel, Counter>,
+    /// 410 Gone answers.
+    pub gone: Family<WatchLabel, Counter>,
+    /// Errors by kind.
+    pub errors: Family<ErrorKind, Counter>,
+}
+
+/// `crbridge_events_observed_total`
+pub const OBSERVED: &str = "crbridge_events_observed";
+/// `crbridge_events_total`
+pub const EVENTS: &str = "crbridge_events";
+/// `crbridge_events_suppressed_total`
+pub const SUPPRESSED: &str = "crbridge_events_suppressed";
+/// `crbridge_events_inferred_total`
+pub const INFERRED: &str = "crbridge_events_inferred";
+/// `crbridge_events_published_total`
+pub const PUBLISHED: &str = "crbridge_events_published";
+/// `crbridge_publish_latency_seconds`
+pub const PUBLISH_LATENCY: &str = "crbridge_publish_latency_seconds";
+/// `crbridge_outbox_entries`
+pub const OUTBOX_ENTRIES: &str = "crbridge_outbox_entries";
+/// `crbridge_outbox_bytes`
+pub const OUTBOX_BYTES: &str = "crbridge_outbox_bytes";
+/// `crbridge_sink_lag_events`
+pub const SINK_LAG_EVENTS: &str = "crbridge_sink_lag_events";
+/// `crbridge_sink_lag_seconds`
+pub const SINK_LAG_SECONDS: &str = "crbridge_sink_lag_seconds";
+/// `crbridge_dead_letters_total`
+pub const DEAD_LETTERS: &str = "crbridge_dead_letters";
+/// `crbridge_watch_restarts_total`
+pub const WATCH_RESTARTS: &str = "crbridge_watch_restarts";
+/// `crbridge_relists_total`
+pub const RELISTS: &str = "crbridge_relists";
+/// `crbridge_watch_gone_total`
+pub const GONE: &str = "crbridge_watch_gone";
+/// `crbridge_errors_total`
+pub const ERRORS: &str = "crbridge_errors";
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// All metrics, registered.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let m = Metrics {
+            observed: Family::default(),
+            events: Family::default(),
+            suppressed: Family::default(),
+            inferred: Family::default(),
+            published: Family::default(),
+            // 1 ms .. ~32 s: broker acks on a LAN take milliseconds; outages show as the
+            // top buckets.
+            publish_latency: Family::new_with_constructor(|| {
+                Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+                    0.001, 2.0, 16,
+                ))
+            }),
+            outbox_entries: Gauge::default(),
+            outbox_bytes: Gauge::default(),
+            sink_lag_events: Family::default(),
+            sink_lag_seconds: Family::default(),
+            dead_letters: Family::default(),
+            watch_restarts: Family::default(),
+            relists: Family::default(),
+            gone: Family::default(),
+            errors: Family::default(),
+            registry: Registry::default(),
+        };
+        let r = &mut registry;
+        r.register(
+            OBSERVED,
+            "Observations received from watches and lists",
+            m.observed.clone(),
+        );
+        r.register(EVENTS, "Events written to the outbox", m.events.clone());
+        r.register(
+            SUPPRESSED,
+            "Updates dropped because nothing meaningful changed",
+            m.suppressed.clone(),
+        );
+        r.register(
+            INFERRED,
+            "Events reconstructed by a relist",
+            m.inferred.clone(),
+        );
+        r.register(
+            PUBLISHED,
+            "Events acknowledged by the sink's broker",
+            m.published.clone(),
+        );
+        r.register(
+            PUBLISH_LATENCY,
+            "Seconds from observing a change to the broker's ack",
+            m.publish_latency.clone(),
+        );
+        r.register(
+            OUTBOX_ENTRIES,
+            "Entries in the outbox",
+            m.outbox_entries.clone(),
+        );
+        r.register(
+            OUTBOX_BYTES,
+            "Bytes of events in the outbox",
+            m.outbox_bytes.clone(),
+        );
+        r.register(
+            SINK_LAG_EVENTS,
+            "Outbox events the sink has not acked",
+            m.sink_lag_events.clone(),
+        );
+        r.register(
+            SINK_LAG_SECONDS,
+            "Age of the oldest event the sink has not acked",
+            m.sink_lag_seconds.clone(),
+        );
+        r.register(
+            DEAD_LETTERS,
+            "Events a sink refused for good, kept as dead letters",
+            m.dead_letters.clone(),
+        );
+        r.register(
+            WATCH_RESTARTS,
+            "Watches opened or reopened",
+            m.watch_restarts.clone(),
+        );
+        r.register(
+            RELISTS,
+            "Lists started (first start and after 410 Gone)",
+            m.relists.clone(),
+        );
+        r.register(
+            GONE,
+            "410 Gone answers (resourceVersion expired)",
+            m.gone.clone(),
+        );
+        r.register(ERRORS, "Errors by kind", m.errors.clone());
+        Metrics { registry, ..m }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// Counts an error of `kind`.
+    pub fn error(&self, kind: &str) {
+        self.errors
+            .get_or_create(&ErrorKind {
+                kind: kind.to_string(),
+            })
+            .inc();
+    }
+}
+
+/// Labels for a watch.
+pub fn watch(w: &str) -> WatchLabel {
+    WatchLabel {
+        watch: w.to_string(),
+    }
+}
+
+/// Labels for a watch and change type.
+pub fn watch_type(w: &str, t: &str) -> WatchType {
+    WatchType {
+        watch: w.to_string(),
+        r#type: t.to_string(),
+    }
+}
+
+/// Labels for a sink.
+pub fn sink(s: &str) -> SinkLabel {
+    SinkLabel {
+        sink: s.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_names_and_labels() {
+        let m = Metrics::new();
+        m.events
+            .get_or_create(&watch_type("widgets", "created"))
+            .inc();
+        m.publish_latency
+            .get_or_create(&sink("nats"))
+            .observe(0.003);
+        m.error("commit");
+        let text = m.encode();
+        assert!(
+            text.contains("crbridge_events_total{watch=\"widgets\",type=\"created\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("crbridge_publish_latency_seconds_bucket{le=\"0.004\",sink=\"nats\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("crbridge_errors_total{kind=\"commit\"} 1"),
+            "{text}"
+        );
+    }
+}
