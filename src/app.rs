@@ -23,9 +23,11 @@ use crate::config::{ChangeType, Config, WatchConfig};
 use crate::diff::Rules;
 use crate::dispatch::{DispatchStats, Dispatcher};
 use crate::event::Identity;
+use crate::leader::{ElectionConfig, Elector, Held};
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreOptions};
 use crate::watch::{Scope, ScopeHealth};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Observations buffered between the watches and capture. Small: the outbox is the buffer.
 const OBSERVED_CHANNEL: usize = 1024;
@@ -110,6 +112,8 @@ pub struct Stats {
     pub scopes: Vec<(String, String, Arc<ScopeHealth>)>,
     /// Per-sink counters and health.
     pub sinks: Vec<(String, Arc<DispatchStats>)>,
+    /// True while waiting for leadership (watches and sinks not started).
+    pub standby: AtomicBool,
 }
 
 /// Runs the bridge until a signal.
@@ -192,7 +196,67 @@ pub async fn run(config: Config, file: &str) -> anyhow::Result<()> {
     }
     store.flush().await?;
 
-    let mut stats = Stats::default();
+    // Health and counters exist from the start, so the endpoints answer while a standby
+    // waits for leadership.
+    let stats = Arc::new(Stats {
+        scopes: scopes
+            .iter()
+            .map(|s| {
+                (
+                    s.watch.clone(),
+                    s.namespace.clone().unwrap_or_else(|| "*".into()),
+                    Arc::new(ScopeHealth::default()),
+                )
+            })
+            .collect(),
+        sinks: connectors
+            .iter()
+            .map(|(n, _, _)| (n.clone(), Arc::new(DispatchStats::default())))
+            .collect(),
+        ..Default::default()
+    });
+    let http_cancel = CancellationToken::new();
+    let http = crate::http::serve(listener, stats.clone(), http_cancel.clone());
+
+    let shutdown = CancellationToken::new();
+    tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            wait_for_signal().await;
+            info!("signal received: shutting down");
+            shutdown.cancel();
+            wait_for_signal().await;
+            tracing::warn!("second signal: exiting at once");
+            std::process::exit(130);
+        }
+    });
+
+    let mut elector = None;
+    if config.leader_election.enabled {
+        let le = &config.leader_election;
+        let mut e = Elector::new(
+            client.clone(),
+            ElectionConfig {
+                namespace: le.namespace.clone(),
+                lease_name: le.lease_name.clone(),
+                identity: crate::leader::identity(),
+                lease_duration: le.lease_duration,
+                renew_deadline: le.renew_deadline,
+                retry_period: le.retry_period,
+            },
+        );
+        stats.standby.store(true, Ordering::Relaxed);
+        info!(lease = %format!("{}/{}", le.namespace, le.lease_name), "waiting for leadership");
+        if !e.acquire(&shutdown).await {
+            http_cancel.cancel();
+            let _ = http.await;
+            info!("stopped while standing by");
+            return Ok(());
+        }
+        stats.standby.store(false, Ordering::Relaxed);
+        elector = Some(e);
+    }
+
     let (obs_tx, obs_rx) = mpsc::channel(OBSERVED_CHANNEL);
     let (durable_tx, durable_rx) = watch::channel(last);
     let watch_cancel = CancellationToken::new();
@@ -205,22 +269,20 @@ pub async fn run(config: Config, file: &str) -> anyhow::Result<()> {
 
     let sinks_cancel = CancellationToken::new();
     let mut dispatchers = Vec::new();
-    for (name, connector, policy) in connectors {
+    for ((name, connector, policy), (_, ds)) in connectors.into_iter().zip(&stats.sinks) {
         let watches: HashSet<String> = config
             .watches
             .iter()
             .filter(|w| w.sinks.contains(&name))
             .map(|w| w.name.clone())
             .collect();
-        let ds = Arc::new(DispatchStats::default());
-        stats.sinks.push((name.clone(), ds.clone()));
         let d = Dispatcher {
             name,
             watches,
             store: store.clone(),
             connector,
             durable: durable_rx.clone(),
-            stats: ds,
+            stats: ds.clone(),
             drain_timeout: DRAIN_TIMEOUT,
             policy,
             metrics: stats.metrics.clone(),
@@ -235,50 +297,47 @@ pub async fn run(config: Config, file: &str) -> anyhow::Result<()> {
         config.state.outbox.max_bytes,
         sinks_cancel.clone(),
     ));
-
-    let mut watches = Vec::new();
-    for scope in scopes {
-        let checkpoint = store.checkpoint(&crate::store::checkpoint_key(
-            &scope.watch,
-            scope.namespace.as_deref(),
-        ))?;
-        let health = Arc::new(ScopeHealth::default());
-        stats.scopes.push((
-            scope.watch.clone(),
-            scope.namespace.clone().unwrap_or_else(|| "*".into()),
-            health.clone(),
-        ));
-        watches.push(tokio::spawn(crate::watch::run(
-            scope,
-            checkpoint,
-            obs_tx.clone(),
-            health,
-            stats.metrics.clone(),
-            watch_cancel.clone(),
-        )));
-    }
-    drop(obs_tx);
-    let stats = Arc::new(stats);
-    let http_cancel = CancellationToken::new();
-    let http = crate::http::serve(listener, stats.clone(), http_cancel.clone());
     let gauges = tokio::spawn(update_gauges(
         store.clone(),
         stats.clone(),
         http_cancel.clone(),
     ));
+
+    let mut watches = Vec::new();
+    for (scope, (_, _, health)) in scopes.into_iter().zip(&stats.scopes) {
+        let checkpoint = store.checkpoint(&crate::store::checkpoint_key(
+            &scope.watch,
+            scope.namespace.as_deref(),
+        ))?;
+        watches.push(tokio::spawn(crate::watch::run(
+            scope,
+            checkpoint,
+            obs_tx.clone(),
+            health.clone(),
+            stats.metrics.clone(),
+            watch_cancel.clone(),
+        )));
+    }
+    drop(obs_tx);
     info!(
         watches = watches.len(),
         sinks = dispatchers.len(),
         "crbridge running"
     );
 
-    wait_for_signal().await;
-    info!("shutting down: stopping watches");
-    let second = tokio::spawn(async {
-        wait_for_signal().await;
-        tracing::warn!("second signal: exiting at once");
-        std::process::exit(130);
-    });
+    let lost = match elector.as_mut() {
+        Some(e) => e.hold(&shutdown).await == Held::Lost,
+        None => {
+            shutdown.cancelled().await;
+            false
+        }
+    };
+    if lost {
+        // Stop publishing first: another replica may take over once the lease expires.
+        tracing::error!("leadership lost: stopping publishing and exiting");
+        sinks_cancel.cancel();
+    }
+    info!("stopping watches");
     watch_cancel.cancel();
     for w in watches {
         let _ = w.await;
@@ -290,12 +349,19 @@ pub async fn run(config: Config, file: &str) -> anyhow::Result<()> {
         let _ = d.await;
     }
     let _ = gc.await;
+    store.flush().await?;
+    if let Some(e) = elector.as_mut() {
+        if !lost {
+            e.release().await;
+        }
+    }
     http_cancel.cancel();
     let _ = http.await;
     let _ = gauges.await;
-    store.flush().await?;
-    second.abort();
     info!("stopped");
+    if lost {
+        anyhow::bail!("leadership lost (lease could not be renewed within renewDeadline)");
+    }
     Ok(())
 }
 

@@ -83,7 +83,12 @@ pub fn liveness_problems(stats: &Stats) -> Vec<String> {
 }
 
 /// Reasons the process is not ready (should not receive traffic / is not caught up).
+/// A standby waiting for leadership is ready: it is doing its job, and a StatefulSet rollout
+/// must not wait on it.
 pub fn readiness_problems(stats: &Stats) -> Vec<String> {
+    if stats.standby.load(Ordering::Relaxed) {
+        return Vec::new();
+    }
     let mut out: Vec<String> = stats
         .scopes
         .iter()

@@ -1,4 +1,4 @@
-//! The `crbridge` command line: `run`, `check`.
+//! The `crbridge` command line: `run`, `check`, `rbac`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -37,6 +37,19 @@ enum Command {
         #[arg(short, long, default_value = "crbridge.yaml")]
         config: PathBuf,
     },
+    /// Print least-privilege RBAC (YAML) for exactly the configured kinds, plus Leases
+    /// when leader election is on. Plurals and scopes come from the cluster's discovery.
+    Rbac {
+        /// The config file.
+        #[arg(short, long, default_value = "crbridge.yaml")]
+        config: PathBuf,
+        /// Namespace crbridge runs in (its ServiceAccount's).
+        #[arg(long, default_value = "crbridge")]
+        namespace: String,
+        /// ServiceAccount name.
+        #[arg(long, default_value = "crbridge")]
+        service_account: String,
+    },
 }
 
 fn init_logs(format: LogFormat) {
@@ -69,6 +82,11 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run { config } => run(&config).await,
             Command::Check { config } => crbridge::check::run(&config).await,
+            Command::Rbac {
+                config,
+                namespace,
+                service_account,
+            } => rbac(&config, namespace, service_account).await,
         }
     });
     match result {
@@ -83,6 +101,31 @@ fn main() -> ExitCode {
 async fn run(path: &std::path::Path) -> anyhow::Result<ExitCode> {
     let cfg = config::load(path)?;
     crbridge::app::run(cfg, &path.display().to_string()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn rbac(
+    path: &std::path::Path,
+    namespace: String,
+    service_account: String,
+) -> anyhow::Result<ExitCode> {
+    let cfg = config::load(path)?;
+    let client = crbridge::app::kube_client(&cfg).await?;
+    let mut kinds = Vec::new();
+    for w in &cfg.watches {
+        let r = crbridge::app::resolve(&client, w).await?;
+        kinds.push(crbridge::rbac::ResolvedKind::from_watch(
+            w,
+            &r.resource.plural,
+            r.namespaced,
+        ));
+    }
+    let opts = crbridge::rbac::RbacOptions {
+        namespace,
+        service_account,
+        ..Default::default()
+    };
+    print!("{}", crbridge::rbac::manifests(&cfg, &kinds, &opts));
     Ok(ExitCode::SUCCESS)
 }
 

@@ -143,3 +143,83 @@ async fn readyz_names_an_unhealthy_sink() {
     assert_eq!(support::http_get(&format!("{base}/healthz")).0, 200);
     bridge.stop().await;
 }
+
+#[tokio::test]
+async fn secrets_come_from_the_environment_and_are_never_logged() {
+    let client = support::kube_client().await;
+    let crd = support::crd(&client, "Widget").await;
+    let ns = support::namespace(&client, "secrets").await;
+    let api: Api<DynamicObject> = Api::namespaced_with(client, &ns, &crd.resource);
+    let dir = tempfile::tempdir().unwrap();
+    let stream = support::unique("SECRET").to_uppercase().replace('-', "_");
+    let nats = support::env("CRBRIDGE_NATS_URL");
+    let with_creds = nats.replace("nats://", "nats://crbuser:NatsSecret4711@");
+    let amqp_bad = support::env("CRBRIDGE_AMQP_URL").replace("guest:guest", "guest:AmqpSecret0815");
+    let sinks = format!(
+        "  nats:\n    type: nats\n    url: env:CRB_NATS_URL\n    stream: {stream}\n    subject: \"{stream}.{{name}}\"\n  rabbit:\n    type: amqp\n    url: env:CRB_AMQP_URL\n    exchange: x\n    routingKey: \"{{name}}\"\n"
+    );
+    let mut bridge = Bridge::new(
+        dir.path(),
+        &support::config_with_sinks(dir.path(), &crd, &ns, &["nats", "rabbit"], &sinks, ""),
+    );
+    bridge.env("CRB_NATS_URL", &with_creds);
+    bridge.env("CRB_AMQP_URL", &amqp_bad);
+    bridge.env("CRBRIDGE_LOG", "trace");
+    bridge.start();
+    let mut reader = Reader::open(&stream).await;
+    support::create_widget(&api, &crd, "a", json!({"size": 1})).await;
+    reader.take(1, WAIT).await;
+    // The wrong AMQP password fails to connect: the error is logged, the password is not.
+    let failed = bridge.wait_logged("connecting sink failed", WAIT).await;
+    assert!(
+        failed["error"].as_str().unwrap().contains("***@"),
+        "{failed}"
+    );
+    bridge.stop().await;
+    let everything = bridge.raw_log() + &bridge.stdout();
+    assert!(everything.len() > 1000, "trace logging produced output");
+    for secret in ["NatsSecret4711", "AmqpSecret0815"] {
+        if let Some(i) = everything.find(secret) {
+            panic!(
+                "{secret} leaked: {}",
+                &everything[i.saturating_sub(300)..(i + 50).min(everything.len())]
+            );
+        }
+    }
+}
+
+#[test]
+fn rbac_command_prints_least_privilege_for_the_configured_kinds() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "cluster: t\nkubeconfig: {}\nstate: {{path: {}}}\nleaderElection: {{enabled: true, namespace: ops, leaseName: l}}\nwatches:\n  - group: \"\"\n    version: v1\n    kind: ConfigMap\n    namespaces: [team-a]\nsinks:\n  out: {{type: stdout}}\n",
+            support::env("KUBECONFIG"),
+            dir.path().join("state").display()
+        ),
+    )
+    .unwrap();
+    let (status, out, err) = support::bridge::run_cli(&["rbac", "-c", cfg.to_str().unwrap()]);
+    assert!(status.success(), "{err}");
+    let docs: Vec<serde_json::Value> = out
+        .split("\n---\n")
+        .filter_map(|d| serde_yaml_ng::from_str(d).ok())
+        .filter(|v: &serde_json::Value| v.is_object())
+        .collect();
+    let kinds: Vec<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
+    assert!(
+        !kinds.contains(&"ClusterRole"),
+        "namespaced watch needs no ClusterRole: {kinds:?}"
+    );
+    let role = docs
+        .iter()
+        .find(|d| d["kind"] == "Role" && d["metadata"]["namespace"] == "team-a")
+        .expect("a Role in team-a");
+    assert_eq!(role["rules"][0]["resources"], json!(["configmaps"]));
+    assert_eq!(role["rules"][0]["verbs"], json!(["get", "list", "watch"]));
+    assert!(docs.iter().any(|d| d["kind"] == "Role"
+        && d["metadata"]["namespace"] == "ops"
+        && d["rules"].to_string().contains("leases")));
+}

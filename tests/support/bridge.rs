@@ -15,6 +15,7 @@ pub struct Bridge {
     /// The config file.
     pub config: PathBuf,
     runs: usize,
+    envs: Vec<(String, String)>,
 }
 
 impl Bridge {
@@ -29,7 +30,13 @@ impl Bridge {
             dir: dir.to_path_buf(),
             config,
             runs: 0,
+            envs: Vec::new(),
         }
+    }
+
+    /// Sets an environment variable for the next runs.
+    pub fn env(&mut self, key: &str, value: &str) {
+        self.envs.push((key.to_string(), value.to_string()));
     }
 
     /// Where a config for this bridge keeps its state.
@@ -51,6 +58,7 @@ impl Bridge {
             .arg(&self.config)
             .args(["--log-format", "json"])
             .env("CRBRIDGE_LOG", "info,crbridge=debug")
+            .envs(self.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(self.stdout_path(self.runs)).unwrap())
             .stderr(log)

@@ -29,7 +29,8 @@ pub enum ExchangeKindConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct AmqpSinkConfig {
-    /// Broker URL, e.g. `amqp://user:password@host:5672/%2f`.
+    /// Broker URL, e.g. `amqp://user:password@host:5672/%2f`, or `env:NAME` / `file:/path`
+    /// to read it from the environment or a file (secrets).
     pub url: String,
     /// Exchange to publish to.
     pub exchange: String,

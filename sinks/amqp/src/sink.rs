@@ -24,8 +24,10 @@ fn redact(url: &str) -> String {
 impl AmqpSink {
     /// Connects, enables publisher confirms and declares (or checks) the exchange.
     pub async fn connect(config: AmqpSinkConfig) -> Result<Self, SinkError> {
-        let url = redact(&config.url);
-        let connection = Connection::connect(&config.url, ConnectionProperties::default())
+        let secret_url = crbridge_sink_api::secret::resolve("url", &config.url)
+            .map_err(|m| SinkError::permanent("config", m))?;
+        let url = redact(&secret_url);
+        let connection = Connection::connect(&secret_url, ConnectionProperties::default())
             .await
             .map_err(|e| {
                 SinkError::retriable("connect", format!("AMQP at {url}")).with_source(e)

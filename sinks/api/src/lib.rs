@@ -16,6 +16,7 @@
 
 mod error;
 mod event;
+pub mod secret;
 mod sink;
 pub mod template;
 pub mod units;

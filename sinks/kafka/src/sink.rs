@@ -17,22 +17,8 @@ pub struct KafkaSink {
 
 /// Reads `env:NAME` / `file:/path` option values; anything else is literal.
 fn resolve(key: &str, value: &str) -> Result<String, SinkError> {
-    if let Some(var) = value.strip_prefix("env:") {
-        std::env::var(var).map_err(|_| {
-            SinkError::permanent(
-                "config",
-                format!("options.{key}: environment variable {var} is not set"),
-            )
-        })
-    } else if let Some(path) = value.strip_prefix("file:") {
-        std::fs::read_to_string(path)
-            .map(|s| s.trim_end().to_string())
-            .map_err(|e| {
-                SinkError::permanent("config", format!("options.{key}: reading {path}: {e}"))
-            })
-    } else {
-        Ok(value.to_string())
-    }
+    crbridge_sink_api::secret::resolve(&format!("options.{key}"), value)
+        .map_err(|m| SinkError::permanent("config", m))
 }
 
 /// Size, authorization and invalid-topic errors cannot succeed on retry.

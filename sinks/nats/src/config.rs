@@ -19,7 +19,8 @@ pub enum ContentMode {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct NatsSinkConfig {
-    /// Server URL, e.g. `nats://127.0.0.1:4222` (user and password may be in the URL).
+    /// Server URL, e.g. `nats://127.0.0.1:4222` (user and password may be in the URL), or
+    /// `env:NAME` / `file:/path` to read it from the environment or a file (secrets).
     pub url: String,
     /// JetStream stream name.
     pub stream: String,

@@ -18,13 +18,23 @@ impl NatsSink {
     /// Connects and creates or verifies the stream. Connection failures are retriable;
     /// a stream that exists but does not capture the subjects is permanent (operator action).
     pub async fn connect(config: NatsSinkConfig) -> Result<Self, SinkError> {
-        let client = async_nats::ConnectOptions::new()
+        let url = crbridge_sink_api::secret::resolve("url", &config.url)
+            .map_err(|m| SinkError::permanent("config", m))?;
+        // Credentials go to the client as options, never inside the URL: the client logs
+        // server addresses (at DEBUG) with whatever the URL holds.
+        let (bare, user, password) = split_credentials(&url);
+        let mut options = async_nats::ConnectOptions::new();
+        options = match (user, password) {
+            (Some(u), Some(p)) => options.user_and_password(u, p),
+            (Some(token), None) => options.token(token),
+            _ => options,
+        };
+        let client = options
             .connection_timeout(std::time::Duration::from_secs(5))
-            .connect(config.url.as_str())
+            .connect(bare.as_str())
             .await
             .map_err(|e| {
-                SinkError::retriable("connect", format!("NATS at {}", redact(&config.url)))
-                    .with_source(e)
+                SinkError::retriable("connect", format!("NATS at {}", redact(&url))).with_source(e)
             })?;
         let js = jetstream::ContextBuilder::new()
             .timeout(config.ack_timeout)
@@ -96,6 +106,24 @@ impl NatsSink {
     }
 }
 
+/// Splits `scheme://user:password@rest` into (`scheme://rest`, user, password).
+fn split_credentials(url: &str) -> (String, Option<String>, Option<String>) {
+    let Some(s) = url.find("://") else {
+        return (url.to_string(), None, None);
+    };
+    let rest = &url[s + 3..];
+    let host_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..host_end].rfind('@') else {
+        return (url.to_string(), None, None);
+    };
+    let creds = &rest[..at];
+    let bare = format!("{}{}", &url[..s + 3], &rest[at + 1..]);
+    match creds.split_once(':') {
+        Some((u, p)) => (bare, Some(u.to_string()), Some(p.to_string())),
+        None => (bare, Some(creds.to_string()), None),
+    }
+}
+
 /// The URL without its password, for messages.
 fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -155,6 +183,22 @@ impl Sink for NatsSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_are_taken_out_of_the_url() {
+        assert_eq!(
+            split_credentials("nats://u:p@h:4222"),
+            ("nats://h:4222".into(), Some("u".into()), Some("p".into()))
+        );
+        assert_eq!(
+            split_credentials("nats://tok@h:4222"),
+            ("nats://h:4222".into(), Some("tok".into()), None)
+        );
+        assert_eq!(
+            split_credentials("nats://h:4222"),
+            ("nats://h:4222".into(), None, None)
+        );
+    }
 
     #[test]
     fn passwords_are_redacted() {
