@@ -116,23 +116,16 @@ pub struct Stats {
     pub standby: AtomicBool,
 }
 
-/// Runs the bridge until a signal.
-pub async fn run(config: Config, file: &str) -> anyhow::Result<()> {
-    // Everything that can be wrong in the config or the cluster fails before anything starts.
-    let mut connectors = Vec::new();
-    for (name, section) in &config.sinks {
-        let policy = crate::config::sink_policy(file, section)?;
-        connectors.push((
-            name.clone(),
-            crate::sinks::connector(file, section)?,
-            policy,
-        ));
-    }
-    let client = kube_client(&config).await?;
+/// Resolves every watch by discovery into scopes (one per namespace, or all) and the rules
+/// capture applies to each.
+pub async fn plan(
+    config: &Config,
+    client: &Client,
+) -> anyhow::Result<(Vec<Scope>, Vec<ScopeRules>)> {
     let mut scopes = Vec::new();
     let mut rules = Vec::new();
     for w in &config.watches {
-        let r = resolve(&client, w).await?;
+        let r = resolve(client, w).await?;
         let namespaces: Vec<Option<String>> = if !r.namespaced || w.namespaces.is_empty() {
             vec![None]
         } else {
@@ -175,17 +168,39 @@ pub async fn run(config: Config, file: &str) -> anyhow::Result<()> {
         }
         info!(watch = %w.name, plural = %r.resource.plural, namespaced = r.namespaced, "resolved kind");
     }
+    Ok((scopes, rules))
+}
 
-    let listener = crate::http::bind(config.http.listen).await?;
+/// Opens the state directory with the config's tuning.
+pub fn open_store(config: &Config) -> anyhow::Result<Store> {
     std::fs::create_dir_all(&config.state.path)
         .with_context(|| format!("creating state directory {}", config.state.path.display()))?;
-    let store = Store::open(
+    Ok(Store::open(
         &config.state.path,
         &StoreOptions {
             cache_bytes: config.state.cache_bytes,
             flush_every: config.state.flush_every,
         },
-    )?;
+    )?)
+}
+
+/// Runs the bridge until a signal.
+pub async fn run(config: Config, file: &str) -> anyhow::Result<()> {
+    // Everything that can be wrong in the config or the cluster fails before anything starts.
+    let mut connectors = Vec::new();
+    for (name, section) in &config.sinks {
+        let policy = crate::config::sink_policy(file, section)?;
+        connectors.push((
+            name.clone(),
+            crate::sinks::connector(file, section)?,
+            policy,
+        ));
+    }
+    let client = kube_client(&config).await?;
+    let (scopes, rules) = plan(&config, &client).await?;
+
+    let listener = crate::http::bind(config.http.listen).await?;
+    let store = open_store(&config)?;
     let last = store.last_seq()?;
     // A sink seen for the first time starts with what comes next, not with the retained
     // history of the others (that is what `replay` is for).
@@ -215,8 +230,23 @@ pub async fn run(config: Config, file: &str) -> anyhow::Result<()> {
             .collect(),
         ..Default::default()
     });
+    let mut by_watch: std::collections::HashMap<String, Vec<crate::watch::ScopeId>> =
+        Default::default();
+    for s in &scopes {
+        by_watch.entry(s.watch.clone()).or_default().push(s.id);
+    }
+    let admin = Arc::new(crate::admin::Admin {
+        store: store.clone(),
+        config: config.clone(),
+        connectors: connectors
+            .iter()
+            .map(|(n, c, _)| (n.clone(), c.clone()))
+            .collect(),
+        scopes: by_watch,
+        capture: std::sync::Mutex::new(None),
+    });
     let http_cancel = CancellationToken::new();
-    let http = crate::http::serve(listener, stats.clone(), http_cancel.clone());
+    let http = crate::http::serve(listener, stats.clone(), admin.clone(), http_cancel.clone());
 
     let shutdown = CancellationToken::new();
     tokio::spawn({
@@ -258,6 +288,9 @@ pub async fn run(config: Config, file: &str) -> anyhow::Result<()> {
     }
 
     let (obs_tx, obs_rx) = mpsc::channel(OBSERVED_CHANNEL);
+    if let Ok(mut c) = admin.capture.lock() {
+        *c = Some(obs_tx.clone());
+    }
     let (durable_tx, durable_rx) = watch::channel(last);
     let watch_cancel = CancellationToken::new();
     let capture = tokio::spawn(
@@ -338,6 +371,10 @@ pub async fn run(config: Config, file: &str) -> anyhow::Result<()> {
         sinks_cancel.cancel();
     }
     info!("stopping watches");
+    // Capture ends when its last sender is gone: the admin endpoint's goes first.
+    if let Ok(mut c) = admin.capture.lock() {
+        c.take();
+    }
     watch_cancel.cancel();
     for w in watches {
         let _ = w.await;

@@ -82,13 +82,30 @@ pub struct Change<'a> {
     pub changed_by: Option<&'a str>,
     /// When the bridge observed it.
     pub observed: SystemTime,
+    /// For an on-demand snapshot: the request's id, part of the event id, so a second
+    /// snapshot of an unchanged object is not dropped as a duplicate of the first.
+    pub snapshot_id: Option<&'a str>,
 }
 
 /// The deterministic event id: hex of SHA-256 over cluster, uid, resourceVersion and kind
 /// (first 128 bits, 32 hex characters).
 pub fn event_id(cluster: &str, uid: &str, resource_version: &str, kind: ChangeKind) -> String {
+    salted_event_id(cluster, uid, resource_version, kind, None)
+}
+
+/// [`event_id`] with an extra input (an on-demand snapshot's request id).
+pub fn salted_event_id(
+    cluster: &str,
+    uid: &str,
+    resource_version: &str,
+    kind: ChangeKind,
+    salt: Option<&str>,
+) -> String {
     let mut h = Sha256::new();
-    for part in [cluster, uid, resource_version, kind.as_str()] {
+    for part in [cluster, uid, resource_version, kind.as_str()]
+        .into_iter()
+        .chain(salt)
+    {
         h.update(part.as_bytes());
         h.update([0u8]);
     }
@@ -151,7 +168,13 @@ pub fn build(who: &Identity, change: &Change<'_>) -> Result<Event, EventError> {
     .map_err(EventError::Serialize)?;
 
     Ok(Event {
-        id: event_id(&who.cluster, &uid, change.resource_version, change.kind),
+        id: salted_event_id(
+            &who.cluster,
+            &uid,
+            change.resource_version,
+            change.kind,
+            change.snapshot_id,
+        ),
         source: who.source(),
         ty: format!("{}.{}", who.type_prefix, change.kind.as_str()),
         subject,
@@ -236,6 +259,7 @@ mod tests {
             inferred: false,
             changed_by: Some("kubectl-edit"),
             observed: UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
+            snapshot_id: None,
         }
     }
 

@@ -1,5 +1,6 @@
 //! The HTTP endpoints on `http.listen`: `/metrics` (Prometheus), `/healthz` (the loops are
-//! alive), `/readyz` (every watch synced, every sink healthy, commits succeeding).
+//! alive), `/readyz` (every watch synced, every sink healthy, commits succeeding), and the
+//! admin endpoints of [`crate::admin`].
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -41,6 +42,7 @@ pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, HttpError
 pub fn serve(
     listener: tokio::net::TcpListener,
     stats: Arc<Stats>,
+    admin: Arc<crate::admin::Admin>,
     cancel: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     let bound = listener.local_addr().ok();
@@ -48,7 +50,8 @@ pub fn serve(
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(stats);
+        .with_state(stats)
+        .merge(crate::admin::routes(admin));
     if let Some(addr) = bound {
         info!(addr = %addr, "http listening");
     }

@@ -6,10 +6,12 @@
 //! [`config`] reads `crbridge.yaml`; [`app`] wires the stages together.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod app;
 pub mod backoff;
 pub mod capture;
 pub mod check;
+pub mod cmd;
 pub mod config;
 pub mod diff;
 pub mod dispatch;
@@ -18,6 +20,8 @@ pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod rbac;
+pub mod replay;
 pub mod sinks;
+pub mod status;
 pub mod store;
 pub mod watch;

@@ -1,10 +1,13 @@
-//! The `crbridge` command line: `run`, `check`, `rbac`.
+//! The `crbridge` command line: `run`, `check`, `status`, `replay`, `snapshot`, `tail`,
+//! `rbac`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use crbridge::cmd::Output;
 use crbridge::config;
+use crbridge::replay::{parse_time, ReplayRequest, Start};
 
 /// Change data capture for Kubernetes custom resources → CloudEvents on Kafka, NATS, RabbitMQ.
 #[derive(Parser)]
@@ -37,6 +40,73 @@ enum Command {
         #[arg(short, long, default_value = "crbridge.yaml")]
         config: PathBuf,
     },
+    /// Per watch: checkpoint, objects known, last event; per sink: cursor, lag, dead
+    /// letters. Works on a running instance (its admin endpoint) and a stopped one.
+    Status {
+        /// The config file.
+        #[arg(short, long, default_value = "crbridge.yaml")]
+        config: PathBuf,
+        /// text or json.
+        #[arg(long, short, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Re-publish retained events to one sink, in their original order with their
+    /// original ids (the sink's cursor is not touched).
+    #[command(group(clap::ArgGroup::new("start").required(true).args(["from_seq", "since"])))]
+    Replay {
+        /// The config file.
+        #[arg(short, long, default_value = "crbridge.yaml")]
+        config: PathBuf,
+        /// The sink to publish to.
+        #[arg(long)]
+        sink: String,
+        /// Start at this outbox sequence number.
+        #[arg(long)]
+        from_seq: Option<u64>,
+        /// Start at events written at or after this time: RFC 3339, or a duration ago (15m).
+        #[arg(long)]
+        since: Option<String>,
+        /// Stop after events written at this time: RFC 3339, or a duration ago.
+        #[arg(long)]
+        until: Option<String>,
+        /// Only this watch's events.
+        #[arg(long)]
+        watch: Option<String>,
+    },
+    /// Emit the current state of every object of a watch as `snapshot` events (to one sink,
+    /// or to every sink of the watch).
+    Snapshot {
+        /// The config file.
+        #[arg(short, long, default_value = "crbridge.yaml")]
+        config: PathBuf,
+        /// The watch.
+        #[arg(long)]
+        watch: String,
+        /// Only this sink.
+        #[arg(long)]
+        sink: Option<String>,
+    },
+    /// Consume a sink's broker and print the events (type, subject, id, short patch).
+    Tail {
+        /// The config file.
+        #[arg(short, long, default_value = "crbridge.yaml")]
+        config: PathBuf,
+        /// The sink whose broker to read.
+        #[arg(long)]
+        sink: String,
+        /// Only this watch's events.
+        #[arg(long)]
+        watch: Option<String>,
+        /// text or json (one structured CloudEvent per line).
+        #[arg(long, short, value_enum, default_value_t = Output::Text)]
+        output: Output,
+        /// Exit after this many events.
+        #[arg(long)]
+        count: Option<usize>,
+        /// Start with the oldest retained message instead of new ones (NATS, Kafka).
+        #[arg(long)]
+        from_start: bool,
+    },
     /// Print least-privilege RBAC (YAML) for exactly the configured kinds, plus Leases
     /// when leader election is on. Plurals and scopes come from the cluster's discovery.
     Rbac {
@@ -52,9 +122,9 @@ enum Command {
     },
 }
 
-fn init_logs(format: LogFormat) {
+fn init_logs(format: LogFormat, default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CRBRIDGE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -67,7 +137,13 @@ fn init_logs(format: LogFormat) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logs(cli.log_format);
+    // The daemon logs its life at INFO; a one-shot command prints its own output and only
+    // warnings besides.
+    let default_level = match cli.command {
+        Command::Run { .. } => "info",
+        _ => "warn",
+    };
+    init_logs(cli.log_format, default_level);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -82,6 +158,69 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run { config } => run(&config).await,
             Command::Check { config } => crbridge::check::run(&config).await,
+            Command::Status { config, output } => {
+                let cfg = config::load(&config)?;
+                crbridge::cmd::status::run(&cfg, output).await
+            }
+            Command::Replay {
+                config,
+                sink,
+                from_seq,
+                since,
+                until,
+                watch,
+            } => {
+                let cfg = config::load(&config)?;
+                let start = match (from_seq, since) {
+                    (Some(n), _) => Start::Seq(n),
+                    (None, Some(t)) => Start::SinceMs(parse_time(&t).map_err(anyhow::Error::msg)?),
+                    (None, None) => anyhow::bail!("give --from-seq or --since"),
+                };
+                let until_ms = until
+                    .map(|t| parse_time(&t).map_err(anyhow::Error::msg))
+                    .transpose()?;
+                let req = ReplayRequest {
+                    sink,
+                    start,
+                    until_ms,
+                    watch,
+                };
+                crbridge::cmd::replay::run(&cfg, &config.display().to_string(), req).await
+            }
+            Command::Snapshot {
+                config,
+                watch,
+                sink,
+            } => {
+                let cfg = config::load(&config)?;
+                crbridge::cmd::snapshot::run(
+                    &cfg,
+                    &config.display().to_string(),
+                    &watch,
+                    sink.as_deref(),
+                )
+                .await
+            }
+            Command::Tail {
+                config,
+                sink,
+                watch,
+                output,
+                count,
+                from_start,
+            } => {
+                let cfg = config::load(&config)?;
+                crbridge::cmd::tail::run(
+                    &cfg,
+                    &config.display().to_string(),
+                    &sink,
+                    watch.as_deref(),
+                    output,
+                    count,
+                    from_start,
+                )
+                .await
+            }
             Command::Rbac {
                 config,
                 namespace,

@@ -28,7 +28,7 @@ use crate::store::{
     checkpoint_key, now_ms, object_key, object_prefix, Batch, ObjectKey, OutboxEntry, Store,
     StoredObject, Write,
 };
-use crate::watch::{ListMode, Observed, Origin, ScopeId};
+use crate::watch::{ListMode, Observed, Origin, ScopeId, SnapshotDone, SnapshotRequest};
 
 /// How many observations at most go into one transaction.
 const MAX_BATCH: usize = 512;
@@ -163,7 +163,13 @@ impl Capture {
             let mut overlay = Overlay::new();
             let mut pending = Some(first);
             let mut n = 0;
-            while let Some(obs) = pending.take() {
+            let mut notify = Vec::new();
+            while let Some(mut obs) = pending.take() {
+                let done = match &mut obs {
+                    Observed::Snapshot { request, .. } => request.done.take(),
+                    _ => None,
+                };
+                let before = batch.event_count();
                 n += 1;
                 self.stats.observed.fetch_add(1, Ordering::Relaxed);
                 self.metrics
@@ -175,18 +181,28 @@ impl Capture {
                 if let Err(e) = self.observe(obs, &mut batch, &mut overlay) {
                     error!(error = %e, "reading state failed; observation dropped, the next relist reconciles it");
                 }
+                if let Some(tx) = done {
+                    notify.push((tx, batch.event_count() - before));
+                }
                 if n < MAX_BATCH {
                     pending = rx.try_recv().ok();
                 }
             }
-            self.commit(batch).await;
+            let last = self.commit(batch).await;
+            for (tx, events) in notify {
+                let _ = tx.send(SnapshotDone {
+                    events,
+                    last_seq: last,
+                });
+            }
         }
         debug!("capture stopped: all watches ended");
     }
 
-    async fn commit(&self, batch: Batch) {
+    /// Commits and announces a batch; returns the durable sequence number after it.
+    async fn commit(&self, batch: Batch) -> u64 {
         if batch.is_empty() {
-            return;
+            return *self.durable.borrow();
         }
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
         loop {
@@ -203,7 +219,7 @@ impl Capture {
                     if let Some(seq) = last {
                         self.durable.send_replace(seq);
                     }
-                    return;
+                    return *self.durable.borrow();
                 }
                 Err(e) => {
                     self.stats.healthy.store(false, Ordering::Relaxed);
@@ -254,6 +270,7 @@ impl Capture {
                 seen,
                 mode,
             } => self.list_done(scope, resource_version, &seen, mode, batch, overlay),
+            Observed::Snapshot { scope, request } => self.snapshot(scope, &request, batch, overlay),
         }
     }
 
@@ -279,6 +296,7 @@ impl Capture {
                 }
                 Some(OutboxEntry {
                     watch: s.watch.clone(),
+                    sinks: None,
                     written_ms: now_ms(),
                     event,
                 })
@@ -348,6 +366,7 @@ impl Capture {
                     inferred: inferred && kind != ChangeKind::Snapshot,
                     changed_by: changed_by.as_deref(),
                     observed: SystemTime::now(),
+                    snapshot_id: None,
                 },
             )
         });
@@ -393,10 +412,71 @@ impl Capture {
                 inferred: false,
                 changed_by: None,
                 observed: SystemTime::now(),
+                snapshot_id: None,
             },
         );
         overlay.insert(key.clone(), None);
         batch.writes.push(Write::Remove { key, event: entry });
+        Ok(())
+    }
+
+    /// Every object of the scope as this batch leaves it: the store overlaid with the
+    /// batch's writes, sorted by key.
+    fn current(
+        &self,
+        scope: ScopeId,
+        overlay: &Overlay,
+    ) -> Result<Vec<(ObjectKey, StoredObject)>, crate::store::StoreError> {
+        let s = &self.scopes[scope];
+        let prefix = object_prefix(&s.watch, s.namespace.as_deref());
+        let mut out: Vec<(ObjectKey, StoredObject)> = Vec::new();
+        for item in self.store.objects_with_prefix(&prefix) {
+            let (key, stored) = item?;
+            if !overlay.contains_key(&key) {
+                out.push((key, stored));
+            }
+        }
+        for (key, state) in overlay.iter() {
+            if let Some(state) = state {
+                if key.as_bytes().starts_with(&prefix) {
+                    out.push((key.clone(), state.clone()));
+                }
+            }
+        }
+        out.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        Ok(out)
+    }
+
+    /// An on-demand snapshot: the stored (last published) state of every object, in the
+    /// outbox after everything already captured for them and before anything later, so a
+    /// snapshot event never overtakes a newer change of its object.
+    fn snapshot(
+        &self,
+        scope: ScopeId,
+        request: &SnapshotRequest,
+        batch: &mut Batch,
+        overlay: &Overlay,
+    ) -> Result<(), crate::store::StoreError> {
+        for (_, state) in self.current(scope, overlay)? {
+            let entry = self.entry(
+                scope,
+                &Change {
+                    kind: ChangeKind::Snapshot,
+                    object: &state.object,
+                    resource_version: &state.resource_version,
+                    patch: None,
+                    previous_resource_version: Some(&state.resource_version),
+                    inferred: false,
+                    changed_by: None,
+                    observed: SystemTime::now(),
+                    snapshot_id: Some(&request.id),
+                },
+            );
+            if let Some(mut entry) = entry {
+                entry.sinks = request.sinks.clone();
+                batch.writes.push(Write::Emit(entry));
+            }
+        }
         Ok(())
     }
 
@@ -410,23 +490,11 @@ impl Capture {
         overlay: &mut Overlay,
     ) -> Result<(), crate::store::StoreError> {
         let s = &self.scopes[scope];
-        let prefix = object_prefix(&s.watch, s.namespace.as_deref());
-        // Stored state as this batch leaves it: the store, overlaid with the batch's writes.
-        let mut gone: Vec<(ObjectKey, StoredObject)> = Vec::new();
-        for item in self.store.objects_with_prefix(&prefix) {
-            let (key, stored) = item?;
-            if seen.contains(key.uid()) || overlay.contains_key(&key) {
-                continue;
-            }
-            gone.push((key, stored));
-        }
-        for (key, state) in overlay.iter() {
-            if let Some(state) = state {
-                if key.as_bytes().starts_with(&prefix) && !seen.contains(key.uid()) {
-                    gone.push((key.clone(), state.clone()));
-                }
-            }
-        }
+        let mut gone: Vec<(ObjectKey, StoredObject)> = self
+            .current(scope, overlay)?
+            .into_iter()
+            .filter(|(k, _)| !seen.contains(k.uid()))
+            .collect();
         gone.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
         for (key, stored) in gone {
             let entry = self.entry(
@@ -440,6 +508,7 @@ impl Capture {
                     inferred: true,
                     changed_by: None,
                     observed: SystemTime::now(),
+                    snapshot_id: None,
                 },
             );
             overlay.insert(key.clone(), None);

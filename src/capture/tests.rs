@@ -3,6 +3,7 @@
 use super::*;
 use crate::config::PayloadMode;
 use crate::store::StoreOptions;
+use crate::watch::SnapshotRequest;
 use serde_json::json;
 
 struct Fixture {
@@ -248,4 +249,54 @@ fn resource_versions_compare_numerically_when_they_can() {
     assert!(!is_newer("10", "10"));
     assert!(is_newer("abc", "abd"));
     assert!(!is_newer("abc", "abc"));
+}
+
+#[tokio::test]
+async fn on_demand_snapshot_emits_every_current_object_once_per_request() {
+    let f = fixture(InitialMode::Skip);
+    f.upsert(widget("a", 10, 1), Origin::Watch).await;
+    f.upsert(widget("b", 11, 1), Origin::Watch).await;
+    f.upsert(widget("a", 12, 2), Origin::Watch).await;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    f.send(Observed::Snapshot {
+        scope: 0,
+        request: SnapshotRequest {
+            id: "req-1".into(),
+            sinks: Some(vec!["kafka".into()]),
+            done: Some(tx),
+        },
+    })
+    .await;
+    let done = rx.await.unwrap();
+    assert_eq!(done.events, 2);
+    f.send(Observed::Snapshot {
+        scope: 0,
+        request: SnapshotRequest {
+            id: "req-2".into(),
+            sinks: None,
+            done: None,
+        },
+    })
+    .await;
+    let (events, store, _) = f.finish().await;
+    assert_eq!(
+        events,
+        vec![
+            ev("created", "a", false),
+            ev("created", "b", false),
+            ev("updated", "a", false),
+            ev("snapshot", "a", false),
+            ev("snapshot", "b", false),
+            ev("snapshot", "a", false),
+            ev("snapshot", "b", false),
+        ]
+    );
+    let entries: Vec<_> = store.outbox_range(4, 7).map(|r| r.unwrap().1).collect();
+    assert_eq!(entries[0].sinks, Some(vec!["kafka".to_string()]));
+    assert_eq!(entries[2].sinks, None);
+    // The snapshot of a carries a's latest state; a second request gets new ids.
+    let data: Value = serde_json::from_str(entries[0].event.data.get()).unwrap();
+    assert_eq!(data["object"]["spec"]["size"], 2);
+    assert_ne!(entries[0].event.id, entries[2].event.id);
+    assert!(done.last_seq >= 5);
 }

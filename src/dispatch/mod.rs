@@ -214,7 +214,9 @@ impl Dispatcher {
                     break;
                 };
                 next = seq + 1;
-                if !self.watches.contains(&entry.watch) {
+                let for_us = self.watches.contains(&entry.watch)
+                    && entry.sinks.as_ref().is_none_or(|s| s.contains(&self.name));
+                if !for_us {
                     in_flight.push_back(Box::pin(async move { (seq, None, Ok(())) }));
                     continue;
                 }

@@ -58,6 +58,7 @@ impl Sink for ScriptedSink {
 /// Events 1..=10; 5 belongs to another watch; 7 and 8 are the same object (uid "u7").
 fn event(n: u64) -> OutboxEntry {
     OutboxEntry {
+        sinks: None,
         watch: if n == 5 { "other".into() } else { "w".into() },
         written_ms: 0,
         event: Event {

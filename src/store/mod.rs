@@ -79,6 +79,9 @@ pub struct StoredObject {
 pub struct OutboxEntry {
     /// The watch name.
     pub watch: String,
+    /// Only these sinks (of the watch's), when set: a snapshot requested for one sink.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sinks: Option<Vec<String>>,
     /// When the entry was written, milliseconds since the epoch (retention).
     pub written_ms: u64,
     /// The event.
@@ -182,6 +185,15 @@ pub struct Store {
 
 const NEXT_SEQ: &[u8] = b"next_seq";
 const OUTBOX_BYTES: &[u8] = b"outbox_bytes";
+/// Highest sequence number and newest write time garbage collection removed.
+const GC_SEQ: &[u8] = b"gc_seq";
+const GC_MS: &[u8] = b"gc_ms";
+
+fn last_event_key(watch: &str) -> Vec<u8> {
+    let mut k = b"last_event\0".to_vec();
+    k.extend_from_slice(watch.as_bytes());
+    k
+}
 
 fn u64_of(v: &[u8]) -> Result<u64, StoreError> {
     let arr: [u8; 8] = v.try_into().map_err(|_| StoreError::Corrupt {
@@ -269,7 +281,14 @@ impl Store {
         // Encode outside the transaction: the closure may run more than once and must do
         // no work but tree operations.
         let mut encoded: Vec<EncodedWrite<'_>> = Vec::with_capacity(batch.writes.len());
+        let mut last_event: std::collections::BTreeMap<&str, u64> = Default::default();
         for w in &batch.writes {
+            if let Write::Put { event: Some(e), .. }
+            | Write::Remove { event: Some(e), .. }
+            | Write::Emit(e) = w
+            {
+                last_event.insert(e.watch.as_str(), e.written_ms);
+            }
             let (obj, ev) = match w {
                 Write::Put { key, object, event } => {
                     (Some((key, Some(encode(object)?))), event.as_ref())
@@ -312,6 +331,9 @@ impl Store {
                 }
                 meta.insert(NEXT_SEQ, &seq.to_be_bytes())?;
                 meta.insert(OUTBOX_BYTES, &bytes.to_be_bytes())?;
+                for (watch, ms) in &last_event {
+                    meta.insert(last_event_key(watch), &ms.to_be_bytes())?;
+                }
                 Ok(last)
             },
         );
@@ -359,6 +381,37 @@ impl Store {
             Some((k, _)) => Ok(Some(u64_of(&k)?)),
             None => Ok(None),
         }
+    }
+
+    /// When the last event of `watch` was written (ms since the epoch).
+    pub fn last_event_ms(&self, watch: &str) -> Result<Option<u64>, StoreError> {
+        match self
+            .meta
+            .get(last_event_key(watch))
+            .map_err(io("read meta"))?
+        {
+            Some(v) => Ok(Some(u64_of(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The highest sequence number and newest write time (ms) garbage collection removed:
+    /// a replay from at or before them is no longer possible.
+    pub fn gc_mark(&self) -> Result<(u64, u64), StoreError> {
+        let get = |k: &[u8]| -> Result<u64, StoreError> {
+            match self.meta.get(k).map_err(io("read meta"))? {
+                Some(v) => u64_of(&v),
+                None => Ok(0),
+            }
+        };
+        Ok((get(GC_SEQ)?, get(GC_MS)?))
+    }
+
+    /// Number of dead letters of `sink`.
+    pub fn dead_letter_count(&self, sink: &str) -> usize {
+        let mut prefix = sink.as_bytes().to_vec();
+        prefix.push(0);
+        self.dead_letters.scan_prefix(prefix).keys().count()
     }
 
     /// Bytes of event data in the outbox.
@@ -424,6 +477,7 @@ impl Store {
     ) -> Result<usize, StoreError> {
         let mut removed = 0;
         let mut freed = 0u64;
+        let mut mark = None;
         let total = self.outbox_bytes()?;
         for r in self.outbox.range(..=upto.to_be_bytes()) {
             let (k, v) = r.map_err(io("read outbox"))?;
@@ -435,6 +489,16 @@ impl Store {
             self.outbox.remove(&k).map_err(io("gc outbox"))?;
             freed += v.len() as u64;
             removed += 1;
+            mark = Some((u64_of(&k)?, entry.written_ms));
+        }
+        if let Some((seq, ms)) = mark {
+            self.meta
+                .insert(GC_SEQ, &seq.to_be_bytes())
+                .map_err(io("write meta"))?;
+            let old_ms = self.gc_mark()?.1;
+            self.meta
+                .insert(GC_MS, &ms.max(old_ms).to_be_bytes())
+                .map_err(io("write meta"))?;
         }
         if freed > 0 {
             self.meta

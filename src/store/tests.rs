@@ -5,6 +5,7 @@ use serde_json::json;
 
 fn entry(n: u64, written_ms: u64) -> OutboxEntry {
     OutboxEntry {
+        sinks: None,
         watch: "widgets".into(),
         written_ms,
         event: Event {

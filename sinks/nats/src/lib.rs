@@ -17,4 +17,4 @@ pub mod encode;
 mod sink;
 
 pub use config::{ContentMode, NatsSinkConfig};
-pub use sink::NatsSink;
+pub use sink::{connect_client, NatsSink};

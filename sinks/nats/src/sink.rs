@@ -106,6 +106,28 @@ impl NatsSink {
     }
 }
 
+/// Connects a NATS client to `url` (`env:`/`file:` resolved; credentials passed as options,
+/// never inside the URL: the client logs server addresses at DEBUG with whatever the URL
+/// holds).
+pub async fn connect_client(url: &str) -> Result<async_nats::Client, SinkError> {
+    let url = crbridge_sink_api::secret::resolve("url", url)
+        .map_err(|m| SinkError::permanent("config", m))?;
+    let (bare, user, password) = split_credentials(&url);
+    let mut options = async_nats::ConnectOptions::new();
+    options = match (user, password) {
+        (Some(u), Some(p)) => options.user_and_password(u, p),
+        (Some(token), None) => options.token(token),
+        _ => options,
+    };
+    options
+        .connection_timeout(std::time::Duration::from_secs(5))
+        .connect(bare.as_str())
+        .await
+        .map_err(|e| {
+            SinkError::retriable("connect", format!("NATS at {}", redact(&url))).with_source(e)
+        })
+}
+
 /// Splits `scheme://user:password@rest` into (`scheme://rest`, user, password).
 fn split_credentials(url: &str) -> (String, Option<String>, Option<String>) {
     let Some(s) = url.find("://") else {

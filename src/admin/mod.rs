@@ -1,0 +1,212 @@
+//! The admin endpoints a running instance serves next to `/metrics` (sled allows one
+//! process per state directory, so `status`, `replay` and `snapshot` against a running
+//! instance go through it):
+//!
+//! * `GET /admin/status` — [`crate::status::Status`] as JSON;
+//! * `POST /admin/replay` — body [`ReplayRequest`]; answers newline-delimited JSON:
+//!   `{"progress": …}` lines, then `{"done": …}` or `{"error": "…"}`;
+//! * `POST /admin/snapshot` — body [`SnapshotBody`]; answers [`SnapshotResult`] once the
+//!   snapshot events are committed to the outbox (the sinks then publish them).
+//!
+//! [`client`] is the other end, used by the CLI.
+
+pub mod client;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::config::Config;
+use crate::dispatch::Connector;
+use crate::replay::{Progress, ReplayRequest};
+use crate::store::Store;
+use crate::watch::{Observed, ScopeId, SnapshotRequest};
+
+/// What the admin endpoints need from the running daemon.
+pub struct Admin {
+    /// The open store.
+    pub store: Store,
+    /// The config.
+    pub config: Config,
+    /// Connectors by sink name (a replay opens its own connection).
+    pub connectors: HashMap<String, Connector>,
+    /// Scopes of each watch.
+    pub scopes: HashMap<String, Vec<ScopeId>>,
+    /// The way into capture, once it runs (not while standing by, not after shutdown).
+    pub capture: Mutex<Option<mpsc::Sender<Observed>>>,
+}
+
+impl Admin {
+    /// The watches whose events go to `sink`.
+    pub fn sink_watches(&self, sink: &str) -> HashSet<String> {
+        self.config
+            .watches
+            .iter()
+            .filter(|w| w.sinks.iter().any(|s| s == sink))
+            .map(|w| w.name.clone())
+            .collect()
+    }
+}
+
+/// Body of `POST /admin/snapshot`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SnapshotBody {
+    /// The watch to snapshot.
+    pub watch: String,
+    /// Only this sink, if set.
+    pub sink: Option<String>,
+}
+
+/// Answer of `POST /admin/snapshot`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct SnapshotResult {
+    /// Snapshot events written.
+    pub events: usize,
+    /// Outbox sequence number at or after the last of them.
+    pub last_seq: u64,
+}
+
+/// One line of the replay answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplayLine {
+    /// Still going.
+    Progress(Progress),
+    /// Finished.
+    Done(Progress),
+    /// Failed (one line, with a hint).
+    Error(String),
+}
+
+/// The admin routes.
+pub fn routes(admin: Arc<Admin>) -> Router {
+    Router::new()
+        .route("/admin/status", get(status))
+        .route("/admin/replay", post(replay))
+        .route("/admin/snapshot", post(snapshot))
+        .with_state(admin)
+}
+
+fn fail(code: StatusCode, msg: String) -> Response {
+    (code, msg + "\n").into_response()
+}
+
+async fn status(State(admin): State<Arc<Admin>>) -> Response {
+    match crate::status::collect(&admin.store, &admin.config, true) {
+        Ok(s) => Json(s).into_response(),
+        Err(e) => fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// Checks a snapshot or replay names a configured sink / watch.
+pub fn check_names(config: &Config, sink: Option<&str>, watch: Option<&str>) -> Result<(), String> {
+    if let Some(s) = sink {
+        if !config.sinks.contains_key(s) {
+            let known: Vec<&str> = config.sinks.keys().map(String::as_str).collect();
+            return Err(format!(
+                "unknown sink {s:?} (configured: {})",
+                known.join(", ")
+            ));
+        }
+    }
+    if let Some(w) = watch {
+        if !config.watches.iter().any(|x| x.name == w) {
+            let known: Vec<&str> = config.watches.iter().map(|x| x.name.as_str()).collect();
+            return Err(format!(
+                "unknown watch {w:?} (configured: {})",
+                known.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+async fn replay(State(admin): State<Arc<Admin>>, Json(req): Json<ReplayRequest>) -> Response {
+    if let Err(e) = check_names(&admin.config, Some(&req.sink), req.watch.as_deref()) {
+        return fail(StatusCode::BAD_REQUEST, e);
+    }
+    let Some(connector) = admin.connectors.get(&req.sink).cloned() else {
+        return fail(
+            StatusCode::BAD_REQUEST,
+            format!("unknown sink {}", req.sink),
+        );
+    };
+    let (tx, rx) = mpsc::channel::<ReplayLine>(16);
+    tokio::spawn(async move {
+        let result = async {
+            let sink = connector().await.map_err(|e| e.to_string())?;
+            let watches = admin.sink_watches(&req.sink);
+            let progress_tx = tx.clone();
+            let mut report = move |p: Progress| {
+                let _ = progress_tx.try_send(ReplayLine::Progress(p));
+            };
+            crate::replay::replay(&admin.store, sink.as_ref(), &watches, &req, &mut report)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        .await;
+        let last = match result {
+            Ok(p) => ReplayLine::Done(p),
+            Err(e) => ReplayLine::Error(e),
+        };
+        let _ = tx.send(last).await;
+    });
+    let lines = futures::stream::unfold(rx, |mut rx| async move {
+        let line = rx.recv().await?;
+        let mut text = serde_json::to_string(&line).unwrap_or_default();
+        text.push('\n');
+        Some((Ok::<_, std::convert::Infallible>(text), rx))
+    });
+    Response::builder()
+        .header("content-type", "application/x-ndjson")
+        .body(Body::from_stream(lines))
+        .unwrap_or_else(|e| fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+async fn snapshot(State(admin): State<Arc<Admin>>, Json(body): Json<SnapshotBody>) -> Response {
+    if let Err(e) = check_names(&admin.config, body.sink.as_deref(), Some(&body.watch)) {
+        return fail(StatusCode::BAD_REQUEST, e);
+    }
+    let Some(capture) = admin.capture.lock().ok().and_then(|c| c.clone()) else {
+        return fail(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not capturing (standing by for leadership, or shutting down)".into(),
+        );
+    };
+    let id = format!("{:x}-{:08x}", crate::store::now_ms(), rand::random::<u32>());
+    let mut result = SnapshotResult {
+        events: 0,
+        last_seq: 0,
+    };
+    for scope in admin.scopes.get(&body.watch).cloned().unwrap_or_default() {
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        let request = SnapshotRequest {
+            id: id.clone(),
+            sinks: body.sink.clone().map(|s| vec![s]),
+            done: Some(done_tx),
+        };
+        if capture
+            .send(Observed::Snapshot { scope, request })
+            .await
+            .is_err()
+        {
+            return fail(StatusCode::SERVICE_UNAVAILABLE, "shutting down".into());
+        }
+        match done_rx.await {
+            Ok(d) => {
+                result.events += d.events;
+                result.last_seq = result.last_seq.max(d.last_seq);
+            }
+            Err(_) => return fail(StatusCode::SERVICE_UNAVAILABLE, "shutting down".into()),
+        }
+    }
+    Json(result).into_response()
+}

@@ -1,0 +1,176 @@
+//! `crbridge snapshot`.
+
+use std::collections::HashSet;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::{target, Target};
+use crate::admin::{check_names, SnapshotBody, SnapshotResult};
+use crate::capture::{Capture, CaptureStats};
+use crate::config::Config;
+use crate::dispatch::{DispatchStats, Dispatcher};
+use crate::watch::{Observed, SnapshotRequest};
+
+/// Emits the current state of every object of `watch` as snapshot events (to `sink` only,
+/// if given). On a running instance they join its outbox and its dispatchers publish them;
+/// on a stopped one they are written to the outbox and published here, with everything
+/// still pending for those sinks before them.
+pub async fn run(
+    config: &Config,
+    file: &str,
+    watch_name: &str,
+    sink: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    check_names(config, sink, Some(watch_name)).map_err(|e| anyhow!(e))?;
+    let result = match target(config)? {
+        Target::Running(addr) => {
+            let body = serde_json::to_string(&SnapshotBody {
+                watch: watch_name.to_string(),
+                sink: sink.map(str::to_string),
+            })?;
+            let mut text = String::new();
+            let code = crate::admin::client::request(
+                addr,
+                "POST",
+                "/admin/snapshot",
+                Some(&body),
+                &mut |l| text.push_str(l),
+            )
+            .await
+            .context("the state directory is in use, so crbridge should be running")?;
+            if code != 200 {
+                bail!("admin endpoint answered {code}: {}", text.trim());
+            }
+            let r: SnapshotResult = serde_json::from_str(&text)?;
+            println!(
+                "snapshot of watch {watch_name}: {} events queued (up to seq {}); the running instance publishes them",
+                r.events, r.last_seq
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        Target::Stopped(store) => {
+            let client = crate::app::kube_client(config).await?;
+            let (scopes, rules) = crate::app::plan(config, &client).await?;
+            let (tx, rx) = mpsc::channel(16);
+            let (durable_tx, _) = watch::channel(store.last_seq()?);
+            let task = tokio::spawn(
+                Capture::new(
+                    store.clone(),
+                    rules,
+                    durable_tx,
+                    Arc::new(CaptureStats::default()),
+                )
+                .run(rx, CancellationToken::new()),
+            );
+            let id = format!("{:x}-{:08x}", crate::store::now_ms(), rand::random::<u32>());
+            let mut result = SnapshotResult {
+                events: 0,
+                last_seq: 0,
+            };
+            for s in scopes.iter().filter(|s| s.watch == watch_name) {
+                let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+                tx.send(Observed::Snapshot {
+                    scope: s.id,
+                    request: SnapshotRequest {
+                        id: id.clone(),
+                        sinks: sink.map(|x| vec![x.to_string()]),
+                        done: Some(done_tx),
+                    },
+                })
+                .await
+                .map_err(|_| anyhow!("capture stopped"))?;
+                let d = done_rx.await?;
+                result.events += d.events;
+                result.last_seq = result.last_seq.max(d.last_seq);
+            }
+            drop(tx);
+            task.await?;
+            eprintln!(
+                "snapshot of watch {watch_name}: {} events written; publishing",
+                result.events
+            );
+            publish_until(config, file, &store, watch_name, sink, result.last_seq).await?;
+            result
+        }
+    };
+    println!(
+        "snapshot of watch {watch_name}: {} events published (up to seq {})",
+        result.events, result.last_seq
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs the dispatchers of the sinks concerned until each has acked `upto`.
+async fn publish_until(
+    config: &Config,
+    file: &str,
+    store: &crate::store::Store,
+    watch_name: &str,
+    only: Option<&str>,
+    upto: u64,
+) -> anyhow::Result<()> {
+    let cancel = CancellationToken::new();
+    let (_durable_tx, durable) = watch::channel(upto);
+    let mut running = Vec::new();
+    for (name, section) in &config.sinks {
+        let carries = config
+            .watches
+            .iter()
+            .any(|w| w.name == watch_name && w.sinks.contains(name));
+        if !carries || only.is_some_and(|o| o != name) {
+            continue;
+        }
+        let stats = Arc::new(DispatchStats::default());
+        let d = Dispatcher {
+            name: name.clone(),
+            watches: config
+                .watches
+                .iter()
+                .filter(|w| w.sinks.contains(name))
+                .map(|w| w.name.clone())
+                .collect::<HashSet<_>>(),
+            store: store.clone(),
+            connector: crate::sinks::connector(file, section)?,
+            durable: durable.clone(),
+            stats: stats.clone(),
+            drain_timeout: Duration::from_secs(10),
+            policy: crate::config::sink_policy(file, section)?,
+            metrics: Arc::new(crate::metrics::Metrics::new()),
+        };
+        running.push((name.clone(), stats, tokio::spawn(d.run(cancel.clone()))));
+    }
+    let mut last_report = std::time::Instant::now();
+    loop {
+        let behind: Vec<(String, u64)> = running
+            .iter()
+            .map(|(n, s, _)| {
+                (
+                    n.clone(),
+                    s.cursor.load(std::sync::atomic::Ordering::Relaxed),
+                )
+            })
+            .filter(|(_, c)| *c < upto)
+            .collect();
+        if behind.is_empty() {
+            break;
+        }
+        if last_report.elapsed() >= Duration::from_secs(1) {
+            for (n, c) in &behind {
+                eprintln!("snapshot: sink {n} at seq {c} of {upto}");
+            }
+            last_report = std::time::Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cancel.cancel();
+    for (_, _, t) in running {
+        let _ = t.await;
+    }
+    store.flush().await?;
+    Ok(())
+}

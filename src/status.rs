@@ -1,0 +1,145 @@
+//! `crbridge status`: per watch its checkpoints, objects known and last event; per sink its
+//! cursor, lag and dead letters; the outbox size. Computed from the state store (directly on
+//! a stopped instance, by the running daemon for its admin endpoint).
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::store::{checkpoint_key, now_ms, object_prefix, Store, StoreError};
+
+/// The whole status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    /// True when read from a running instance.
+    pub running: bool,
+    /// Highest outbox sequence number assigned.
+    pub last_seq: u64,
+    /// Oldest retained outbox sequence number.
+    pub first_seq: Option<u64>,
+    /// Bytes in the outbox.
+    pub outbox_bytes: u64,
+    /// Per watch.
+    pub watches: Vec<WatchStatus>,
+    /// Per sink.
+    pub sinks: Vec<SinkStatus>,
+}
+
+/// One watch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchStatus {
+    /// Watch name.
+    pub name: String,
+    /// Checkpoint per scope: (namespace or `*`, resourceVersion).
+    pub checkpoints: Vec<(String, Option<String>)>,
+    /// Objects whose state is stored.
+    pub objects: usize,
+    /// When its last event was written (RFC 3339).
+    pub last_event: Option<String>,
+}
+
+/// One sink.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SinkStatus {
+    /// Sink name.
+    pub name: String,
+    /// Last acknowledged sequence number (contiguous).
+    pub cursor: u64,
+    /// Outbox events not yet acknowledged (some may be for other sinks' watches).
+    pub lag_events: u64,
+    /// Age in seconds of the oldest unacknowledged event.
+    pub lag_seconds: Option<u64>,
+    /// Dead letters kept.
+    pub dead_letters: usize,
+}
+
+fn rfc3339(ms: u64) -> String {
+    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
+        .to_string()
+}
+
+/// Reads the status of `config`'s watches and sinks from `store`.
+pub fn collect(store: &Store, config: &Config, running: bool) -> Result<Status, StoreError> {
+    let last_seq = store.last_seq()?;
+    let mut watches = Vec::new();
+    for w in &config.watches {
+        let scopes: Vec<Option<&str>> = if w.namespaces.is_empty() {
+            vec![None]
+        } else {
+            w.namespaces.iter().map(|n| Some(n.as_str())).collect()
+        };
+        let mut checkpoints = Vec::new();
+        for ns in scopes {
+            checkpoints.push((
+                ns.unwrap_or("*").to_string(),
+                store.checkpoint(&checkpoint_key(&w.name, ns))?,
+            ));
+        }
+        watches.push(WatchStatus {
+            name: w.name.clone(),
+            checkpoints,
+            objects: store.count_objects(&object_prefix(&w.name, None)),
+            last_event: store.last_event_ms(&w.name)?.map(rfc3339),
+        });
+    }
+    let mut sinks = Vec::new();
+    for name in config.sinks.keys() {
+        let cursor = store.cursor(name)?;
+        let lag_seconds = store
+            .outbox_range(cursor + 1, cursor + 1)
+            .next()
+            .transpose()?
+            .map(|(_, e)| now_ms().saturating_sub(e.written_ms) / 1000);
+        sinks.push(SinkStatus {
+            name: name.clone(),
+            cursor,
+            lag_events: last_seq.saturating_sub(cursor),
+            lag_seconds,
+            dead_letters: store.dead_letter_count(name),
+        });
+    }
+    Ok(Status {
+        running,
+        last_seq,
+        first_seq: store.first_seq()?,
+        outbox_bytes: store.outbox_bytes()?,
+        watches,
+        sinks,
+    })
+}
+
+/// The status for humans.
+pub fn render(s: &Status) -> String {
+    let mut out = format!(
+        "crbridge {} · outbox: seq {}..{} · {} bytes\n\nWATCH\n",
+        if s.running { "running" } else { "stopped" },
+        s.first_seq.map_or("-".into(), |f| f.to_string()),
+        s.last_seq,
+        s.outbox_bytes
+    );
+    for w in &s.watches {
+        let cps: Vec<String> = w
+            .checkpoints
+            .iter()
+            .map(|(ns, rv)| format!("{ns}@{}", rv.as_deref().unwrap_or("-")))
+            .collect();
+        out.push_str(&format!(
+            "  {:<24} objects {:<8} last event {:<26} checkpoint {}\n",
+            w.name,
+            w.objects,
+            w.last_event.as_deref().unwrap_or("-"),
+            cps.join(" ")
+        ));
+    }
+    out.push_str("\nSINK\n");
+    for k in &s.sinks {
+        out.push_str(&format!(
+            "  {:<24} cursor {:<10} lag {:<8} oldest unacked {:<8} dead letters {}\n",
+            k.name,
+            k.cursor,
+            k.lag_events,
+            k.lag_seconds.map_or("-".into(), |s| format!("{s}s")),
+            k.dead_letters
+        ));
+    }
+    out
+}
