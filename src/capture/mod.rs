@@ -30,6 +30,10 @@ use crate::store::{
 };
 use crate::watch::{ListMode, Observed, Origin, ScopeId, SnapshotDone, SnapshotRequest};
 
+/// Free space the state directory needs before a failed store is reopened: sled writes a
+/// fresh segment (512 KiB) on recovery, and reopening on a full disk only fails again.
+const MIN_FREE_TO_REOPEN: u64 = 4 << 20;
+
 /// How many observations at most go into one transaction.
 const MAX_BATCH: usize = 512;
 
@@ -228,6 +232,20 @@ impl Capture {
                     let wait = backoff.next_delay();
                     error!(error = %e, retry_in = ?wait, "committing changes failed; watches are paused until it succeeds");
                     tokio::time::sleep(wait).await;
+                    // sled fails every later operation after an I/O error, even once the
+                    // cause (a full disk) is gone: start it afresh once there is room again.
+                    if self
+                        .store
+                        .space_available()
+                        .is_none_or(|b| b >= MIN_FREE_TO_REOPEN)
+                    {
+                        let store = self.store.clone();
+                        match tokio::task::spawn_blocking(move || store.reopen()).await {
+                            Ok(Ok(())) => info!("state store reopened"),
+                            Ok(Err(e)) => warn!(error = %e, "reopening the state store failed"),
+                            Err(e) => warn!(error = %e, "reopening the state store panicked"),
+                        }
+                    }
                 }
             }
         }

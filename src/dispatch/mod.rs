@@ -221,6 +221,12 @@ impl Dispatcher {
                     continue;
                 }
                 match sink.publish(&entry.event).await {
+                    Ok(pending) if ack_before_broker() => {
+                        // Test-only weakening (debug builds): count the hand-over as the
+                        // ack. The fault suite runs with it to prove it detects the loss.
+                        tokio::spawn(pending);
+                        in_flight.push_back(Box::pin(async move { (seq, Some(entry), Ok(())) }));
+                    }
                     Ok(pending) => {
                         *busy.entry(entry.event.route.uid.clone()).or_default() += 1;
                         in_flight
@@ -368,6 +374,23 @@ impl Dispatcher {
                 }
             }
         }
+    }
+}
+
+/// `CRBRIDGE_TEST_ACK_BEFORE_BROKER=1` in a debug build: acknowledge events when the client
+/// takes them, not when the broker does. Exists only so the fault suite can show that it
+/// catches the loss this causes; release builds ignore it.
+fn ack_before_broker() -> bool {
+    #[cfg(debug_assertions)]
+    {
+        static FLAG: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *FLAG.get_or_init(|| {
+            std::env::var("CRBRIDGE_TEST_ACK_BEFORE_BROKER").is_ok_and(|v| v == "1")
+        })
+    }
+    #[cfg(not(debug_assertions))]
+    {
+        false
     }
 }
 

@@ -20,7 +20,8 @@
 
 mod keys;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crbridge_sink_api::Event;
@@ -33,6 +34,9 @@ pub use keys::{checkpoint_key, object_key, object_prefix, ObjectKey};
 /// A failure of the state store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The database is being reopened after an I/O error; try again.
+    #[error("state store is being reopened after an I/O error")]
+    Reopening,
     /// The state directory could not be opened (in use by another process, unreadable).
     #[error("opening the state directory {path}: {source} (is another crbridge using it?)")]
     Open {
@@ -171,9 +175,8 @@ impl Default for StoreOptions {
     }
 }
 
-/// The state store. Cheap to clone (sled handles are reference counted).
-#[derive(Clone)]
-pub struct Store {
+/// The open sled database and its trees.
+struct Trees {
     db: sled::Db,
     objects: sled::Tree,
     outbox: sled::Tree,
@@ -181,6 +184,15 @@ pub struct Store {
     cursors: sled::Tree,
     meta: sled::Tree,
     dead_letters: sled::Tree,
+}
+
+/// The state store. Cheap to clone; every clone sees the same database, also across
+/// [`Store::reopen`].
+#[derive(Clone)]
+pub struct Store {
+    trees: Arc<RwLock<Option<Arc<Trees>>>>,
+    path: PathBuf,
+    opts: StoreOptions,
 }
 
 const NEXT_SEQ: &[u8] = b"next_seq";
@@ -214,6 +226,14 @@ pub fn now_ms() -> u64 {
 impl Store {
     /// Opens (or creates) the store in `path`. Fails if another process holds it.
     pub fn open(path: &Path, opts: &StoreOptions) -> Result<Self, StoreError> {
+        Ok(Store {
+            trees: Arc::new(RwLock::new(Some(Arc::new(Self::open_trees(path, opts)?)))),
+            path: path.to_path_buf(),
+            opts: opts.clone(),
+        })
+    }
+
+    fn open_trees(path: &Path, opts: &StoreOptions) -> Result<Trees, StoreError> {
         let db = sled::Config::new()
             .path(path)
             .cache_capacity(opts.cache_bytes)
@@ -224,7 +244,7 @@ impl Store {
                 source,
             })?;
         let tree = |name: &str| db.open_tree(name).map_err(io("open tree"));
-        Ok(Store {
+        Ok(Trees {
             objects: tree("objects")?,
             outbox: tree("outbox")?,
             checkpoints: tree("checkpoints")?,
@@ -235,9 +255,47 @@ impl Store {
         })
     }
 
+    fn t(&self) -> Result<Arc<Trees>, StoreError> {
+        self.trees
+            .read()
+            .ok()
+            .and_then(|g| g.clone())
+            .ok_or(StoreError::Reopening)
+    }
+
+    /// Bytes free on the state directory's file system, if the OS says.
+    pub fn space_available(&self) -> Option<u64> {
+        fs2::available_space(&self.path).ok()
+    }
+
+    /// Closes and reopens the database. sled keeps failing every operation after one I/O
+    /// error (a full disk, say), even once the cause is gone; reopening recovers what was
+    /// durable and lets work resume without restarting the process. Writes that had not
+    /// been flushed are gone, which is safe: nothing announced as durable is among them,
+    /// and the callers retry what they were doing.
+    pub fn reopen(&self) -> Result<(), StoreError> {
+        let mut guard = self.trees.write().map_err(|_| StoreError::Reopening)?;
+        // Let go of the failed instance; sled releases the directory when the last
+        // handle (an iterator in another task, say) is dropped, so retry briefly.
+        guard.take();
+        let mut last = None;
+        for _ in 0..40 {
+            match Self::open_trees(&self.path, &self.opts) {
+                Ok(t) => {
+                    *guard = Some(Arc::new(t));
+                    return Ok(());
+                }
+                Err(e) => last = Some(e),
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Err(last.unwrap_or(StoreError::Reopening))
+    }
+
     /// The stored state of one object.
     pub fn object(&self, key: &ObjectKey) -> Result<Option<StoredObject>, StoreError> {
         match self
+            .t()?
             .objects
             .get(key.as_bytes())
             .map_err(io("read object"))?
@@ -251,24 +309,31 @@ impl Store {
     pub fn objects_with_prefix(
         &self,
         prefix: &[u8],
-    ) -> impl Iterator<Item = Result<(ObjectKey, StoredObject), StoreError>> + '_ {
-        self.objects.scan_prefix(prefix).map(|r| {
+    ) -> Box<dyn Iterator<Item = Result<(ObjectKey, StoredObject), StoreError>> + Send + '_> {
+        let t = match self.t() {
+            Ok(t) => t,
+            Err(e) => return Box::new(std::iter::once(Err(e))),
+        };
+        let iter = t.objects.scan_prefix(prefix);
+        Box::new(iter.map(|r| {
             let (k, v) = r.map_err(io("scan objects"))?;
             Ok((
                 ObjectKey::from_bytes(k.to_vec()),
                 decode(&v, "object state")?,
             ))
-        })
+        }))
     }
 
     /// Number of stored objects whose key starts with `prefix`.
     pub fn count_objects(&self, prefix: &[u8]) -> usize {
-        self.objects.scan_prefix(prefix).keys().count()
+        self.t()
+            .map_or(0, |t| t.objects.scan_prefix(prefix).keys().count())
     }
 
     /// The checkpointed resourceVersion of a watch scope.
     pub fn checkpoint(&self, key: &[u8]) -> Result<Option<String>, StoreError> {
         Ok(self
+            .t()?
             .checkpoints
             .get(key)
             .map_err(io("read checkpoint"))?
@@ -298,8 +363,13 @@ impl Store {
             };
             encoded.push((obj, ev.map(encode).transpose()?));
         }
-        let result = (&self.objects, &self.outbox, &self.checkpoints, &self.meta).transaction(
-            |(objects, outbox, checkpoints, meta)| {
+        let result = (
+            &self.t()?.objects,
+            &self.t()?.outbox,
+            &self.t()?.checkpoints,
+            &self.t()?.meta,
+        )
+            .transaction(|(objects, outbox, checkpoints, meta)| {
                 let mut seq = match meta.get(NEXT_SEQ)? {
                     Some(v) => u64_of(&v).map_err(ConflictableTransactionError::Abort)?,
                     None => 1,
@@ -335,8 +405,7 @@ impl Store {
                     meta.insert(last_event_key(watch), &ms.to_be_bytes())?;
                 }
                 Ok(last)
-            },
-        );
+            });
         match result {
             Ok(last) => Ok(last),
             Err(TransactionError::Abort(e)) => Err(e),
@@ -349,16 +418,18 @@ impl Store {
 
     /// Makes everything written so far durable.
     pub async fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush_async().await.map_err(io("flush"))?;
+        self.t()?.db.flush_async().await.map_err(io("flush"))?;
         Ok(())
     }
 
     /// The highest sequence number ever assigned (0 when none).
     pub fn last_seq(&self) -> Result<u64, StoreError> {
-        Ok(match self.meta.get(NEXT_SEQ).map_err(io("read meta"))? {
-            Some(v) => u64_of(&v)?.saturating_sub(1),
-            None => 0,
-        })
+        Ok(
+            match self.t()?.meta.get(NEXT_SEQ).map_err(io("read meta"))? {
+                Some(v) => u64_of(&v)?.saturating_sub(1),
+                None => 0,
+            },
+        )
     }
 
     /// Outbox entries with sequence numbers in `from..=to`, in order.
@@ -366,18 +437,21 @@ impl Store {
         &self,
         from: u64,
         to: u64,
-    ) -> impl Iterator<Item = Result<(u64, OutboxEntry), StoreError>> + '_ {
-        self.outbox
-            .range(from.to_be_bytes()..=to.to_be_bytes())
-            .map(|r| {
-                let (k, v) = r.map_err(io("read outbox"))?;
-                Ok((u64_of(&k)?, decode(&v, "outbox entry")?))
-            })
+    ) -> Box<dyn Iterator<Item = Result<(u64, OutboxEntry), StoreError>> + Send + '_> {
+        let t = match self.t() {
+            Ok(t) => t,
+            Err(e) => return Box::new(std::iter::once(Err(e))),
+        };
+        let iter = t.outbox.range(from.to_be_bytes()..=to.to_be_bytes());
+        Box::new(iter.map(|r| {
+            let (k, v) = r.map_err(io("read outbox"))?;
+            Ok((u64_of(&k)?, decode(&v, "outbox entry")?))
+        }))
     }
 
     /// The oldest retained sequence number, if the outbox is not empty.
     pub fn first_seq(&self) -> Result<Option<u64>, StoreError> {
-        match self.outbox.first().map_err(io("read outbox"))? {
+        match self.t()?.outbox.first().map_err(io("read outbox"))? {
             Some((k, _)) => Ok(Some(u64_of(&k)?)),
             None => Ok(None),
         }
@@ -386,6 +460,7 @@ impl Store {
     /// When the last event of `watch` was written (ms since the epoch).
     pub fn last_event_ms(&self, watch: &str) -> Result<Option<u64>, StoreError> {
         match self
+            .t()?
             .meta
             .get(last_event_key(watch))
             .map_err(io("read meta"))?
@@ -399,7 +474,7 @@ impl Store {
     /// a replay from at or before them is no longer possible.
     pub fn gc_mark(&self) -> Result<(u64, u64), StoreError> {
         let get = |k: &[u8]| -> Result<u64, StoreError> {
-            match self.meta.get(k).map_err(io("read meta"))? {
+            match self.t()?.meta.get(k).map_err(io("read meta"))? {
                 Some(v) => u64_of(&v),
                 None => Ok(0),
             }
@@ -411,12 +486,13 @@ impl Store {
     pub fn dead_letter_count(&self, sink: &str) -> usize {
         let mut prefix = sink.as_bytes().to_vec();
         prefix.push(0);
-        self.dead_letters.scan_prefix(prefix).keys().count()
+        self.t()
+            .map_or(0, |t| t.dead_letters.scan_prefix(prefix).keys().count())
     }
 
     /// Bytes of event data in the outbox.
     pub fn outbox_bytes(&self) -> Result<u64, StoreError> {
-        match self.meta.get(OUTBOX_BYTES).map_err(io("read meta"))? {
+        match self.t()?.meta.get(OUTBOX_BYTES).map_err(io("read meta"))? {
             Some(v) => u64_of(&v),
             None => Ok(0),
         }
@@ -424,7 +500,7 @@ impl Store {
 
     /// The last sequence number `sink` has been acked for (0 when none).
     pub fn cursor(&self, sink: &str) -> Result<u64, StoreError> {
-        match self.cursors.get(sink).map_err(io("read cursor"))? {
+        match self.t()?.cursors.get(sink).map_err(io("read cursor"))? {
             Some(v) => u64_of(&v),
             None => Ok(0),
         }
@@ -432,13 +508,17 @@ impl Store {
 
     /// True when `sink` has a cursor (it has run before).
     pub fn has_cursor(&self, sink: &str) -> Result<bool, StoreError> {
-        self.cursors.contains_key(sink).map_err(io("read cursor"))
+        self.t()?
+            .cursors
+            .contains_key(sink)
+            .map_err(io("read cursor"))
     }
 
     /// Records that `sink` is acked up to and including `seq`. Durable at the next flush;
     /// a cursor lost in a crash only repeats sends (same ids), never skips.
     pub fn set_cursor(&self, sink: &str, seq: u64) -> Result<(), StoreError> {
-        self.cursors
+        self.t()?
+            .cursors
             .insert(sink, &seq.to_be_bytes())
             .map_err(io("write cursor"))?;
         Ok(())
@@ -449,7 +529,8 @@ impl Store {
         let mut key = sink.as_bytes().to_vec();
         key.push(0);
         key.extend_from_slice(&letter.seq.to_be_bytes());
-        self.dead_letters
+        self.t()?
+            .dead_letters
             .insert(key, encode(letter)?)
             .map_err(io("write dead letter"))?;
         Ok(())
@@ -459,7 +540,8 @@ impl Store {
     pub fn dead_letters(&self, sink: &str) -> Result<Vec<DeadLetter>, StoreError> {
         let mut prefix = sink.as_bytes().to_vec();
         prefix.push(0);
-        self.dead_letters
+        self.t()?
+            .dead_letters
             .scan_prefix(prefix)
             .values()
             .map(|v| decode(&v.map_err(io("read dead letters"))?, "dead letter"))
@@ -479,29 +561,32 @@ impl Store {
         let mut freed = 0u64;
         let mut mark = None;
         let total = self.outbox_bytes()?;
-        for r in self.outbox.range(..=upto.to_be_bytes()) {
+        for r in self.t()?.outbox.range(..=upto.to_be_bytes()) {
             let (k, v) = r.map_err(io("read outbox"))?;
             let entry: OutboxEntry = decode(&v, "outbox entry")?;
             let over_budget = total.saturating_sub(freed) > max_bytes;
             if entry.written_ms >= older_than_ms && !over_budget {
                 break;
             }
-            self.outbox.remove(&k).map_err(io("gc outbox"))?;
+            self.t()?.outbox.remove(&k).map_err(io("gc outbox"))?;
             freed += v.len() as u64;
             removed += 1;
             mark = Some((u64_of(&k)?, entry.written_ms));
         }
         if let Some((seq, ms)) = mark {
-            self.meta
+            self.t()?
+                .meta
                 .insert(GC_SEQ, &seq.to_be_bytes())
                 .map_err(io("write meta"))?;
             let old_ms = self.gc_mark()?.1;
-            self.meta
+            self.t()?
+                .meta
                 .insert(GC_MS, &ms.max(old_ms).to_be_bytes())
                 .map_err(io("write meta"))?;
         }
         if freed > 0 {
-            self.meta
+            self.t()?
+                .meta
                 .update_and_fetch(OUTBOX_BYTES, |old| {
                     let cur = old.and_then(|o| u64_of(o).ok()).unwrap_or(0);
                     Some(cur.saturating_sub(freed).to_be_bytes().to_vec())

@@ -126,6 +126,13 @@ impl Bridge {
         std::fs::read_to_string(self.log_path(self.runs)).unwrap_or_default()
     }
 
+    /// True while the current run's process has not exited.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+
     /// SIGKILL: no shutdown at all.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {

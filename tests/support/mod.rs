@@ -321,3 +321,5 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+pub mod fault;
+pub mod verify;
