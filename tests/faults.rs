@@ -418,3 +418,29 @@ async fn the_verifier_catches_a_bridge_that_acks_before_the_broker() {
         "the correct bridge re-sends after the outage: {control:#?}"
     );
 }
+
+#[tokio::test]
+async fn a_long_outage_fills_the_outbox_pauses_the_watch_and_recovers() {
+    let _serial = SERIAL.lock().await;
+    // A 32 KiB outbox: a frozen NATS fills it within seconds.
+    let mut r = rig("fault-outbox", "  outbox: {max_bytes: 32KiB}\n").await;
+    let workload = Workload::start(r.api.clone(), &r.crd, 30, Duration::from_millis(10));
+    r.bridge.start();
+    r.bridge.wait_logged("crbridge running", WAIT).await;
+    signal_server("nats", "STOP");
+    r.bridge
+        .wait_logged("outbox full: watches paused until the slowest sink catches up", WAIT)
+        .await;
+    workload.progress(30).await;
+    // Crash while paused, with history gone meanwhile: the restart must relist and
+    // reconcile what changed while the watch was held back.
+    r.bridge.kill9();
+    support::compact_etcd();
+    signal_server("nats", "CONT");
+    r.bridge.start();
+    r.bridge
+        .wait_logged("resourceVersion expired (410 Gone), relisting", WAIT)
+        .await;
+    workload.progress(30).await;
+    finish("outbox full during a broker outage, kill -9, relist", 1, r, workload).await;
+}
