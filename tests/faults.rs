@@ -429,7 +429,10 @@ async fn a_long_outage_fills_the_outbox_pauses_the_watch_and_recovers() {
     r.bridge.wait_logged("crbridge running", WAIT).await;
     signal_server("nats", "STOP");
     r.bridge
-        .wait_logged("outbox full: watches paused until the slowest sink catches up", WAIT)
+        .wait_logged(
+            "outbox full: watches paused until the slowest sink catches up",
+            WAIT,
+        )
         .await;
     workload.progress(30).await;
     // Crash while paused, with history gone meanwhile: the restart must relist and
@@ -442,5 +445,11 @@ async fn a_long_outage_fills_the_outbox_pauses_the_watch_and_recovers() {
         .wait_logged("resourceVersion expired (410 Gone), relisting", WAIT)
         .await;
     workload.progress(30).await;
-    finish("outbox full during a broker outage, kill -9, relist", 1, r, workload).await;
+    finish(
+        "outbox full during a broker outage, kill -9, relist",
+        1,
+        r,
+        workload,
+    )
+    .await;
 }
