@@ -21,6 +21,9 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Acknowledges everything at once: the cost of the sink is zero.
 struct NullSink;
 
@@ -39,7 +42,7 @@ impl Sink for NullSink {
 /// A ~4 KiB Widget: metadata with managedFields, a spec of 40 fields, a status.
 fn widget(i: usize, rv: u64, version: u64) -> Value {
     let mut spec = serde_json::Map::new();
-    for f in 0..40 {
+    for f in 0..58 {
         spec.insert(
             format!("field{f:02}"),
             json!(format!("value-{f}-{:>40}", "x")),

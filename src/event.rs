@@ -109,10 +109,13 @@ pub fn salted_event_id(
         h.update(part.as_bytes());
         h.update([0u8]);
     }
-    h.finalize()[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut id = String::with_capacity(32);
+    for b in &h.finalize()[..16] {
+        id.push(HEX[(b >> 4) as usize] as char);
+        id.push(HEX[(b & 15) as usize] as char);
+    }
+    id
 }
 
 /// Builds the CloudEvent for `change` of an object of kind `who`.

@@ -122,6 +122,11 @@ enum Command {
     },
 }
 
+/// mimalloc: the pipeline allocates many small JSON nodes; glibc's allocator spent a third
+/// of the CPU in the ceiling benchmark (BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn init_logs(format: LogFormat, default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CRBRIDGE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
