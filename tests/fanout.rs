@@ -11,11 +11,7 @@ use std::time::Duration;
 
 use kube::api::{DeleteParams, DynamicObject};
 use kube::Api;
-use lapin::options::{
-    BasicGetOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
-};
-use lapin::types::FieldTable;
-use lapin::{Connection, ConnectionProperties, ExchangeKind};
+use lapin::options::BasicGetOptions;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::Message;
@@ -75,40 +71,7 @@ async fn a_stopped_sink_does_not_hold_back_the_others_and_catches_up() {
     let stream = support::unique("FANOUT").to_uppercase().replace('-', "_");
     let exchange = support::unique("crb-fanout-x");
     let queue = support::unique("crb-fanout-q");
-    let conn = Connection::connect(
-        &support::env("CRBRIDGE_AMQP_URL"),
-        ConnectionProperties::default(),
-    )
-    .await
-    .unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    ch.exchange_declare(
-        exchange.as_str().into(),
-        ExchangeKind::Topic,
-        ExchangeDeclareOptions {
-            durable: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
-    ch.queue_declare(
-        queue.as_str().into(),
-        QueueDeclareOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
-    ch.queue_bind(
-        queue.as_str().into(),
-        exchange.as_str().into(),
-        "#".into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
+    let (_conn, ch) = support::amqp_bound_queue(&exchange, &queue).await;
 
     let sinks = format!(
         "  kafka:\n    type: kafka\n    brokers: {brokers}\n    topic: \"{topic}\"\n  nats:\n    type: nats\n    url: {nats}\n    stream: {stream}\n    subject: \"{stream}.{{namespace}}.{{name}}\"\n  rabbit:\n    type: amqp\n    url: \"{amqp}\"\n    exchange: {exchange}\n    routingKey: \"{{name}}.{{type}}\"\n",

@@ -7,12 +7,7 @@ use std::time::Duration;
 
 use kube::api::DynamicObject;
 use kube::Api;
-use lapin::options::{
-    BasicGetOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
-    QueuePurgeOptions,
-};
-use lapin::types::FieldTable;
-use lapin::{Connection, ConnectionProperties, ExchangeKind};
+use lapin::options::{BasicGetOptions, QueuePurgeOptions};
 use serde_json::{json, Value};
 use support::bridge::{run_cli, Bridge};
 
@@ -71,40 +66,7 @@ async fn replay_snapshot_and_status_on_a_running_and_a_stopped_instance() {
     let dir = tempfile::tempdir().unwrap();
     let exchange = support::unique("crb-replay-x");
     let queue = support::unique("crb-replay-q");
-    let conn = Connection::connect(
-        &support::env("CRBRIDGE_AMQP_URL"),
-        ConnectionProperties::default(),
-    )
-    .await
-    .unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    ch.exchange_declare(
-        exchange.as_str().into(),
-        ExchangeKind::Topic,
-        ExchangeDeclareOptions {
-            durable: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
-    ch.queue_declare(
-        queue.as_str().into(),
-        QueueDeclareOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
-    ch.queue_bind(
-        queue.as_str().into(),
-        exchange.as_str().into(),
-        "#".into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
+    let (_conn, ch) = support::amqp_bound_queue(&exchange, &queue).await;
     let sinks = format!(
         "  rabbit:\n    type: amqp\n    url: \"{}\"\n    exchange: {exchange}\n    routingKey: \"{{name}}.{{type}}\"\n",
         support::env("CRBRIDGE_AMQP_URL")

@@ -9,11 +9,8 @@ use std::time::Duration;
 use cloudevents::AttributesReader;
 use kube::api::{DeleteParams, DynamicObject};
 use kube::Api;
-use lapin::options::{
-    BasicGetOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
-};
-use lapin::types::{AMQPValue, FieldTable};
-use lapin::{Connection, ConnectionProperties, ExchangeKind};
+use lapin::options::BasicGetOptions;
+use lapin::types::AMQPValue;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Headers};
@@ -221,17 +218,6 @@ async fn kafka_structured_mode_and_same_ids_after_a_forced_resend() {
     bridge.stop().await;
 }
 
-async fn amqp_channel() -> (Connection, lapin::Channel) {
-    let conn = Connection::connect(
-        &support::env("CRBRIDGE_AMQP_URL"),
-        ConnectionProperties::default(),
-    )
-    .await
-    .unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    (conn, ch)
-}
-
 fn amqp_string(v: &AMQPValue) -> String {
     match v {
         AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
@@ -244,34 +230,7 @@ async fn amqp_confirmed_persistent_events_with_cloudevents_headers() {
     let f = fixture().await;
     let exchange = support::unique("crb-x");
     let queue = support::unique("crb-q");
-    let (_conn, ch) = amqp_channel().await;
-    ch.exchange_declare(
-        exchange.as_str().into(),
-        ExchangeKind::Topic,
-        ExchangeDeclareOptions {
-            durable: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
-    ch.queue_declare(
-        queue.as_str().into(),
-        QueueDeclareOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
-    ch.queue_bind(
-        queue.as_str().into(),
-        exchange.as_str().into(),
-        "#".into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
+    let (_conn, ch) = support::amqp_bound_queue(&exchange, &queue).await;
 
     let sinks = format!(
         "  rabbit:\n    type: amqp\n    url: \"{}\"\n    exchange: {exchange}\n    routingKey: \"{{group}}.{{kind}}.{{namespace}}.{{type}}\"\n",

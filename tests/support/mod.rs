@@ -323,3 +323,45 @@ pub fn free_port() -> u16 {
 }
 pub mod fault;
 pub mod verify;
+
+/// A durable topic exchange `exchange` and a queue `queue` bound to it with `#` on the
+/// local RabbitMQ; returns the connection (keep it alive) and a channel.
+pub async fn amqp_bound_queue(exchange: &str, queue: &str) -> (lapin::Connection, lapin::Channel) {
+    use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+    use lapin::types::FieldTable;
+    let conn = lapin::Connection::connect(
+        &env("CRBRIDGE_AMQP_URL"),
+        lapin::ConnectionProperties::default(),
+    )
+    .await
+    .expect("connecting to RabbitMQ");
+    let ch = conn.create_channel().await.expect("AMQP channel");
+    ch.exchange_declare(
+        exchange.into(),
+        lapin::ExchangeKind::Topic,
+        ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .expect("declaring the exchange");
+    ch.queue_declare(
+        queue.into(),
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .expect("declaring the queue");
+    ch.queue_bind(
+        queue.into(),
+        exchange.into(),
+        "#".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .expect("binding the queue");
+    (conn, ch)
+}
