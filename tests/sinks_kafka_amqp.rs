@@ -13,7 +13,7 @@ use lapin::options::BasicGetOptions;
 use lapin::types::AMQPValue;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{BorrowedMessage, Headers};
+use rdkafka::message::Headers;
 use rdkafka::Message;
 use serde_json::json;
 use support::bridge::Bridge;
@@ -69,7 +69,7 @@ fn kafka_consumer(topic: &str) -> StreamConsumer {
     c
 }
 
-fn kafka_event(m: &BorrowedMessage<'_>) -> cloudevents::Event {
+fn kafka_event(m: &rdkafka::message::OwnedMessage) -> cloudevents::Event {
     let mut attributes = Vec::new();
     let mut content_type = None;
     if let Some(h) = m.headers() {
@@ -141,10 +141,9 @@ async fn kafka_binary_mode_delivers_every_change_once_in_object_order() {
     let mut events = Vec::new();
     let mut keys = Vec::new();
     while events.len() < 10 {
-        let m = tokio::time::timeout(WAIT, consumer.recv())
+        let m = support::kafka_recv(&consumer, WAIT)
             .await
-            .unwrap_or_else(|_| panic!("only {} of 10 records", events.len()))
-            .unwrap();
+            .unwrap_or_else(|| panic!("only {} of 10 records", events.len()));
         keys.push(String::from_utf8(m.key().unwrap().to_vec()).unwrap());
         events.push(kafka_event(&m));
     }
@@ -158,11 +157,9 @@ async fn kafka_binary_mode_delivers_every_change_once_in_object_order() {
         );
     }
     // No duplicates in a clean run.
-    assert!(
-        tokio::time::timeout(Duration::from_secs(2), consumer.recv())
-            .await
-            .is_err()
-    );
+    assert!(support::kafka_recv(&consumer, Duration::from_secs(2))
+        .await
+        .is_none());
     assert_eq!(bridge.stop().await.code(), Some(0));
 }
 
@@ -187,10 +184,9 @@ async fn kafka_structured_mode_and_same_ids_after_a_forced_resend() {
     let consumer = kafka_consumer(&topic);
     let mut first = Vec::new();
     while first.len() < 2 {
-        let m = tokio::time::timeout(WAIT, consumer.recv())
+        let m = support::kafka_recv(&consumer, WAIT)
             .await
-            .unwrap()
-            .unwrap();
+            .expect("the first two records");
         let ct = m
             .headers()
             .and_then(|h| {
@@ -204,10 +200,9 @@ async fn kafka_structured_mode_and_same_ids_after_a_forced_resend() {
     }
     bridge.kill9();
     bridge.start();
-    let m = tokio::time::timeout(WAIT, consumer.recv())
+    let m = support::kafka_recv(&consumer, WAIT)
         .await
-        .expect("the unacknowledged-on-disk event was not re-sent")
-        .unwrap();
+        .expect("the unacknowledged-on-disk event was not re-sent");
     let again = parse_structured(m.payload().unwrap());
     let original = first
         .iter()

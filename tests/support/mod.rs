@@ -365,3 +365,19 @@ pub async fn amqp_bound_queue(exchange: &str, queue: &str) -> (lapin::Connection
     .expect("binding the queue");
     (conn, ch)
 }
+
+/// The next Kafka record within `limit`, skipping the consumer's transient errors (a topic
+/// the producer has not auto-created yet answers UnknownTopicOrPartition for a moment).
+pub async fn kafka_recv(
+    consumer: &rdkafka::consumer::StreamConsumer,
+    limit: Duration,
+) -> Option<rdkafka::message::OwnedMessage> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(deadline, consumer.recv()).await {
+            Err(_) => return None,
+            Ok(Ok(m)) => return Some(m.detach()),
+            Ok(Err(_)) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
