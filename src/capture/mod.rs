@@ -57,22 +57,12 @@ pub struct ScopeRules {
 /// Counters of what capture decided.
 #[derive(Debug, Default)]
 pub struct CaptureStats {
-    /// Observations received.
-    pub observed: AtomicU64,
-    /// Events appended to the outbox.
-    pub events: AtomicU64,
     /// Updates dropped because nothing meaningful changed.
     pub suppressed: AtomicU64,
-    /// Events reconstructed by a relist.
-    pub inferred: AtomicU64,
     /// Observations older than the stored state, ignored.
     pub stale: AtomicU64,
-    /// Failed commits (each retried).
-    pub commit_errors: AtomicU64,
     /// False while commits fail.
     pub healthy: AtomicBool,
-    /// True while capture waits for room in the outbox.
-    pub outbox_full: AtomicBool,
 }
 
 /// The capture task.
@@ -132,7 +122,6 @@ impl Capture {
             match self.store.outbox_bytes() {
                 Ok(b) if b < self.max_outbox_bytes => break,
                 Ok(b) => {
-                    self.stats.outbox_full.store(true, Ordering::Relaxed);
                     if !warned {
                         warn!(
                             outbox_bytes = b,
@@ -152,7 +141,6 @@ impl Capture {
         if warned {
             info!("outbox has room again: watches resume");
         }
-        self.stats.outbox_full.store(false, Ordering::Relaxed);
         true
     }
 
@@ -175,7 +163,6 @@ impl Capture {
                 };
                 let before = batch.event_count();
                 n += 1;
-                self.stats.observed.fetch_add(1, Ordering::Relaxed);
                 self.metrics
                     .observed
                     .get_or_create(&metrics::watch(&self.scopes[obs.scope()].watch))
@@ -217,9 +204,6 @@ impl Capture {
             match result {
                 Ok(last) => {
                     self.stats.healthy.store(true, Ordering::Relaxed);
-                    self.stats
-                        .events
-                        .fetch_add(batch.event_count() as u64, Ordering::Relaxed);
                     if let Some(seq) = last {
                         self.durable.send_replace(seq);
                     }
@@ -227,7 +211,6 @@ impl Capture {
                 }
                 Err(e) => {
                     self.stats.healthy.store(false, Ordering::Relaxed);
-                    self.stats.commit_errors.fetch_add(1, Ordering::Relaxed);
                     self.metrics.error("commit");
                     let wait = backoff.next_delay();
                     error!(error = %e, retry_in = ?wait, "committing changes failed; watches are paused until it succeeds");
@@ -309,7 +292,6 @@ impl Capture {
                 let labels = metrics::watch_type(&s.watch, change.kind.as_str());
                 self.metrics.events.get_or_create(&labels).inc();
                 if change.inferred {
-                    self.stats.inferred.fetch_add(1, Ordering::Relaxed);
                     self.metrics.inferred.get_or_create(&labels).inc();
                 }
                 Some(OutboxEntry {

@@ -39,18 +39,10 @@ pub type Connector =
 /// Counters and health of one dispatcher.
 #[derive(Debug, Default)]
 pub struct DispatchStats {
-    /// Events acked by the broker.
-    pub acked: AtomicU64,
     /// The sink's cursor (last acked sequence of the contiguous prefix).
     pub cursor: AtomicU64,
-    /// Failed publishes or acks.
-    pub errors: AtomicU64,
     /// True while connected and publishing without errors.
     pub healthy: AtomicBool,
-    /// Events kept in the dead-letter tree.
-    pub dead_letters: AtomicU64,
-    /// Events sent without `data.object` because they were too large.
-    pub trimmed: AtomicU64,
 }
 
 /// Why publishing stopped.
@@ -134,7 +126,6 @@ impl Dispatcher {
                 Ok(()) => return,
                 Err(e) => {
                     self.stats.healthy.store(false, Ordering::Relaxed);
-                    self.stats.errors.fetch_add(1, Ordering::Relaxed);
                     self.metrics.error("publish");
                     if !s.is_connected() {
                         sink = None;
@@ -272,7 +263,6 @@ impl Dispatcher {
                     match result {
                         Ok(()) => {
                             acked = seq;
-                            self.stats.acked.fetch_add(1, Ordering::Relaxed);
                             self.stats.cursor.store(seq, Ordering::Relaxed);
                             self.store.set_cursor(&self.name, seq).map_err(self.store_err())?;
                             backoff.reset();
@@ -319,7 +309,6 @@ impl Dispatcher {
                 };
                 match attempt {
                     Ok(()) => {
-                        self.stats.trimmed.fetch_add(1, Ordering::Relaxed);
                         warn!(sink = %self.name, seq, id = %entry.event.id, "event too large; sent without data.object");
                         return Ok(());
                     }
@@ -341,7 +330,6 @@ impl Dispatcher {
                     // Not kept, so not settled: halt here rather than lose it.
                     return Err(SinkError::retriable("dead letter", e.to_string()));
                 }
-                self.stats.dead_letters.fetch_add(1, Ordering::Relaxed);
                 self.metrics
                     .dead_letters
                     .get_or_create(&metrics::sink(&self.name))
@@ -360,7 +348,6 @@ impl Dispatcher {
             match tokio::time::timeout_at(deadline, in_flight.next()).await {
                 Ok(Some((seq, _, Ok(())))) => {
                     *acked = seq;
-                    self.stats.acked.fetch_add(1, Ordering::Relaxed);
                     self.stats.cursor.store(seq, Ordering::Relaxed);
                     if let Err(e) = self.store.set_cursor(&self.name, seq) {
                         warn!(sink = %self.name, error = %e, "writing cursor during drain failed");
