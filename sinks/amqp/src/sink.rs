@@ -1,3 +1,4 @@
+use crbridge_sink_api::secret::redact;
 use crbridge_sink_api::{BoxFuture, Event, PendingAck, Sink, SinkError};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
 use lapin::types::{FieldTable, ShortString};
@@ -11,14 +12,6 @@ pub struct AmqpSink {
     connection: Connection,
     channel: Channel,
     config: AmqpSinkConfig,
-}
-
-/// The URL without its password, for messages.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
-        _ => url.to_string(),
-    }
 }
 
 impl AmqpSink {

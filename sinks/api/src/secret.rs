@@ -15,9 +15,23 @@ pub fn resolve(key: &str, value: &str) -> Result<String, String> {
     }
 }
 
+/// The URL without its password (`scheme://***@host`), for messages and logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
+        _ => url.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::resolve;
+    use super::{redact, resolve};
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(redact("nats://u:secret@h:4222"), "nats://***@h:4222");
+        assert_eq!(redact("amqp://h:5672/%2f"), "amqp://h:5672/%2f");
+    }
 
     #[test]
     fn env_file_and_literal() {
