@@ -27,7 +27,7 @@ async fn one_leader_publishes_and_a_standby_takes_over_within_the_lease() {
     );
     let dir_a = tempfile::tempdir().unwrap();
     let dir_b = tempfile::tempdir().unwrap();
-    let cfg = |dir: &std::path::Path| support::nats_config(dir, &crd, &ns, &stream, "") + &election;
+    let cfg = |dir: &std::path::Path| support::nats_config(dir, &crd, &ns, &stream) + &election;
     let mut a = Bridge::new(dir_a.path(), &cfg(dir_a.path()));
     let mut b = Bridge::new(dir_b.path(), &cfg(dir_b.path()));
 

@@ -34,7 +34,7 @@ async fn metrics_health_and_a_graceful_restart_that_resends_nothing() {
     let stream = support::unique("OPS").to_uppercase().replace('-', "_");
     let mut bridge = Bridge::new(
         dir.path(),
-        &support::nats_config(dir.path(), &crd, &ns, &stream, ""),
+        &support::nats_config(dir.path(), &crd, &ns, &stream),
     );
     bridge.start();
     let base = http_base(&mut bridge).await;
@@ -130,7 +130,7 @@ async fn readyz_names_an_unhealthy_sink() {
     let crd = support::crd(&client, "Widget").await;
     let ns = support::namespace(&client, "ops-unready").await;
     let dir = tempfile::tempdir().unwrap();
-    let cfg = support::nats_config(dir.path(), &crd, &ns, "UNREACHABLE", "")
+    let cfg = support::nats_config(dir.path(), &crd, &ns, "UNREACHABLE")
         .replace(&support::env("CRBRIDGE_NATS_URL"), "nats://127.0.0.1:1");
     let mut bridge = Bridge::new(dir.path(), &cfg);
     bridge.start();

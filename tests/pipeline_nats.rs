@@ -22,14 +22,14 @@ struct Setup {
     _dir: tempfile::TempDir,
 }
 
-async fn setup(extra_watch: &str) -> (Setup, Bridge) {
+async fn setup() -> (Setup, Bridge) {
     let client = support::kube_client().await;
     let crd = support::crd(&client, "Widget").await;
     let ns = support::namespace(&client, "pipe").await;
     let api = Api::namespaced_with(client, &ns, &crd.resource);
     let stream = support::unique("CRB").to_uppercase().replace('-', "_");
     let dir = tempfile::tempdir().unwrap();
-    let cfg = support::nats_config(dir.path(), &crd, &ns, &stream, extra_watch);
+    let cfg = support::nats_config(dir.path(), &crd, &ns, &stream);
     let bridge = Bridge::new(dir.path(), &cfg);
     (
         Setup {
@@ -103,7 +103,7 @@ fn s(change: &str, name: &str, inferred: bool) -> (String, String, bool) {
 
 #[tokio::test]
 async fn changes_are_published_and_noise_is_not() {
-    let (t, mut bridge) = setup("").await;
+    let (t, mut bridge) = setup().await;
     bridge.start();
     bridge.wait_logged("list reconciled", WAIT).await;
     let mut reader = Reader::open(&t.stream).await;
@@ -186,7 +186,7 @@ async fn changes_are_published_and_noise_is_not() {
 
 #[tokio::test]
 async fn restart_within_history_resumes_without_a_list() {
-    let (t, mut bridge) = setup("").await;
+    let (t, mut bridge) = setup().await;
     bridge.start();
     bridge.wait_logged("list reconciled", WAIT).await;
     let mut reader = Reader::open(&t.stream).await;
@@ -233,7 +233,7 @@ async fn restart_within_history_resumes_without_a_list() {
 
 #[tokio::test]
 async fn compacted_history_relists_and_infers_what_changed() {
-    let (t, mut bridge) = setup("").await;
+    let (t, mut bridge) = setup().await;
     bridge.start();
     bridge.wait_logged("list reconciled", WAIT).await;
     let mut reader = Reader::open(&t.stream).await;
@@ -273,7 +273,7 @@ async fn compacted_history_relists_and_infers_what_changed() {
 
 #[tokio::test]
 async fn kill_9_during_a_burst_loses_nothing() {
-    let (t, mut bridge) = setup("").await;
+    let (t, mut bridge) = setup().await;
     bridge.start();
     bridge.wait_logged("list reconciled", WAIT).await;
     let mut reader = Reader::open(&t.stream).await;
@@ -365,7 +365,7 @@ async fn bad_config_is_rejected_with_file_key_and_expectation() {
 
 #[tokio::test]
 async fn check_probes_cluster_watches_and_sinks() {
-    let (t, bridge) = setup("").await;
+    let (t, bridge) = setup().await;
     let cfg = bridge.config.to_str().unwrap().to_string();
     let (status, out, err) = support::bridge::run_cli(&["check", "-c", &cfg]);
     assert!(status.success(), "check failed:\n{out}\n{err}");

@@ -145,7 +145,7 @@ async fn replay_beyond_retention_is_refused_naming_the_oldest_point() {
     let api: Api<DynamicObject> = Api::namespaced_with(client, &ns, &crd.resource);
     let dir = tempfile::tempdir().unwrap();
     let stream = support::unique("RET").to_uppercase().replace('-', "_");
-    let yaml = support::nats_config(dir.path(), &crd, &ns, &stream, "")
+    let yaml = support::nats_config(dir.path(), &crd, &ns, &stream)
         .replace("state:\n", "state:\n  outbox: {retention: 1s}\n");
     let mut bridge = Bridge::new(dir.path(), &yaml);
     let cfg = bridge.config.to_str().unwrap().to_string();
@@ -175,7 +175,7 @@ async fn tail_prints_events_for_people_and_for_pipes() {
     let stream = support::unique("TAIL").to_uppercase().replace('-', "_");
     let mut bridge = Bridge::new(
         dir.path(),
-        &support::nats_config(dir.path(), &crd, &ns, &stream, ""),
+        &support::nats_config(dir.path(), &crd, &ns, &stream),
     );
     let cfg = bridge.config.to_str().unwrap().to_string();
     bridge.start();

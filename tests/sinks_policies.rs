@@ -23,7 +23,7 @@ async fn oversized_events_go_patch_only_then_to_dead_letters() {
     let stream = support::unique("BIG").to_uppercase().replace('-', "_");
     let mut bridge = Bridge::new(
         dir.path(),
-        &support::nats_config(dir.path(), &crd, &ns, &stream, ""),
+        &support::nats_config(dir.path(), &crd, &ns, &stream),
     );
     bridge.start();
     bridge.wait_logged("list reconciled", WAIT).await;
@@ -110,7 +110,7 @@ async fn a_full_outbox_pauses_the_watch_and_nothing_is_lost() {
     let dir = tempfile::tempdir().unwrap();
     let stream = support::unique("FULL").to_uppercase().replace('-', "_");
     // The NATS sink points nowhere: nothing is acked, so a 4 KiB outbox fills up.
-    let good = support::nats_config(dir.path(), &crd, &ns, &stream, "")
+    let good = support::nats_config(dir.path(), &crd, &ns, &stream)
         .replace("state:\n", "state:\n  outbox: {max_bytes: 4KiB}\n");
     let broken = good.replace(&support::env("CRBRIDGE_NATS_URL"), "nats://127.0.0.1:1");
     let mut bridge = Bridge::new(dir.path(), &broken);

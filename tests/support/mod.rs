@@ -162,41 +162,12 @@ pub mod bridge;
 pub mod nats;
 
 /// A crbridge config watching `crd` in `namespace`, publishing to a NATS stream of its own.
-pub fn nats_config(
-    dir: &std::path::Path,
-    crd: &TestCrd,
-    namespace: &str,
-    stream: &str,
-    extra_watch: &str,
-) -> String {
-    format!(
-        r#"cluster: test
-kubeconfig: {kubeconfig}
-state:
-  path: {state}
-http:
-  listen: 127.0.0.1:0
-watches:
-  - name: widgets
-    group: {group}
-    version: {version}
-    kind: {kind}
-    namespaces: [{namespace}]
-{extra_watch}    sinks: [nats]
-sinks:
-  nats:
-    type: nats
-    url: {url}
-    stream: {stream}
-    subject: "{stream}.{{cluster}}.{{group}}.{{kind}}.{{namespace}}.{{name}}"
-"#,
-        kubeconfig = env("KUBECONFIG"),
-        state = bridge::Bridge::state_path(dir).display(),
-        group = crd.group,
-        version = crd.version,
-        kind = crd.kind,
-        url = env("CRBRIDGE_NATS_URL"),
-    )
+pub fn nats_config(dir: &std::path::Path, crd: &TestCrd, namespace: &str, stream: &str) -> String {
+    let sinks = format!(
+        "  nats:\n    type: nats\n    url: {}\n    stream: {stream}\n    subject: \"{stream}.{{cluster}}.{{group}}.{{kind}}.{{namespace}}.{{name}}\"\n",
+        env("CRBRIDGE_NATS_URL")
+    );
+    config_with_sinks(dir, crd, namespace, &["nats"], &sinks, "")
 }
 
 /// The current etcd revision.
