@@ -217,34 +217,9 @@ pub fn parse_time(s: &str) -> Result<u64, String> {
 mod tests {
     use super::*;
     use crate::store::{Batch, OutboxEntry, StoreOptions, Write};
-    use crbridge_sink_api::{ChangeKind, Event, Route};
 
     fn entry(n: u64) -> OutboxEntry {
-        OutboxEntry {
-            watch: "w".into(),
-            sinks: None,
-            written_ms: n * 1000,
-            event: Event {
-                id: format!("e{n}"),
-                source: "/s".into(),
-                ty: "t".into(),
-                subject: "x".into(),
-                time: "t".into(),
-                extensions: vec![],
-                data: serde_json::value::RawValue::from_string("{}".into()).unwrap(),
-                route: Route {
-                    cluster: "c".into(),
-                    group: "g".into(),
-                    version: "v".into(),
-                    kind: "K".into(),
-                    plural: "ks".into(),
-                    namespace: String::new(),
-                    name: "x".into(),
-                    change: ChangeKind::Created,
-                    uid: format!("u{n}"),
-                },
-            },
-        }
+        crate::store::test_entry(&format!("e{n}"), "w", &format!("u{n}"), n * 1000)
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::store::{Batch, StoreOptions, Write};
-use crbridge_sink_api::{ChangeKind, Event, PendingAck, Route};
+use crbridge_sink_api::{Event, PendingAck};
 use std::sync::Mutex;
 
 /// Publishes instantly; each ack resolves after `delay(seq)` and fails once for `fail_once`.
@@ -57,31 +57,9 @@ impl Sink for ScriptedSink {
 
 /// Events 1..=10; 5 belongs to another watch; 7 and 8 are the same object (uid "u7").
 fn event(n: u64) -> OutboxEntry {
-    OutboxEntry {
-        sinks: None,
-        watch: if n == 5 { "other".into() } else { "w".into() },
-        written_ms: 0,
-        event: Event {
-            id: format!("e{n}"),
-            source: "/s".into(),
-            ty: "t".into(),
-            subject: "x".into(),
-            time: "t".into(),
-            extensions: vec![],
-            data: serde_json::value::RawValue::from_string("{}".into()).unwrap(),
-            route: Route {
-                cluster: "c".into(),
-                group: "g".into(),
-                version: "v".into(),
-                kind: "K".into(),
-                plural: "ks".into(),
-                namespace: String::new(),
-                name: "x".into(),
-                change: ChangeKind::Created,
-                uid: format!("u{}", if n == 8 { 7 } else { n }),
-            },
-        },
-    }
+    let watch = if n == 5 { "other" } else { "w" };
+    let uid = format!("u{}", if n == 8 { 7 } else { n });
+    crate::store::test_entry(&format!("e{n}"), watch, &uid, 0)
 }
 
 async fn run_until_cursor(fail: Option<&str>, window: usize) -> (Vec<(String, u64)>, u64) {

@@ -614,5 +614,36 @@ fn decode<T: for<'de> Deserialize<'de>>(v: &[u8], what: &'static str) -> Result<
     })
 }
 
+/// An outbox entry for tests: a `created` event `id` of object `uid`, from `watch`.
+#[cfg(test)]
+pub(crate) fn test_entry(id: &str, watch: &str, uid: &str, written_ms: u64) -> OutboxEntry {
+    use crbridge_sink_api::{ChangeKind, Route};
+    OutboxEntry {
+        watch: watch.into(),
+        sinks: None,
+        written_ms,
+        event: Event {
+            id: id.into(),
+            source: "/s".into(),
+            ty: "t".into(),
+            subject: "x".into(),
+            time: "2026-01-01T00:00:00Z".into(),
+            extensions: vec![],
+            data: serde_json::value::RawValue::from_string("{}".into()).unwrap_or_default(),
+            route: Route {
+                cluster: "c".into(),
+                group: "g".into(),
+                version: "v1".into(),
+                kind: "K".into(),
+                plural: "ks".into(),
+                namespace: String::new(),
+                name: "x".into(),
+                change: ChangeKind::Created,
+                uid: uid.into(),
+            },
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests;

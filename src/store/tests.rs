@@ -1,34 +1,9 @@
 use super::*;
-use crbridge_sink_api::{ChangeKind, Route};
 use proptest::prelude::*;
 use serde_json::json;
 
 fn entry(n: u64, written_ms: u64) -> OutboxEntry {
-    OutboxEntry {
-        sinks: None,
-        watch: "widgets".into(),
-        written_ms,
-        event: Event {
-            id: format!("id-{n}"),
-            source: "/s".into(),
-            ty: "t".into(),
-            subject: "ns/x".into(),
-            time: "2026-01-01T00:00:00Z".into(),
-            extensions: vec![],
-            data: serde_json::value::RawValue::from_string("{}".into()).unwrap(),
-            route: Route {
-                cluster: "c".into(),
-                group: "g".into(),
-                version: "v1".into(),
-                kind: "W".into(),
-                plural: "ws".into(),
-                namespace: "ns".into(),
-                name: "x".into(),
-                change: ChangeKind::Created,
-                uid: "u".into(),
-            },
-        },
-    }
+    test_entry(&format!("id-{n}"), "widgets", "u", written_ms)
 }
 
 fn put(uid: &str, rv: &str, ev: Option<OutboxEntry>) -> Write {
