@@ -120,45 +120,10 @@ pub fn collect_kafka(sink: &str, topic: &str) -> Collected {
 
 /// Declares `exchange` and a durable `queue` bound to everything, then consumes it.
 pub async fn collect_amqp(sink: &str, exchange: &str, queue: &str) -> Collected {
-    use lapin::options::{
-        BasicConsumeOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
-    };
+    use lapin::options::BasicConsumeOptions;
     use lapin::types::{AMQPValue, FieldTable};
     let url = super::env("CRBRIDGE_AMQP_URL");
-    let conn = lapin::Connection::connect(&url, lapin::ConnectionProperties::default())
-        .await
-        .unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    ch.exchange_declare(
-        exchange.into(),
-        lapin::ExchangeKind::Topic,
-        ExchangeDeclareOptions {
-            durable: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
-    ch.queue_declare(
-        queue.into(),
-        QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
-    ch.queue_bind(
-        queue.into(),
-        exchange.into(),
-        "#".into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
+    let (conn, _ch) = super::amqp_bound_queue(exchange, queue).await;
     let events = Arc::new(Mutex::new(Vec::new()));
     let out = events.clone();
     let queue = queue.to_string();

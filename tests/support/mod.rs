@@ -295,8 +295,9 @@ pub fn free_port() -> u16 {
 pub mod fault;
 pub mod verify;
 
-/// A durable topic exchange `exchange` and a queue `queue` bound to it with `#` on the
-/// local RabbitMQ; returns the connection (keep it alive) and a channel.
+/// A durable topic exchange `exchange` and a durable queue `queue` bound to it with `#` on
+/// the local RabbitMQ (both survive a broker restart); returns the connection (keep it
+/// alive) and a channel.
 pub async fn amqp_bound_queue(exchange: &str, queue: &str) -> (lapin::Connection, lapin::Channel) {
     use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
     use lapin::types::FieldTable;
@@ -320,7 +321,10 @@ pub async fn amqp_bound_queue(exchange: &str, queue: &str) -> (lapin::Connection
     .expect("declaring the exchange");
     ch.queue_declare(
         queue.into(),
-        QueueDeclareOptions::default(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
         FieldTable::default(),
     )
     .await
