@@ -65,6 +65,7 @@ fn stages(c: &mut Criterion) {
     let change = Change {
         kind: ChangeKind::Updated,
         object: &b,
+        object_json: None,
         resource_version: "102",
         patch: Some(&patch),
         previous_resource_version: Some("101"),
@@ -80,6 +81,14 @@ fn stages(c: &mut Criterion) {
     c.bench_function("outbox encode", |bench| {
         bench.iter(|| serde_json::to_vec(&ev).unwrap())
     });
+    let obj = serde_json::to_vec(&b).unwrap();
+    c.bench_function("object serialize", |bench| {
+        bench.iter(|| serde_json::to_vec(&b).unwrap())
+    });
+    c.bench_function("object parse", |bench| {
+        bench.iter(|| serde_json::from_slice::<Value>(&obj).unwrap())
+    });
+    c.bench_function("object clone", |bench| bench.iter(|| b.clone()));
     let bytes = serde_json::to_vec(&ev).unwrap();
     c.bench_function("outbox decode", |bench| {
         bench.iter(|| serde_json::from_slice::<crbridge_sink_api::Event>(&bytes).unwrap())

@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use crbridge_sink_api::ChangeKind;
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+use kube::api::{ApiResource, GroupVersionKind};
 use kube::discovery::Scope as KubeScope;
-use kube::{Api, Client};
+use kube::Client;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -134,10 +134,7 @@ pub async fn plan(
         let norm = Rules::new(w.include_status, &w.ignore)
             .with_context(|| format!("watch {}: ignore", w.name))?;
         for ns in namespaces {
-            let api: Api<DynamicObject> = match &ns {
-                Some(n) => Api::namespaced_with(client.clone(), n, &r.resource),
-                None => Api::all_with(client.clone(), &r.resource),
-            };
+            let api = crate::watch::RawApi::new(client.clone(), &r.resource, ns.as_deref());
             let id = scopes.len();
             scopes.push(Scope {
                 id,

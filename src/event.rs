@@ -9,8 +9,9 @@
 use std::time::SystemTime;
 
 use crbridge_sink_api::{ChangeKind, Event, Extension, Route};
+use serde::Serialize;
 use serde_json::value::RawValue;
-use serde_json::{json, Value};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::config::PayloadMode;
@@ -69,6 +70,8 @@ pub struct Change<'a> {
     pub kind: ChangeKind,
     /// The clean object: the new one, or the last known one for a delete.
     pub object: &'a Value,
+    /// `object` serialized, when the caller has it already (it is then not serialized again).
+    pub object_json: Option<&'a RawValue>,
     /// The resourceVersion this change is identified by (of the deletion when the server
     /// reported one, else the last known).
     pub resource_version: &'a str,
@@ -165,10 +168,7 @@ pub fn build(who: &Identity, change: &Change<'_>) -> Result<Event, EventError> {
         extensions.push(("crbchangedby".to_string(), Extension::String(m.to_string())));
     }
 
-    let data = RawValue::from_string(
-        serde_json::to_string(&payload(who.payload, change)).map_err(EventError::Serialize)?,
-    )
-    .map_err(EventError::Serialize)?;
+    let data = payload(who.payload, change).map_err(EventError::Serialize)?;
 
     Ok(Event {
         id: salted_event_id(
@@ -200,38 +200,69 @@ pub fn build(who: &Identity, change: &Change<'_>) -> Result<Event, EventError> {
 
 /// `data`: `{"object", "patch", "previousResourceVersion"}` as the payload mode selects.
 /// A created or snapshot event's patch adds the whole object at the root (RFC 6902 `add` on
-/// path ""); a deleted event has no patch.
-fn payload(mode: PayloadMode, change: &Change<'_>) -> Value {
-    let patch = match change.kind {
-        ChangeKind::Deleted => Value::Null,
-        ChangeKind::Created | ChangeKind::Snapshot => {
-            json!([{"op": "add", "path": "", "value": change.object}])
-        }
-        ChangeKind::Updated => change
-            .patch
-            .map(|p| serde_json::to_value(p).unwrap_or(Value::Null))
-            .unwrap_or(Value::Null),
+/// path ""); a deleted event has no patch. Serialized straight from borrowed parts: the
+/// object is not copied, and its JSON is reused when the caller already has it.
+fn payload(mode: PayloadMode, change: &Change<'_>) -> Result<Box<RawValue>, serde_json::Error> {
+    let object = match change.object_json {
+        Some(raw) => ObjectRef::Raw(raw),
+        None => ObjectRef::Value(change.object),
     };
-    let mut data = serde_json::Map::new();
-    if mode != PayloadMode::Patch {
-        data.insert("object".into(), change.object.clone());
-    }
-    if mode != PayloadMode::Full {
-        data.insert("patch".into(), patch);
-    }
-    data.insert(
-        "previousResourceVersion".into(),
-        change
-            .previous_resource_version
-            .map(|s| Value::String(s.to_string()))
-            .unwrap_or(Value::Null),
-    );
-    Value::Object(data)
+    let patch = match change.kind {
+        ChangeKind::Deleted => PatchRef::Null,
+        ChangeKind::Created | ChangeKind::Snapshot => PatchRef::AddRoot([AddRoot {
+            op: "add",
+            path: "",
+            value: object,
+        }]),
+        ChangeKind::Updated => change.patch.map_or(PatchRef::Null, PatchRef::Patch),
+    };
+    serde_json::value::to_raw_value(&Data {
+        object: (mode != PayloadMode::Patch).then_some(object),
+        patch: (mode != PayloadMode::Full).then_some(patch),
+        previous_resource_version: change.previous_resource_version,
+    })
+}
+
+/// The `data` member, keys in the order they always had (sorted).
+#[derive(Serialize)]
+struct Data<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    object: Option<ObjectRef<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch: Option<PatchRef<'a>>,
+    #[serde(rename = "previousResourceVersion")]
+    previous_resource_version: Option<&'a str>,
+}
+
+/// The object, as a tree or as JSON text already serialized.
+#[derive(Clone, Copy, Serialize)]
+#[serde(untagged)]
+enum ObjectRef<'a> {
+    Value(&'a Value),
+    Raw(&'a RawValue),
+}
+
+/// The `patch` member.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum PatchRef<'a> {
+    Null,
+    AddRoot([AddRoot<'a>; 1]),
+    Patch(&'a json_patch::Patch),
+}
+
+/// `{"op": "add", "path": "", "value": object}`.
+#[derive(Serialize)]
+struct AddRoot<'a> {
+    op: &'static str,
+    path: &'static str,
+    value: ObjectRef<'a>,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
     use std::time::{Duration, UNIX_EPOCH};
 
     fn who(payload: PayloadMode) -> Identity {
@@ -256,6 +287,7 @@ mod tests {
         Change {
             kind: ChangeKind::Updated,
             object: o,
+            object_json: None,
             resource_version: "42",
             patch,
             previous_resource_version: Some("41"),

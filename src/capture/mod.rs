@@ -76,7 +76,7 @@ pub struct Capture {
 }
 
 /// A pending state per key within the batch being built (`None`: removed).
-type Overlay = HashMap<ObjectKey, Option<StoredObject>>;
+type Overlay = HashMap<ObjectKey, Option<Arc<StoredObject>>>;
 
 impl Capture {
     /// Capture over `scopes` (indexed by [`ScopeId`]), announcing durable sequence numbers
@@ -238,10 +238,10 @@ impl Capture {
         &self,
         overlay: &Overlay,
         key: &ObjectKey,
-    ) -> Result<Option<StoredObject>, crate::store::StoreError> {
+    ) -> Result<Option<Arc<StoredObject>>, crate::store::StoreError> {
         match overlay.get(key) {
             Some(v) => Ok(v.clone()),
-            None => self.store.object(key),
+            None => Ok(self.store.object(key)?.map(Arc::new)),
         }
     }
 
@@ -256,8 +256,13 @@ impl Capture {
                 scope,
                 object,
                 origin,
-            } => self.upsert(scope, object, origin, batch, overlay),
-            Observed::Delete { scope, object } => self.delete(scope, object, batch, overlay),
+                received,
+            } => self.upsert(scope, object, origin, received, batch, overlay),
+            Observed::Delete {
+                scope,
+                object,
+                received,
+            } => self.delete(scope, object, received, batch, overlay),
             Observed::Bookmark {
                 scope,
                 resource_version,
@@ -298,6 +303,7 @@ impl Capture {
                     watch: s.watch.clone(),
                     sinks: None,
                     written_ms: now_ms(),
+                    observed_us: micros(change.observed),
                     event,
                 })
             }
@@ -313,6 +319,7 @@ impl Capture {
         scope: ScopeId,
         mut object: Value,
         origin: Origin,
+        received: SystemTime,
         batch: &mut Batch,
         overlay: &mut Overlay,
     ) -> Result<(), crate::store::StoreError> {
@@ -353,33 +360,43 @@ impl Capture {
                 Verdict::Changed(patch) => (Some(ChangeKind::Updated), Some(patch)),
             },
         };
+        // Serialized once: the event's data and the stored state share the text.
+        let object_json = match serde_json::value::to_raw_value(&object) {
+            Ok(json) => json,
+            Err(e) => {
+                warn!(watch = %s.watch, error = %e, "object cannot be serialized; skipped");
+                return Ok(());
+            }
+        };
         let entry = kind.and_then(|kind| {
             self.entry(
                 scope,
                 &Change {
                     kind,
                     object: &object,
+                    object_json: Some(&object_json),
                     resource_version: &id.rv,
                     patch: patch.as_ref(),
                     previous_resource_version: prev.as_ref().map(|p| p.resource_version.as_str()),
                     // A first-start snapshot is the object as it is, not a reconstruction.
                     inferred: inferred && kind != ChangeKind::Snapshot,
                     changed_by: changed_by.as_deref(),
-                    observed: SystemTime::now(),
+                    observed: received,
                     snapshot_id: None,
                 },
             )
+        });
+        batch.writes.push(Write::Put {
+            key: key.clone(),
+            resource_version: id.rv.clone(),
+            object_json,
+            event: entry,
         });
         let state = StoredObject {
             resource_version: id.rv,
             object,
         };
-        overlay.insert(key.clone(), Some(state.clone()));
-        batch.writes.push(Write::Put {
-            key,
-            object: state,
-            event: entry,
-        });
+        overlay.insert(key, Some(Arc::new(state)));
         Ok(())
     }
 
@@ -387,6 +404,7 @@ impl Capture {
         &self,
         scope: ScopeId,
         mut object: Value,
+        received: SystemTime,
         batch: &mut Batch,
         overlay: &mut Overlay,
     ) -> Result<(), crate::store::StoreError> {
@@ -406,12 +424,13 @@ impl Capture {
             &Change {
                 kind: ChangeKind::Deleted,
                 object: &object,
+                object_json: None,
                 resource_version: &id.rv,
                 patch: None,
                 previous_resource_version: Some(&prev.resource_version),
                 inferred: false,
                 changed_by: None,
-                observed: SystemTime::now(),
+                observed: received,
                 snapshot_id: None,
             },
         );
@@ -426,14 +445,14 @@ impl Capture {
         &self,
         scope: ScopeId,
         overlay: &Overlay,
-    ) -> Result<Vec<(ObjectKey, StoredObject)>, crate::store::StoreError> {
+    ) -> Result<Vec<(ObjectKey, Arc<StoredObject>)>, crate::store::StoreError> {
         let s = &self.scopes[scope];
         let prefix = object_prefix(&s.watch, s.namespace.as_deref());
-        let mut out: Vec<(ObjectKey, StoredObject)> = Vec::new();
+        let mut out: Vec<(ObjectKey, Arc<StoredObject>)> = Vec::new();
         for item in self.store.objects_with_prefix(&prefix) {
             let (key, stored) = item?;
             if !overlay.contains_key(&key) {
-                out.push((key, stored));
+                out.push((key, Arc::new(stored)));
             }
         }
         for (key, state) in overlay.iter() {
@@ -463,6 +482,7 @@ impl Capture {
                 &Change {
                     kind: ChangeKind::Snapshot,
                     object: &state.object,
+                    object_json: None,
                     resource_version: &state.resource_version,
                     patch: None,
                     previous_resource_version: Some(&state.resource_version),
@@ -490,7 +510,7 @@ impl Capture {
         overlay: &mut Overlay,
     ) -> Result<(), crate::store::StoreError> {
         let s = &self.scopes[scope];
-        let mut gone: Vec<(ObjectKey, StoredObject)> = self
+        let mut gone: Vec<(ObjectKey, Arc<StoredObject>)> = self
             .current(scope, overlay)?
             .into_iter()
             .filter(|(k, _)| !seen.contains(k.uid()))
@@ -502,6 +522,7 @@ impl Capture {
                 &Change {
                     kind: ChangeKind::Deleted,
                     object: &stored.object,
+                    object_json: None,
                     resource_version: &stored.resource_version,
                     patch: None,
                     previous_resource_version: Some(&stored.resource_version),
@@ -537,6 +558,12 @@ impl ObjectId {
             rv: s("resourceVersion")?,
         })
     }
+}
+
+/// Microseconds since the epoch.
+fn micros(t: SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
 }
 
 /// True unless `candidate` is known to be older than or equal to `stored`.

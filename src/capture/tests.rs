@@ -74,6 +74,7 @@ impl Fixture {
             scope: 0,
             object: o,
             origin,
+            received: std::time::SystemTime::now(),
         })
         .await;
     }
@@ -115,6 +116,7 @@ async fn watch_lifecycle_suppresses_noise_and_stale_versions() {
     f.send(Observed::Delete {
         scope: 0,
         object: widget("a", 13, 2),
+        received: std::time::SystemTime::now(),
     })
     .await;
     let (events, store, stats) = f.finish().await;

@@ -30,7 +30,7 @@ use tracing::{error, info, warn};
 use crate::backoff::Backoff;
 use crate::config::{ErrorPolicy, OversizePolicy, SinkPolicy};
 use crate::metrics::{self, Metrics};
-use crate::store::{now_ms, DeadLetter, OutboxEntry, Store, StoreError};
+use crate::store::{now_ms, now_us, DeadLetter, OutboxEntry, Store, StoreError};
 
 /// Builds (connects) a sink; called again after the sink failed to connect.
 pub type Connector =
@@ -249,7 +249,11 @@ impl Dispatcher {
                         }
                     }
                     if let (Ok(()), Some(e)) = (&result, &entry) {
-                        let secs = now_ms().saturating_sub(e.written_ms) as f64 / 1000.0;
+                        let since_us = match e.observed_us {
+                            0 => e.written_ms.saturating_mul(1000),
+                            us => us,
+                        };
+                        let secs = now_us().saturating_sub(since_us) as f64 / 1e6;
                         let label = metrics::sink(&self.name);
                         self.metrics.publish_latency.get_or_create(&label).observe(secs);
                         self.metrics.published.get_or_create(&label).inc();

@@ -5,8 +5,8 @@
 //!
 //! | tree          | key                                   | value                       |
 //! |---------------|---------------------------------------|-----------------------------|
-//! | `objects`     | `{watch}\0{namespace}\0{uid}`         | [`StoredObject`] (JSON)     |
-//! | `outbox`      | sequence number, u64 big-endian       | [`OutboxEntry`] (JSON)      |
+//! | `objects`     | `{watch}\0{namespace}\0{uid}`         | [`StoredObject`] (`codec`)  |
+//! | `outbox`      | sequence number, u64 big-endian       | [`OutboxEntry`] (`codec`)   |
 //! | `checkpoints` | `{watch}\0{namespace or *}`           | resourceVersion             |
 //! | `cursors`     | sink name                             | last acked sequence, u64 BE |
 //! | `meta`        | `next_seq`, `outbox_bytes`            | u64 BE                      |
@@ -18,6 +18,7 @@
 //! event that a crash could take back, and a cursor can therefore never point past an
 //! entry that is lost.
 
+mod codec;
 mod keys;
 
 use std::path::{Path, PathBuf};
@@ -88,6 +89,10 @@ pub struct OutboxEntry {
     pub sinks: Option<Vec<String>>,
     /// When the entry was written, milliseconds since the epoch (retention).
     pub written_ms: u64,
+    /// When the change was received from the API server, microseconds since the epoch
+    /// (0 in entries written before this was recorded): the start of publish latency.
+    #[serde(default)]
+    pub observed_us: u64,
     /// The event.
     pub event: Event,
 }
@@ -112,8 +117,10 @@ pub enum Write {
     Put {
         /// Where.
         key: ObjectKey,
-        /// New state.
-        object: StoredObject,
+        /// resourceVersion of the new state.
+        resource_version: String,
+        /// The new state (the clean object) as JSON, serialized once for event and state.
+        object_json: Box<serde_json::value::RawValue>,
         /// The event the change produced; `None` for a silent update (no-op, initial skip).
         event: Option<OutboxEntry>,
     },
@@ -223,6 +230,13 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Microseconds since the epoch.
+pub fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
 impl Store {
     /// Opens (or creates) the store in `path`. Fails if another process holds it.
     pub fn open(path: &Path, opts: &StoreOptions) -> Result<Self, StoreError> {
@@ -301,7 +315,7 @@ impl Store {
             .map_err(io("read object"))?
         {
             None => Ok(None),
-            Some(v) => decode(&v, "object state").map(Some),
+            Some(v) => codec::decode_state(&v).map(Some),
         }
     }
 
@@ -317,10 +331,7 @@ impl Store {
         let iter = t.objects.scan_prefix(prefix);
         Box::new(iter.map(|r| {
             let (k, v) = r.map_err(io("scan objects"))?;
-            Ok((
-                ObjectKey::from_bytes(k.to_vec()),
-                decode(&v, "object state")?,
-            ))
+            Ok((ObjectKey::from_bytes(k.to_vec()), codec::decode_state(&v)?))
         }))
     }
 
@@ -355,13 +366,22 @@ impl Store {
                 last_event.insert(e.watch.as_str(), e.written_ms);
             }
             let (obj, ev) = match w {
-                Write::Put { key, object, event } => {
-                    (Some((key, Some(encode(object)?))), event.as_ref())
-                }
+                Write::Put {
+                    key,
+                    resource_version,
+                    object_json,
+                    event,
+                } => (
+                    Some((
+                        key,
+                        Some(codec::encode_state(resource_version, object_json.get())?),
+                    )),
+                    event.as_ref(),
+                ),
                 Write::Remove { key, event } => (Some((key, None)), event.as_ref()),
                 Write::Emit(e) => (None, Some(e)),
             };
-            encoded.push((obj, ev.map(encode).transpose()?));
+            encoded.push((obj, ev.map(codec::encode_entry).transpose()?));
         }
         let result = (
             &self.t()?.objects,
@@ -445,7 +465,7 @@ impl Store {
         let iter = t.outbox.range(from.to_be_bytes()..=to.to_be_bytes());
         Box::new(iter.map(|r| {
             let (k, v) = r.map_err(io("read outbox"))?;
-            Ok((u64_of(&k)?, decode(&v, "outbox entry")?))
+            Ok((u64_of(&k)?, codec::decode_entry(&v)?))
         }))
     }
 
@@ -563,7 +583,7 @@ impl Store {
         let total = self.outbox_bytes()?;
         for r in self.t()?.outbox.range(..=upto.to_be_bytes()) {
             let (k, v) = r.map_err(io("read outbox"))?;
-            let entry: OutboxEntry = decode(&v, "outbox entry")?;
+            let entry = codec::decode_entry(&v)?;
             let over_budget = total.saturating_sub(freed) > max_bytes;
             if entry.written_ms >= older_than_ms && !over_budget {
                 break;
@@ -622,6 +642,7 @@ pub(crate) fn test_entry(id: &str, watch: &str, uid: &str, written_ms: u64) -> O
         watch: watch.into(),
         sinks: None,
         written_ms,
+        observed_us: written_ms * 1000,
         event: Event {
             id: id.into(),
             source: "/s".into(),

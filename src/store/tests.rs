@@ -9,10 +9,8 @@ fn entry(n: u64, written_ms: u64) -> OutboxEntry {
 fn put(uid: &str, rv: &str, ev: Option<OutboxEntry>) -> Write {
     Write::Put {
         key: object_key("widgets", "ns", uid),
-        object: StoredObject {
-            resource_version: rv.into(),
-            object: json!({"metadata": {"uid": uid}}),
-        },
+        resource_version: rv.into(),
+        object_json: serde_json::value::to_raw_value(&json!({"metadata": {"uid": uid}})).unwrap(),
         event: ev,
     }
 }

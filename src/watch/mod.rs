@@ -6,15 +6,16 @@
 //! resourceVersion instead, so this loop drives `Api::list` / `Api::watch` itself through
 //! the explicit [`State`] machine in `state.rs`.
 
+mod raw;
 mod state;
 
+pub use raw::RawApi;
 pub use state::{Failure, ListMode, State};
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use futures::{StreamExt, TryStreamExt};
-use kube::api::{ApiResource, DynamicObject, ListParams, WatchEvent, WatchParams};
-use kube::Api;
+use kube::api::{ApiResource, ListParams, WatchEvent, WatchParams};
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -48,6 +49,8 @@ pub enum Observed {
         object: Value,
         /// Watch or list.
         origin: Origin,
+        /// When the bridge received it.
+        received: SystemTime,
     },
     /// The server reported the object deleted.
     Delete {
@@ -55,6 +58,8 @@ pub enum Observed {
         scope: ScopeId,
         /// The object as the server last had it.
         object: Value,
+        /// When the bridge received it.
+        received: SystemTime,
     },
     /// Progress without a change: checkpoint this resourceVersion.
     Bookmark {
@@ -127,8 +132,8 @@ pub struct Scope {
     pub namespace: Option<String>,
     /// The resource.
     pub resource: ApiResource,
-    /// The API handle for this scope.
-    pub api: Api<DynamicObject>,
+    /// List / watch requests for this scope.
+    pub api: RawApi,
     /// Server-side label selector.
     pub label_selector: Option<String>,
     /// Server-side field selector.
@@ -258,15 +263,6 @@ async fn send(tx: &mpsc::Sender<Observed>, o: Observed) -> Result<(), Closed> {
     tx.send(o).await.map_err(|_| Closed)
 }
 
-/// Fills in apiVersion / kind (list items lack them) and converts to JSON.
-fn to_value(resource: &ApiResource, mut obj: DynamicObject) -> Value {
-    obj.types = Some(kube::api::TypeMeta {
-        api_version: resource.api_version.clone(),
-        kind: resource.kind.clone(),
-    });
-    serde_json::to_value(obj).unwrap_or(Value::Null)
-}
-
 /// What a step needs besides its state.
 struct Ctx<'a> {
     scope: &'a Scope,
@@ -317,16 +313,16 @@ async fn step(ctx: &Ctx<'_>, state: State) -> Result<State, StepError> {
             health.progress();
             let rv = list_rv.or(page.metadata.resource_version.clone());
             for item in page.items {
-                if let Some(uid) = item.metadata.uid.clone() {
-                    seen.insert(uid);
+                if let Some(uid) = raw::meta_str(&item, "uid") {
+                    seen.insert(uid.to_string());
                 }
-                let object = to_value(&scope.resource, item);
                 send(
                     tx,
                     Observed::Upsert {
                         scope: scope.id,
-                        object,
+                        object: raw::with_type(&scope.resource, item),
                         origin: Origin::List(mode),
+                        received: SystemTime::now(),
                     },
                 )
                 .await?;
@@ -391,30 +387,32 @@ async fn step(ctx: &Ctx<'_>, state: State) -> Result<State, StepError> {
                 };
                 match ev {
                     WatchEvent::Added(o) | WatchEvent::Modified(o) => {
-                        if let Some(v) = o.metadata.resource_version.clone() {
-                            rv = v;
+                        let received = SystemTime::now();
+                        if let Some(v) = raw::meta_str(&o, "resourceVersion") {
+                            rv = v.to_string();
                         }
-                        let object = to_value(&scope.resource, o);
                         send(
                             tx,
                             Observed::Upsert {
                                 scope: scope.id,
-                                object,
+                                object: raw::with_type(&scope.resource, o),
                                 origin: Origin::Watch,
+                                received,
                             },
                         )
                         .await?;
                     }
                     WatchEvent::Deleted(o) => {
-                        if let Some(v) = o.metadata.resource_version.clone() {
-                            rv = v;
+                        let received = SystemTime::now();
+                        if let Some(v) = raw::meta_str(&o, "resourceVersion") {
+                            rv = v.to_string();
                         }
-                        let object = to_value(&scope.resource, o);
                         send(
                             tx,
                             Observed::Delete {
                                 scope: scope.id,
-                                object,
+                                object: raw::with_type(&scope.resource, o),
+                                received,
                             },
                         )
                         .await?;

@@ -1,0 +1,167 @@
+//! Shared by the benchmark programs (`examples/bench_*.rs`, `benches/pipeline.rs`): the
+//! benchmark custom resource, its ~4 KiB objects and 1–3-field updates, and process
+//! readings (RSS, CPU) and percentiles. Included with `#[path]`; not every program uses
+//! every item.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use serde_json::{json, Map, Value};
+
+/// API group of the benchmark kind.
+pub const GROUP: &str = "bench.crbridge.io";
+/// Kind of the benchmark custom resource.
+pub const KIND: &str = "BenchWidget";
+/// Plural of the benchmark kind.
+pub const PLURAL: &str = "benchwidgets";
+
+/// The benchmark CRD: a namespaced kind whose spec keeps unknown fields, so objects can
+/// carry the ~60 fields that make them 4 KiB.
+pub const CRD_YAML: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: benchwidgets.bench.crbridge.io
+spec:
+  group: bench.crbridge.io
+  scope: Namespaced
+  names: {kind: BenchWidget, plural: benchwidgets, singular: benchwidget, listKind: BenchWidgetList}
+  versions:
+    - name: v1
+      served: true
+      storage: true
+      subresources: {status: {}}
+      schema:
+        openAPIV3Schema:
+          type: object
+          properties:
+            spec: {type: object, x-kubernetes-preserve-unknown-fields: true}
+            status: {type: object, x-kubernetes-preserve-unknown-fields: true}
+"#;
+
+/// Spec fields per object; with metadata and status the object serializes to ~4 KiB.
+const FIELDS: usize = 58;
+
+/// The spec of object `i` at `version`: 58 string fields, of which 1–3 (depending on the
+/// version) carry the version.
+pub fn spec(i: usize, version: u64) -> Map<String, Value> {
+    let mut spec = Map::new();
+    for f in 0..FIELDS {
+        spec.insert(
+            format!("field{f:02}"),
+            json!(format!("value-{f}-{:>40}", "x")),
+        );
+    }
+    for (k, v) in changed_fields(i, version) {
+        spec.insert(k, v);
+    }
+    spec
+}
+
+/// The 1–3 spec fields version `version` of object `i` sets: a merge patch body's spec.
+pub fn changed_fields(i: usize, version: u64) -> Map<String, Value> {
+    (0..=(version % 3))
+        .map(|k| (format!("field{k:02}"), json!(format!("v{version}-{i}"))))
+        .collect()
+}
+
+/// A new benchmark object (no uid / resourceVersion: the server assigns them).
+pub fn object(namespace: &str, i: usize) -> Value {
+    json!({
+        "apiVersion": format!("{GROUP}/v1"),
+        "kind": KIND,
+        "metadata": {
+            "name": format!("w{i:06}"),
+            "namespace": namespace,
+            "labels": {"app": "bench", "tier": "prod"},
+        },
+        "spec": spec(i, 0),
+    })
+}
+
+/// The merge patch that takes object `i` to `version` (1–3 spec fields change).
+pub fn update_patch(i: usize, version: u64) -> Value {
+    json!({ "spec": changed_fields(i, version) })
+}
+
+/// A stored-looking object as a watch delivers it: server fields, managedFields and a
+/// status, ~4 KiB serialized.
+pub fn served_object(namespace: &str, i: usize, version: u64, rv: u64) -> Value {
+    json!({
+        "apiVersion": format!("{GROUP}/v1"),
+        "kind": KIND,
+        "metadata": {
+            "name": format!("w{i:06}"),
+            "namespace": namespace,
+            "uid": format!("00000000-0000-4000-8000-{i:012}"),
+            "resourceVersion": rv.to_string(),
+            "generation": version + 1,
+            "creationTimestamp": "2026-01-01T00:00:00Z",
+            "labels": {"app": "bench", "tier": "prod"},
+            "managedFields": [{"manager": "bench", "operation": "Update",
+                "apiVersion": format!("{GROUP}/v1"), "time": "2026-01-01T00:00:00Z",
+                "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {}}}]
+        },
+        "spec": spec(i, version),
+        "status": {"phase": "Ready", "observedGeneration": version + 1}
+    })
+}
+
+/// Resident set size and its peak (`VmRSS`, `VmHWM`) of a process, in KiB.
+pub fn rss_kib(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+/// User + system CPU seconds a process has used so far (`self` for this one).
+pub fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // After the command: state is field 0, utime 11, stime 12; 100 ticks per second.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// The `q`-quantile (0..=1) of `samples`, sorting them.
+pub fn quantile(samples: &mut [Duration], q: f64) -> Duration {
+    if samples.is_empty() {
+        return Duration::ZERO;
+    }
+    samples.sort_unstable();
+    let idx = ((samples.len() - 1) as f64 * q).round() as usize;
+    samples[idx]
+}
+
+/// Reads `deploy/local/env` (written by `deploy/local/up`) into this process's environment
+/// where a variable is not already set.
+pub fn load_local_env() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/local/env");
+    let Ok(text) = std::fs::read_to_string(path) else {
+        panic!("{path} missing: run deploy/local/up first");
+    };
+    for line in text.lines() {
+        let line = line.trim().trim_start_matches("export ");
+        if let Some((k, v)) = line.split_once('=') {
+            if std::env::var_os(k).is_none() {
+                std::env::set_var(k, v.trim_matches('"').trim_matches('\''));
+            }
+        }
+    }
+}

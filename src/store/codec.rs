@@ -1,0 +1,221 @@
+//! How object states and outbox entries are laid out as sled values.
+//!
+//! Both carry the object's JSON verbatim after a small header, so the JSON capture
+//! serialized once (for the event's `data`) is stored as is, and reading an outbox entry
+//! does not re-parse the payload into a tree:
+//!
+//! | value        | layout                                                              |
+//! |--------------|---------------------------------------------------------------------|
+//! | object state | `0x01`, u16 BE length, resourceVersion, object JSON                  |
+//! | outbox entry | `0x01`, u32 BE length, header JSON (everything but `data`), `data`   |
+//!
+//! Values written before this layout are whole JSON documents (they start with `{`) and
+//! still decode.
+
+use crbridge_sink_api::{Event, Extension, Route};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::{OutboxEntry, StoreError, StoredObject};
+
+/// First byte of a value in this layout.
+const V1: u8 = 0x01;
+
+fn corrupt(what: &'static str, detail: impl ToString) -> StoreError {
+    StoreError::Corrupt {
+        what,
+        detail: detail.to_string(),
+    }
+}
+
+/// An object state: `resource_version` and the object's JSON text.
+pub fn encode_state(resource_version: &str, object_json: &str) -> Result<Vec<u8>, StoreError> {
+    let rv_len = u16::try_from(resource_version.len())
+        .map_err(|_| corrupt("object state", "resourceVersion longer than 64 KiB"))?;
+    let mut out = Vec::with_capacity(3 + resource_version.len() + object_json.len());
+    out.push(V1);
+    out.extend_from_slice(&rv_len.to_be_bytes());
+    out.extend_from_slice(resource_version.as_bytes());
+    out.extend_from_slice(object_json.as_bytes());
+    Ok(out)
+}
+
+/// Reads a value written by [`encode_state`] (or a legacy JSON state).
+pub fn decode_state(v: &[u8]) -> Result<StoredObject, StoreError> {
+    const WHAT: &str = "object state";
+    match v.first() {
+        Some(&V1) => {
+            let (len, rest) = split_len::<2>(&v[1..], WHAT)?;
+            if rest.len() < len {
+                return Err(corrupt(WHAT, "truncated resourceVersion"));
+            }
+            let (rv, json) = rest.split_at(len);
+            Ok(StoredObject {
+                resource_version: std::str::from_utf8(rv)
+                    .map_err(|e| corrupt(WHAT, e))?
+                    .to_string(),
+                object: serde_json::from_slice(json).map_err(|e| corrupt(WHAT, e))?,
+            })
+        }
+        _ => serde_json::from_slice(v).map_err(|e| corrupt(WHAT, e)),
+    }
+}
+
+/// Everything of an outbox entry but the event's `data`, borrowed for encoding.
+#[derive(Serialize)]
+struct HeaderRef<'a> {
+    watch: &'a str,
+    sinks: Option<&'a [String]>,
+    written_ms: u64,
+    observed_us: u64,
+    id: &'a str,
+    source: &'a str,
+    ty: &'a str,
+    subject: &'a str,
+    time: &'a str,
+    extensions: &'a [(String, Extension)],
+    route: &'a Route,
+}
+
+/// The decoding side of [`HeaderRef`].
+#[derive(Deserialize)]
+struct Header {
+    watch: String,
+    sinks: Option<Vec<String>>,
+    written_ms: u64,
+    observed_us: u64,
+    id: String,
+    source: String,
+    ty: String,
+    subject: String,
+    time: String,
+    extensions: Vec<(String, Extension)>,
+    route: Route,
+}
+
+/// An outbox entry: header JSON, then the event's `data` verbatim.
+pub fn encode_entry(entry: &OutboxEntry) -> Result<Vec<u8>, StoreError> {
+    let e = &entry.event;
+    let header = serde_json::to_vec(&HeaderRef {
+        watch: &entry.watch,
+        sinks: entry.sinks.as_deref(),
+        written_ms: entry.written_ms,
+        observed_us: entry.observed_us,
+        id: &e.id,
+        source: &e.source,
+        ty: &e.ty,
+        subject: &e.subject,
+        time: &e.time,
+        extensions: &e.extensions,
+        route: &e.route,
+    })
+    .map_err(|e| corrupt("outbox entry to encode", e))?;
+    let len =
+        u32::try_from(header.len()).map_err(|_| corrupt("outbox entry", "header too large"))?;
+    let data = e.data.get();
+    let mut out = Vec::with_capacity(5 + header.len() + data.len());
+    out.push(V1);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&header);
+    out.extend_from_slice(data.as_bytes());
+    Ok(out)
+}
+
+/// Reads a value written by [`encode_entry`] (or a legacy JSON entry).
+pub fn decode_entry(v: &[u8]) -> Result<OutboxEntry, StoreError> {
+    const WHAT: &str = "outbox entry";
+    match v.first() {
+        Some(&V1) => {
+            let (len, rest) = split_len::<4>(&v[1..], WHAT)?;
+            if rest.len() < len {
+                return Err(corrupt(WHAT, "truncated header"));
+            }
+            let (header, data) = rest.split_at(len);
+            let h: Header = serde_json::from_slice(header).map_err(|e| corrupt(WHAT, e))?;
+            let data = std::str::from_utf8(data).map_err(|e| corrupt(WHAT, e))?;
+            Ok(OutboxEntry {
+                watch: h.watch,
+                sinks: h.sinks,
+                written_ms: h.written_ms,
+                observed_us: h.observed_us,
+                event: Event {
+                    id: h.id,
+                    source: h.source,
+                    ty: h.ty,
+                    subject: h.subject,
+                    time: h.time,
+                    extensions: h.extensions,
+                    data: RawValue::from_string(data.to_string()).map_err(|e| corrupt(WHAT, e))?,
+                    route: h.route,
+                },
+            })
+        }
+        _ => serde_json::from_slice(v).map_err(|e| corrupt(WHAT, e)),
+    }
+}
+
+/// A big-endian length of `N` bytes and what follows it.
+fn split_len<'a, const N: usize>(
+    v: &'a [u8],
+    what: &'static str,
+) -> Result<(usize, &'a [u8]), StoreError> {
+    if v.len() < N {
+        return Err(corrupt(what, "truncated length"));
+    }
+    let (len, rest) = v.split_at(N);
+    let len = len
+        .iter()
+        .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+    Ok((len, rest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::test_entry;
+    use serde_json::json;
+
+    #[test]
+    fn state_round_trips_and_legacy_json_still_reads() {
+        let object = json!({"metadata": {"uid": "u"}, "spec": {"a": "é\"x"}});
+        let json = serde_json::to_string(&object).unwrap();
+        let v = encode_state("42", &json).unwrap();
+        let back = decode_state(&v).unwrap();
+        assert_eq!(back.resource_version, "42");
+        assert_eq!(back.object, object);
+        let legacy = serde_json::to_vec(&back).unwrap();
+        assert_eq!(decode_state(&legacy).unwrap(), back);
+    }
+
+    #[test]
+    fn entry_round_trips_and_legacy_json_still_reads() {
+        let mut entry = test_entry("id-1", "widgets", "u", 7);
+        entry.sinks = Some(vec!["nats".into()]);
+        entry.observed_us = 7_001;
+        entry.event.extensions = vec![
+            ("crbinferred".into(), Extension::Bool(true)),
+            ("crbgeneration".into(), Extension::Integer(3)),
+            ("crbname".into(), Extension::String("w".into())),
+        ];
+        entry.event.data = RawValue::from_string(r#"{"object":{"a":[1,"2"]}}"#.into()).unwrap();
+        let v = encode_entry(&entry).unwrap();
+        assert_eq!(decode_entry(&v).unwrap(), entry);
+        let legacy = serde_json::to_vec(&entry).unwrap();
+        assert_eq!(decode_entry(&legacy).unwrap(), entry);
+    }
+
+    #[test]
+    fn truncated_values_are_corrupt_not_panics() {
+        let v = encode_entry(&test_entry("id-1", "widgets", "u", 7)).unwrap();
+        for cut in [1, 3, 5, 20] {
+            assert!(matches!(
+                decode_entry(&v[..cut]),
+                Err(StoreError::Corrupt { .. })
+            ));
+        }
+        assert!(matches!(
+            decode_state(&[V1, 0, 9, b'1']),
+            Err(StoreError::Corrupt { .. })
+        ));
+    }
+}
