@@ -89,9 +89,80 @@ fn stages(c: &mut Criterion) {
         bench.iter(|| serde_json::from_slice::<Value>(&obj).unwrap())
     });
     c.bench_function("object clone", |bench| bench.iter(|| b.clone()));
+    store_stages(c, &b, &ev);
     let bytes = serde_json::to_vec(&ev).unwrap();
     c.bench_function("outbox decode", |bench| {
         bench.iter(|| serde_json::from_slice::<crbridge_sink_api::Event>(&bytes).unwrap())
+    });
+}
+
+/// The store's share: one transaction of 512 state + outbox writes (no flush), and
+/// reading one state back.
+fn store_stages(c: &mut Criterion, object: &Value, ev: &crbridge_sink_api::Event) {
+    use crbridge::store::{object_key, Batch, OutboxEntry, Store, StoreOptions, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+    let json = serde_json::value::to_raw_value(object).unwrap();
+    let batch = |round: u64| Batch {
+        writes: (0..512)
+            .map(|i| Write::Put {
+                key: object_key("widgets", "bench", &format!("uid-{i}")),
+                resource_version: (round * 1000 + i).to_string(),
+                object_json: json.clone(),
+                event: Some(OutboxEntry {
+                    watch: "widgets".into(),
+                    sinks: None,
+                    written_ms: 0,
+                    observed_us: 0,
+                    event: ev.clone(),
+                }),
+            })
+            .collect(),
+        checkpoints: vec![],
+    };
+    let mut round = 0;
+    c.bench_function(
+        "store commit, 512 states + events per transaction",
+        |bench| {
+            bench.iter_batched(
+                || {
+                    round += 1;
+                    batch(round)
+                },
+                |b| store.commit(&b).unwrap(),
+                criterion::BatchSize::LargeInput,
+            )
+        },
+    );
+    // sled alone, one 5 KiB value (an outbox entry's size) per insert, no transaction:
+    // a new key at the end (how the outbox grows) against overwriting one of 2,000 keys
+    // (how object states change).
+    let db = sled::Config::new()
+        .temporary(true)
+        .cache_capacity(64 << 20)
+        .open()
+        .unwrap();
+    let tree = db.open_tree("t").unwrap();
+    let value = vec![b'x'; 5 << 10];
+    let mut seq = 0u64;
+    c.bench_function("sled insert, new key at the end (outbox)", |bench| {
+        bench.iter(|| {
+            seq += 1;
+            tree.insert(seq.to_be_bytes(), value.as_slice()).unwrap()
+        })
+    });
+    let tree = db.open_tree("u").unwrap();
+    let mut i = 0u64;
+    c.bench_function("sled insert, overwrite 1 of 2000 keys (states)", |bench| {
+        bench.iter(|| {
+            i += 1;
+            tree.insert(format!("k{}", i % 2000), value.as_slice())
+                .unwrap()
+        })
+    });
+    let key = object_key("widgets", "bench", "uid-7");
+    c.bench_function("store read + decode one state", |bench| {
+        bench.iter(|| store.object(&key).unwrap().unwrap())
     });
 }
 

@@ -87,12 +87,14 @@ fn serve(objects: usize, updates: usize) -> anyhow::Result<()> {
     for version in 0..=updates as u64 {
         for i in 0..objects {
             rv += 1;
-            let line = serde_json::json!({
-                "type": if version == 0 { "ADDED" } else { "MODIFIED" },
-                "object": common::served_object(NAMESPACE, i, version, rv),
-            });
-            serde_json::to_writer(&mut chunk, &line)?;
-            chunk.push(b'\n');
+            // As the API server writes them: `type` first, then the object.
+            let ty = if version == 0 { "ADDED" } else { "MODIFIED" };
+            chunk.extend_from_slice(format!(r#"{{"type":"{ty}","object":"#).as_bytes());
+            serde_json::to_writer(
+                &mut chunk,
+                &common::served_object(NAMESPACE, i, version, rv),
+            )?;
+            chunk.extend_from_slice(b"}\n");
             if chunk.len() >= 256 << 10 {
                 chunks.push(Bytes::from(std::mem::take(&mut chunk)));
             }
