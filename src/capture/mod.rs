@@ -197,12 +197,16 @@ impl Capture {
         }
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
         loop {
+            let started = std::time::Instant::now();
             let result = match self.store.commit(&batch) {
                 Ok(last) => self.store.flush().await.map(|_| last),
                 Err(e) => Err(e),
             };
             match result {
                 Ok(last) => {
+                    self.metrics
+                        .commit_seconds
+                        .observe(started.elapsed().as_secs_f64());
                     self.stats.healthy.store(true, Ordering::Relaxed);
                     if let Some(seq) = last {
                         self.durable.send_replace(seq);
