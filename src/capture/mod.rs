@@ -514,13 +514,29 @@ impl Capture {
         overlay: &mut Overlay,
     ) -> Result<(), crate::store::StoreError> {
         let s = &self.scopes[scope];
-        let mut gone: Vec<(ObjectKey, Arc<StoredObject>)> = self
-            .current(scope, overlay)?
-            .into_iter()
-            .filter(|(k, _)| !seen.contains(k.uid()))
-            .collect();
-        gone.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-        for (key, stored) in gone {
+        // Keys first: only the states of objects that are gone are read (a relist of 100k
+        // objects would otherwise decode every stored state).
+        let prefix = object_prefix(&s.watch, s.namespace.as_deref());
+        let mut gone: Vec<ObjectKey> = Vec::new();
+        for key in self.store.object_keys_with_prefix(&prefix) {
+            let key = key?;
+            if !overlay.contains_key(&key) && !seen.contains(key.uid()) {
+                gone.push(key);
+            }
+        }
+        gone.extend(
+            overlay
+                .iter()
+                .filter(|(k, v)| {
+                    v.is_some() && k.as_bytes().starts_with(&prefix) && !seen.contains(k.uid())
+                })
+                .map(|(k, _)| k.clone()),
+        );
+        gone.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        for key in gone {
+            let Some(stored) = self.lookup(overlay, &key)? else {
+                continue;
+            };
             let entry = self.entry(
                 scope,
                 &Change {

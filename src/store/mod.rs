@@ -335,6 +335,23 @@ impl Store {
         }))
     }
 
+    /// Keys of the stored objects whose key starts with `prefix`, without reading their
+    /// states.
+    pub fn object_keys_with_prefix(
+        &self,
+        prefix: &[u8],
+    ) -> Box<dyn Iterator<Item = Result<ObjectKey, StoreError>> + Send + '_> {
+        let t = match self.t() {
+            Ok(t) => t,
+            Err(e) => return Box::new(std::iter::once(Err(e))),
+        };
+        Box::new(t.objects.scan_prefix(prefix).keys().map(|k| {
+            Ok(ObjectKey::from_bytes(
+                k.map_err(io("scan objects"))?.to_vec(),
+            ))
+        }))
+    }
+
     /// Number of stored objects whose key starts with `prefix`.
     pub fn count_objects(&self, prefix: &[u8]) -> usize {
         self.t()
