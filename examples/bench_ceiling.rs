@@ -9,6 +9,10 @@
 //! in this process exactly as `crbridge run` wires them; the server's CPU is not counted.
 //!
 //! `cargo run --release --example bench_ceiling -- [objects] [updates-per-object]`
+//!
+//! `BENCH_RATE=250` paces the stream to 250 events/s instead: the CPU crbridge spends per
+//! event at a trickle, when every event is a batch of its own. `BENCH_CACHE_BYTES` sets
+//! sled's cache (default: the product's default).
 
 #[path = "../benches/common/mod.rs"]
 mod common;
@@ -80,7 +84,12 @@ fn main() -> anyhow::Result<()> {
 
 /// The recorded stream's server (child process): prints its port, serves until killed.
 fn serve(objects: usize, updates: usize) -> anyhow::Result<()> {
-    // Pre-rendered watch lines, in chunks of ~256 KiB.
+    // Pre-rendered watch lines, in chunks of ~256 KiB (one line per chunk when paced).
+    let rate: u64 = std::env::var("BENCH_RATE")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(0);
+    let paced = rate > 0;
     let mut chunks = Vec::new();
     let mut chunk = Vec::with_capacity(300 << 10);
     let mut rv = 1u64;
@@ -95,7 +104,7 @@ fn serve(objects: usize, updates: usize) -> anyhow::Result<()> {
                 &common::served_object(NAMESPACE, i, version, rv),
             )?;
             chunk.extend_from_slice(b"}\n");
-            if chunk.len() >= 256 << 10 {
+            if chunk.len() >= 256 << 10 || paced {
                 chunks.push(Bytes::from(std::mem::take(&mut chunk)));
             }
         }
@@ -113,8 +122,16 @@ fn serve(objects: usize, updates: usize) -> anyhow::Result<()> {
                 async move {
                     if q.unwrap_or_default().contains("watch=true") {
                         let all = (*chunks).clone().into_iter().map(Ok::<_, std::io::Error>);
-                        // All of it at once, then an open but silent stream.
-                        Body::from_stream(futures::stream::iter(all).chain(futures::stream::pending()))
+                        let all = futures::stream::iter(all);
+                        // All of it (at full speed, or `rate` events/s), then an open but
+                        // silent stream.
+                        if paced {
+                            let tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
+                            let ticks = tokio_stream_ticks(tick);
+                            Body::from_stream(all.zip(ticks).map(|(c, _)| c).chain(futures::stream::pending()))
+                        } else {
+                            Body::from_stream(all.chain(futures::stream::pending()))
+                        }
                     } else {
                         Body::from(
                             r#"{"apiVersion":"v1","kind":"List","metadata":{"resourceVersion":"1"},"items":[]}"#,
@@ -128,6 +145,14 @@ fn serve(objects: usize, updates: usize) -> anyhow::Result<()> {
 }
 
 use futures::StreamExt;
+
+/// An interval as a stream of ticks.
+fn tokio_stream_ticks(tick: tokio::time::Interval) -> impl futures::Stream<Item = ()> {
+    futures::stream::unfold(tick, |mut t| async move {
+        t.tick().await;
+        Some(((), t))
+    })
+}
 
 async fn bridge(objects: usize, updates: usize) -> anyhow::Result<()> {
     let total = (objects * (updates + 1)) as u64;
@@ -148,7 +173,14 @@ async fn bridge(objects: usize, updates: usize) -> anyhow::Result<()> {
         format!("http://127.0.0.1:{port}").parse()?,
     ))?;
     let dir = tempfile::tempdir()?;
-    let store = Store::open(dir.path(), &StoreOptions::default())?;
+    let mut opts = StoreOptions::default();
+    if let Some(bytes) = std::env::var("BENCH_CACHE_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        opts.cache_bytes = bytes;
+    }
+    let store = Store::open(dir.path(), &opts)?;
     let metrics = Arc::new(Metrics::new());
     let scope = Scope {
         id: 0,
@@ -232,6 +264,9 @@ async fn bridge(objects: usize, updates: usize) -> anyhow::Result<()> {
     let wall = t0.elapsed().as_secs_f64();
     let cpu = common::cpu_seconds("self") - cpu0;
     let rss = common::rss_kib(std::process::id()).unwrap_or_default();
+    // Idle for a while: what stays resident once the burst is over.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let idle = common::rss_kib(std::process::id()).unwrap_or_default();
     cancel.cancel();
     let _ = watcher.await;
     let _ = dispatch.await;
@@ -252,6 +287,11 @@ async fn bridge(objects: usize, updates: usize) -> anyhow::Result<()> {
         "  events/s per core  {:.0}   (target >= 20000)",
         total as f64 / cpu.max(1e-9)
     );
-    println!("  rss / peak         {} / {} MiB", rss.0 >> 10, rss.1 >> 10);
+    println!(
+        "  rss / peak         {} / {} MiB at the end, {} MiB after 3 s idle",
+        rss.0 >> 10,
+        rss.1 >> 10,
+        idle.0 >> 10
+    );
     Ok(())
 }
