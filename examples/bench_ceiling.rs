@@ -34,7 +34,6 @@ use crbridge::metrics::Metrics;
 use crbridge::store::{Store, StoreOptions};
 use crbridge::watch::{self, RawApi, Scope, ScopeHealth};
 use crbridge_sink_api::{BoxFuture, ChangeKind, Event, PendingAck, Sink, SinkError};
-use kube::api::ApiResource;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -55,16 +54,6 @@ impl Sink for NullSink {
     }
     fn window(&self) -> usize {
         1024
-    }
-}
-
-fn resource() -> ApiResource {
-    ApiResource {
-        group: common::GROUP.into(),
-        version: "v1".into(),
-        api_version: format!("{}/v1", common::GROUP),
-        kind: common::KIND.into(),
-        plural: common::PLURAL.into(),
     }
 }
 
@@ -186,8 +175,8 @@ async fn bridge(objects: usize, updates: usize) -> anyhow::Result<()> {
         id: 0,
         watch: "widgets".into(),
         namespace: Some(NAMESPACE.into()),
-        resource: resource(),
-        api: RawApi::new(client, &resource(), Some(NAMESPACE)),
+        resource: common::api_resource(),
+        api: RawApi::new(client, &common::api_resource(), Some(NAMESPACE)),
         label_selector: None,
         field_selector: None,
         page_size: 500,

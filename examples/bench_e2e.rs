@@ -73,8 +73,8 @@ use futures::stream::{FuturesUnordered, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{
-    ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
-    WatchEvent, WatchParams,
+    DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams, WatchEvent,
+    WatchParams,
 };
 use kube::{Api, Client};
 use lapin::options::{
@@ -1336,23 +1336,13 @@ struct Bench {
     warnings: Vec<String>,
 }
 
-fn resource() -> ApiResource {
-    ApiResource {
-        group: common::GROUP.into(),
-        version: "v1".into(),
-        api_version: format!("{}/v1", common::GROUP),
-        kind: common::KIND.into(),
-        plural: common::PLURAL.into(),
-    }
-}
-
 impl Bench {
     async fn new(args: Args, crbridge: PathBuf) -> anyhow::Result<Bench> {
         let env = LocalEnv::load()?;
         let client = Client::try_default()
             .await
             .context("kube client from KUBECONFIG")?;
-        let api = Api::namespaced_with(client.clone(), &args.namespace, &resource());
+        let api = Api::namespaced_with(client.clone(), &args.namespace, &common::api_resource());
         let secs = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
         let work = PathBuf::from(concat!(
             env!("CARGO_MANIFEST_DIR"),

@@ -73,8 +73,7 @@ use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{
-    ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
-    PostParams,
+    ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
 };
 use kube::runtime::{reflector, watcher};
 use kube::{Api, Client};
@@ -404,13 +403,6 @@ struct Cluster {
     key_prefix: Vec<u8>,
 }
 
-fn api_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk(common::GROUP, "v1", common::KIND),
-        common::PLURAL,
-    )
-}
-
 fn is_status(e: &kube::Error, code: u16) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == code)
 }
@@ -430,7 +422,7 @@ impl Cluster {
             .context("etcd JSON gateway not answering")?;
         let mut cluster = Cluster {
             client,
-            ar: api_resource(),
+            ar: common::api_resource(),
             etcd,
             key_prefix: Vec::new(),
         };
@@ -994,7 +986,7 @@ async fn measure_reflector(ns: &str, n: usize) -> Result<Reflector> {
 /// The baseline process: a kube-rs reflector store of `ns`'s BenchWidgets.
 async fn reflector_main(ns: &str, n: usize) -> Result<()> {
     let client = Client::try_default().await?;
-    let ar = api_resource();
+    let ar = common::api_resource();
     let api: Api<DynamicObject> = Api::namespaced_with(client, ns, &ar);
     let writer = reflector::store::Writer::new(ar);
     let store = writer.as_reader();

@@ -15,6 +15,14 @@ pub const KIND: &str = "BenchWidget";
 /// Plural of the benchmark kind.
 pub const PLURAL: &str = "benchwidgets";
 
+/// The benchmark kind as kube-rs addresses it.
+pub fn api_resource() -> kube::api::ApiResource {
+    kube::api::ApiResource::from_gvk_with_plural(
+        &kube::api::GroupVersionKind::gvk(GROUP, "v1", KIND),
+        PLURAL,
+    )
+}
+
 /// The benchmark CRD: a namespaced kind whose spec keeps unknown fields, so objects can
 /// carry the ~60 fields that make them 4 KiB.
 pub const CRD_YAML: &str = r#"
