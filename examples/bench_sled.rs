@@ -3,7 +3,10 @@
 //! with the page cache set to `cache-bytes`; prints the process RSS after the inserts and
 //! after two idle seconds. The lower bound of what crbridge's object states cost in memory.
 //!
-//! `cargo run --release --example bench_sled -- [objects] [cache-bytes]`
+//! With `outbox` as a third argument, also appends one 5,000-byte value per object under a
+//! big-endian sequence number in a second tree, as crbridge's outbox does.
+//!
+//! `cargo run --release --example bench_sled -- [objects] [cache-bytes] [outbox]`
 
 #[path = "../benches/common/mod.rs"]
 mod common;
@@ -26,10 +29,17 @@ fn main() -> anyhow::Result<()> {
         .cache_capacity(cache)
         .open()?;
     let tree = db.open_tree("objects")?;
+    let outbox = (std::env::args().nth(3).as_deref() == Some("outbox"))
+        .then(|| db.open_tree("outbox"))
+        .transpose()?;
+    let entry = vec![b'y'; 5000];
     let before = rss();
     let value = vec![b'x'; 4000];
     for i in 0..objects {
         tree.insert(format!("widgets\0bench\0uid-{i:08}"), value.as_slice())?;
+        if let Some(outbox) = &outbox {
+            outbox.insert((i + 1).to_be_bytes(), entry.as_slice())?;
+        }
         if i % 1000 == 999 {
             db.flush()?;
         }
@@ -38,7 +48,8 @@ fn main() -> anyhow::Result<()> {
     let after = rss();
     std::thread::sleep(std::time::Duration::from_secs(2));
     println!(
-        "sled alone: {objects} values of 4000 B, cache {} MiB: RSS {before} MiB empty, {after} MiB after the inserts, {} MiB 2 s later",
+        "sled alone: {objects} values of 4000 B{}, cache {} MiB: RSS {before} MiB empty, {after} MiB after the inserts, {} MiB 2 s later",
+        if outbox.is_some() { " + as many outbox entries of 5000 B" } else { "" },
         cache >> 20,
         rss()
     );
