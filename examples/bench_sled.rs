@@ -6,7 +6,10 @@
 //! With `outbox` as a third argument, also appends one 5,000-byte value per object under a
 //! big-endian sequence number in a second tree, as crbridge's outbox does.
 //!
-//! `cargo run --release --example bench_sled -- [objects] [cache-bytes] [outbox]`
+//! With `read` as a fourth argument, reads every state back afterwards (as a relist's
+//! comparison does) and reports the RSS after that too.
+//!
+//! `cargo run --release --example bench_sled -- [objects] [cache-bytes] [outbox] [read]`
 
 #[path = "../benches/common/mod.rs"]
 mod common;
@@ -46,6 +49,12 @@ fn main() -> anyhow::Result<()> {
     }
     db.flush()?;
     let after = rss();
+    if std::env::args().nth(4).as_deref() == Some("read") {
+        for i in 0..objects {
+            tree.get(format!("widgets\0bench\0uid-{i:08}"))?;
+        }
+        println!("after reading every state back: RSS {} MiB", rss());
+    }
     std::thread::sleep(std::time::Duration::from_secs(2));
     println!(
         "sled alone: {objects} values of 4000 B{}, cache {} MiB: RSS {before} MiB empty, {after} MiB after the inserts, {} MiB 2 s later",
