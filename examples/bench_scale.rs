@@ -8,6 +8,9 @@
 //!     [--cache-bytes default,16MiB] [--smoke]
 //! ```
 //!
+//! `bench_scale seed <n>` leaves `n` objects in namespace `bench-scale-<n>` for profiling
+//! a `crbridge run` by hand; `bench_scale unseed <n>` removes them.
+//!
 //! `--smoke` is `--objects 1000 --changes 100`; `--cache-bytes` repeats the memory
 //! measurement per `state.cacheBytes` value (`default`: crbridge's own). The report goes to
 //! stdout and, as markdown, to `target/bench-scale.md`; progress goes to stderr; crbridge's
@@ -16,7 +19,7 @@
 //! environment, so `MIMALLOC_*` options apply to it. Both show in the report's command line.
 //!
 //! **Objects.** The custom resource is `BenchWidget` (`benches/common`): ~4 KiB served
-//! objects (58 spec fields, labels, managedFields, a status). Creating 100k of them through
+//! objects (62 spec fields: digests, image references, quantities, phrases; labels, managedFields, a status). Creating 100k of them through
 //! the API server takes minutes here, so they are written straight into etcd through its
 //! v3 JSON gateway (100 puts per transaction): one object is first created through the API
 //! server to learn the key layout (`/registry/<group>/<plural>/<ns>/<name>`) and that stored
@@ -1445,6 +1448,9 @@ async fn main() -> Result<()> {
         let n = args.get(3).context("reflector <ns> <n>")?.parse()?;
         return reflector_main(ns, n).await;
     }
+    if let Some(verb @ ("seed" | "unseed")) = args.get(1).map(String::as_str) {
+        return seed_main(verb, &args[2..]).await;
+    }
     let opts = parse_opts(&args[1..])?;
     // Variables that change what is measured (crbridge inherits them) go in front.
     let env: String = std::env::vars()
@@ -1491,6 +1497,32 @@ async fn main() -> Result<()> {
     }
     result?;
     cleanup.context("cleanup")
+}
+
+/// `seed <n>`: leaves `n` objects in namespace `bench-scale-<n>` for profiling a
+/// `crbridge run` by hand (heap profiler, `perf`); `unseed <n>` removes them again.
+async fn seed_main(verb: &str, args: &[String]) -> Result<()> {
+    let n: usize = args
+        .first()
+        .context("seed <n> | unseed <n>")?
+        .parse()
+        .context("<n>: a count")?;
+    let ns = format!("{NS_PREFIX}{n}");
+    let cluster = Cluster::connect().await?;
+    if verb == "unseed" {
+        // Connecting already removed every seeded object and namespace.
+        cluster.remove(PROBE_NS).await?;
+        cluster.etcd.compact().await?;
+        eprintln!("removed the objects of {ns}");
+        return Ok(());
+    }
+    cluster.create_namespace(&ns).await?;
+    let took = cluster.seed(&ns, n).await?;
+    eprintln!(
+        "seeded {n} objects into {ns} in {:.1} s; `bench_scale unseed {n}` removes them",
+        took.as_secs_f64()
+    );
+    Ok(())
 }
 
 async fn run(

@@ -123,7 +123,9 @@ enum Command {
 }
 
 /// mimalloc: the pipeline allocates many small JSON nodes; glibc's allocator spent a third
-/// of the CPU in the ceiling benchmark (BENCHMARKS.md).
+/// of the CPU in the ceiling benchmark (BENCHMARKS.md). Without the `mimalloc` feature the
+/// system allocator serves, which heap profilers (valgrind's massif) understand.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

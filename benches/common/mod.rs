@@ -48,17 +48,66 @@ spec:
 "#;
 
 /// Spec fields per object; with metadata and status the object serializes to ~4 KiB.
-const FIELDS: usize = 58;
+const FIELDS: usize = 62;
 
-/// The spec of object `i` at `version`: 58 string fields, of which 1–3 (depending on the
+/// Words for the free-text and image-name fields.
+const WORDS: &[&str] = &[
+    "alpha", "bravo", "cache", "drain", "edge", "fleet", "gateway", "harbor", "ingress", "jitter",
+    "kernel", "ledger", "mirror", "node", "orbit", "proxy", "quota", "relay", "shard", "tenant",
+    "uplink", "vault", "worker", "zone",
+];
+
+/// splitmix64: a fixed pseudo-random number per (object, field), no dependency.
+fn mix(i: usize, f: usize) -> u64 {
+    let mut z = (i as u64) << 8 ^ f as u64;
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Spec field `f` of object `i`, shaped like what real custom resources hold, so that
+/// compression (crbridge stores states LZ4-compressed) sees realistic input rather than
+/// padding: a digest (64 hex digits, incompressible), an image reference, a quantity or a
+/// short phrase, by field.
+fn field_value(i: usize, f: usize) -> String {
+    let n = mix(i, f);
+    let word = |k: u32| WORDS[((n >> (5 * k)) % WORDS.len() as u64) as usize];
+    match f % 4 {
+        0 => format!(
+            "{:016x}{:016x}{:016x}{:016x}",
+            n,
+            mix(n as usize, 1),
+            mix(n as usize, 2),
+            mix(n as usize, 3)
+        ),
+        1 => format!(
+            "registry.example.com/team-{f}/{}-{}:v{}.{}.{}",
+            word(0),
+            word(1),
+            n % 5,
+            n % 17,
+            n % 101
+        ),
+        2 => format!("{}Mi", n % 65_536),
+        _ => format!(
+            "{} {} {} {} for tier {} in zone eu-west-{}",
+            word(0),
+            word(1),
+            word(2),
+            word(3),
+            word(4),
+            n % 9
+        ),
+    }
+}
+
+/// The spec of object `i` at `version`: 62 string fields, of which 1–3 (depending on the
 /// version) carry the version.
 pub fn spec(i: usize, version: u64) -> Map<String, Value> {
     let mut spec = Map::new();
     for f in 0..FIELDS {
-        spec.insert(
-            format!("field{f:02}"),
-            json!(format!("value-{f}-{:>40}", "x")),
-        );
+        spec.insert(format!("field{f:02}"), json!(field_value(i, f)));
     }
     for (k, v) in changed_fields(i, version) {
         spec.insert(k, v);
