@@ -336,6 +336,16 @@ impl Capture {
             self.checkpoint(scope, id.rv.clone(), batch);
         }
         let key = object_key(&s.watch, &id.namespace, &id.uid);
+        // An object a relist finds unchanged is recognised by its resourceVersion alone,
+        // without reading (and paging in) its stored state.
+        if !overlay.contains_key(&key) {
+            if let Some(stored_rv) = self.store.version(&key)? {
+                if !is_newer(&id.rv, &stored_rv) {
+                    self.stats.stale.fetch_add(1, Ordering::Relaxed);
+                    return Ok(());
+                }
+            }
+        }
         let prev = self.lookup(overlay, &key)?;
         if let Some(p) = &prev {
             if !is_newer(&id.rv, &p.resource_version) {

@@ -77,6 +77,24 @@ pub fn decode_state(v: &[u8]) -> Result<StoredObject, StoreError> {
     }
 }
 
+/// The resourceVersion of a value written by [`encode_state`], without decompressing or
+/// parsing the object (a legacy JSON state is parsed whole).
+pub fn state_version(v: &[u8]) -> Result<String, StoreError> {
+    const WHAT: &str = "object state";
+    match v.first() {
+        Some(&(V1 | V2)) => {
+            let (len, rest) = split_len::<2>(&v[1..], WHAT)?;
+            let rv = rest
+                .get(..len)
+                .ok_or_else(|| corrupt(WHAT, "truncated resourceVersion"))?;
+            Ok(std::str::from_utf8(rv)
+                .map_err(|e| corrupt(WHAT, e))?
+                .to_string())
+        }
+        _ => Ok(decode_state(v)?.resource_version),
+    }
+}
+
 /// Everything of an outbox entry but the event's `data`, borrowed for encoding.
 #[derive(Serialize)]
 struct HeaderRef<'a> {
@@ -236,6 +254,8 @@ mod tests {
         assert_eq!(back.object, object);
         let legacy = serde_json::to_vec(&back).unwrap();
         assert_eq!(decode_state(&legacy).unwrap(), back);
+        assert_eq!(state_version(&v).unwrap(), "42");
+        assert_eq!(state_version(&legacy).unwrap(), "42");
     }
 
     #[test]

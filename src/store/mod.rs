@@ -1,15 +1,16 @@
 //! The durable state: object states, the outbox, watch checkpoints and sink cursors.
 //!
 //! Backed by sled 0.34 behind this small interface (so another embedded store can replace
-//! it if the fault suite ever demands). Five trees:
+//! it if the fault suite ever demands). Seven trees:
 //!
 //! | tree          | key                                   | value                       |
 //! |---------------|---------------------------------------|-----------------------------|
 //! | `objects`     | `{watch}\0{namespace}\0{uid}`         | [`StoredObject`] (`codec`)  |
+//! | `versions`    | the same keys                         | resourceVersion             |
 //! | `outbox`      | sequence number, u64 big-endian       | [`OutboxEntry`] (`codec`)   |
 //! | `checkpoints` | `{watch}\0{namespace or *}`           | resourceVersion             |
 //! | `cursors`     | sink name                             | last acked sequence, u64 BE |
-//! | `meta`        | `next_seq`, `outbox_bytes`            | u64 BE                      |
+//! | `meta`        | `next_seq`, `outbox_bytes`, …         | u64 BE                      |
 //! | `deadletters` | `{sink}\0{seq}` (seq u64 BE)          | [`DeadLetter`] (JSON)       |
 //!
 //! [`Store::commit`] writes a [`Batch`] — object states, outbox entries and checkpoints — in
@@ -17,6 +18,12 @@
 //! flush, is the batch's last sequence published as durable: dispatchers never send an
 //! event that a crash could take back, and a cursor can therefore never point past an
 //! entry that is lost.
+//!
+//! `versions` mirrors `objects` with only the resourceVersions, in the same transactions.
+//! sled keeps the leaf pages it touches in memory, values inline, so answering "is this
+//! object unchanged?" (every object of a relist) and "which objects are stored?" (the
+//! reconcile after a list) from small pages keeps the 4 KiB states on disk. A directory
+//! from a release without it gets it built once when opened.
 
 mod codec;
 mod keys;
@@ -186,6 +193,7 @@ impl Default for StoreOptions {
 struct Trees {
     db: sled::Db,
     objects: sled::Tree,
+    versions: sled::Tree,
     outbox: sled::Tree,
     checkpoints: sled::Tree,
     cursors: sled::Tree,
@@ -204,6 +212,8 @@ pub struct Store {
 
 const NEXT_SEQ: &[u8] = b"next_seq";
 const OUTBOX_BYTES: &[u8] = b"outbox_bytes";
+/// Set once `versions` mirrors `objects` (absent in directories of earlier releases).
+const VERSIONS_BUILT: &[u8] = b"versions_built";
 /// Highest sequence number and newest write time garbage collection removed.
 const GC_SEQ: &[u8] = b"gc_seq";
 const GC_MS: &[u8] = b"gc_ms";
@@ -258,15 +268,42 @@ impl Store {
                 source,
             })?;
         let tree = |name: &str| db.open_tree(name).map_err(io("open tree"));
-        Ok(Trees {
+        let trees = Trees {
             objects: tree("objects")?,
+            versions: tree("versions")?,
             outbox: tree("outbox")?,
             checkpoints: tree("checkpoints")?,
             cursors: tree("cursors")?,
             meta: tree("meta")?,
             dead_letters: tree("deadletters")?,
             db,
-        })
+        };
+        Self::build_versions(&trees)?;
+        Ok(trees)
+    }
+
+    /// Fills `versions` from `objects` in a directory written before it existed. Nothing
+    /// else runs yet; an interruption leaves the marker unset and the next open starts over.
+    fn build_versions(t: &Trees) -> Result<(), StoreError> {
+        if t.meta
+            .contains_key(VERSIONS_BUILT)
+            .map_err(io("read meta"))?
+        {
+            return Ok(());
+        }
+        t.versions.clear().map_err(io("build versions"))?;
+        for item in t.objects.iter() {
+            let (key, value) = item.map_err(io("build versions"))?;
+            let rv = codec::state_version(&value)?;
+            t.versions
+                .insert(key, rv.as_bytes())
+                .map_err(io("build versions"))?;
+        }
+        t.meta
+            .insert(VERSIONS_BUILT, &1u64.to_be_bytes())
+            .map_err(io("build versions"))?;
+        t.db.flush().map_err(io("build versions"))?;
+        Ok(())
     }
 
     fn t(&self) -> Result<Arc<Trees>, StoreError> {
@@ -319,6 +356,16 @@ impl Store {
         }
     }
 
+    /// The resourceVersion of one object's stored state, without reading the state.
+    pub fn version(&self, key: &ObjectKey) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .t()?
+            .versions
+            .get(key.as_bytes())
+            .map_err(io("read version"))?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
     /// Every stored object whose key starts with `prefix` (see [`object_prefix`]).
     pub fn objects_with_prefix(
         &self,
@@ -345,7 +392,7 @@ impl Store {
             Ok(t) => t,
             Err(e) => return Box::new(std::iter::once(Err(e))),
         };
-        Box::new(t.objects.scan_prefix(prefix).keys().map(|k| {
+        Box::new(t.versions.scan_prefix(prefix).keys().map(|k| {
             Ok(ObjectKey::from_bytes(
                 k.map_err(io("scan objects"))?.to_vec(),
             ))
@@ -355,7 +402,7 @@ impl Store {
     /// Number of stored objects whose key starts with `prefix`.
     pub fn count_objects(&self, prefix: &[u8]) -> usize {
         self.t()
-            .map_or(0, |t| t.objects.scan_prefix(prefix).keys().count())
+            .map_or(0, |t| t.versions.scan_prefix(prefix).keys().count())
     }
 
     /// The checkpointed resourceVersion of a watch scope.
@@ -391,7 +438,10 @@ impl Store {
                 } => (
                     Some((
                         key,
-                        Some(codec::encode_state(resource_version, object_json.get())?),
+                        Some((
+                            codec::encode_state(resource_version, object_json.get())?,
+                            resource_version.as_str(),
+                        )),
                     )),
                     event.as_ref(),
                 ),
@@ -400,13 +450,9 @@ impl Store {
             };
             encoded.push((obj, ev.map(codec::encode_entry).transpose()?));
         }
-        let result = (
-            &self.t()?.objects,
-            &self.t()?.outbox,
-            &self.t()?.checkpoints,
-            &self.t()?.meta,
-        )
-            .transaction(|(objects, outbox, checkpoints, meta)| {
+        let t = self.t()?;
+        let result = (&t.objects, &t.versions, &t.outbox, &t.checkpoints, &t.meta).transaction(
+            |(objects, versions, outbox, checkpoints, meta)| {
                 let mut seq = match meta.get(NEXT_SEQ)? {
                     Some(v) => u64_of(&v).map_err(ConflictableTransactionError::Abort)?,
                     None => 1,
@@ -418,11 +464,13 @@ impl Store {
                 let mut last = None;
                 for (obj, ev) in &encoded {
                     match obj {
-                        Some((key, Some(value))) => {
+                        Some((key, Some((value, rv)))) => {
                             objects.insert(key.as_bytes(), value.as_slice())?;
+                            versions.insert(key.as_bytes(), rv.as_bytes())?;
                         }
                         Some((key, None)) => {
                             objects.remove(key.as_bytes())?;
+                            versions.remove(key.as_bytes())?;
                         }
                         None => {}
                     }
@@ -442,7 +490,8 @@ impl Store {
                     meta.insert(last_event_key(watch), &ms.to_be_bytes())?;
                 }
                 Ok(last)
-            });
+            },
+        );
         match result {
             Ok(last) => Ok(last),
             Err(TransactionError::Abort(e)) => Err(e),
@@ -635,7 +684,10 @@ impl Store {
 }
 
 /// A write with its values serialized: (object key and new state or removal, outbox entry).
-type EncodedWrite<'a> = (Option<(&'a ObjectKey, Option<Vec<u8>>)>, Option<Vec<u8>>);
+type EncodedWrite<'a> = (
+    Option<(&'a ObjectKey, Option<(Vec<u8>, &'a str)>)>,
+    Option<Vec<u8>>,
+);
 
 fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
     serde_json::to_vec(v).map_err(|e| StoreError::Corrupt {

@@ -59,6 +59,79 @@ fn one_transaction_writes_state_outbox_and_checkpoint() {
 }
 
 #[test]
+fn versions_mirror_the_stored_states() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let prefix = object_prefix("widgets", None);
+    let (a, b) = (
+        object_key("widgets", "ns", "a"),
+        object_key("widgets", "ns", "b"),
+    );
+    store
+        .commit(&Batch {
+            writes: vec![
+                put("a", "5", None),
+                put("b", "6", None),
+                put("a", "7", None),
+            ],
+            checkpoints: vec![],
+        })
+        .unwrap();
+    assert_eq!(store.version(&a).unwrap().as_deref(), Some("7"));
+    assert_eq!(store.version(&b).unwrap().as_deref(), Some("6"));
+    store
+        .commit(&Batch {
+            writes: vec![Write::Remove {
+                key: b.clone(),
+                event: None,
+            }],
+            checkpoints: vec![],
+        })
+        .unwrap();
+    assert_eq!(store.version(&b).unwrap(), None);
+    let keys: Vec<_> = store
+        .object_keys_with_prefix(&prefix)
+        .map(|k| k.unwrap().uid().to_string())
+        .collect();
+    assert_eq!(keys, vec!["a"]);
+    assert_eq!(store.count_objects(&prefix), 1);
+}
+
+#[test]
+fn versions_are_built_for_a_directory_written_without_them() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        store
+            .commit(&Batch {
+                writes: vec![put("a", "5", None), put("b", "6", None)],
+                checkpoints: vec![],
+            })
+            .unwrap();
+        store.t().unwrap().db.flush().unwrap();
+    }
+    {
+        // What an earlier release left: states, no versions, no marker.
+        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        db.open_tree("versions").unwrap().clear().unwrap();
+        db.open_tree("meta")
+            .unwrap()
+            .remove(VERSIONS_BUILT)
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let store = open(dir.path());
+    assert_eq!(
+        store
+            .version(&object_key("widgets", "ns", "b"))
+            .unwrap()
+            .as_deref(),
+        Some("6")
+    );
+    assert_eq!(store.count_objects(&object_prefix("widgets", None)), 2);
+}
+
+#[test]
 fn unopenable_directory_is_named_in_the_error() {
     let dir = tempfile::tempdir().unwrap();
     let _first = open(dir.path());
