@@ -3,6 +3,10 @@
 //!
 //! `cargo bench --bench pipeline`
 
+/// crbridge's allocator, so allocation-heavy stages cost what they cost in crbridge.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::time::{Duration, UNIX_EPOCH};
 
 use crbridge::config::PayloadMode;
