@@ -1,5 +1,6 @@
 //! Micro-benchmarks of the pure stages on a ~4 KB custom resource with 1–3 fields changed:
-//! clean, normalize-and-compare, diff, event building and outbox encoding.
+//! clean, normalize-and-compare, diff, event building, the stored layouts (`store::codec`)
+//! and the store itself.
 //!
 //! `cargo bench --bench pipeline`
 
@@ -12,6 +13,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use crbridge::config::PayloadMode;
 use crbridge::diff::{self, Rules};
 use crbridge::event::{self, Change, Identity};
+use crbridge::store::codec;
 use crbridge_sink_api::ChangeKind;
 use criterion::{criterion_group, criterion_main, Criterion};
 use serde_json::{json, Value};
@@ -82,8 +84,23 @@ fn stages(c: &mut Criterion) {
         bench.iter(|| event::build(&who, &change).unwrap())
     });
     let ev = event::build(&who, &change).unwrap();
-    c.bench_function("outbox encode", |bench| {
-        bench.iter(|| serde_json::to_vec(&ev).unwrap())
+    let entry = crbridge::store::OutboxEntry {
+        watch: "widgets".into(),
+        sinks: None,
+        written_ms: 0,
+        observed_us: 0,
+        event: ev.clone(),
+    };
+    c.bench_function("outbox entry encode (header + LZ4 data)", |bench| {
+        bench.iter(|| codec::encode_entry(&entry).unwrap())
+    });
+    let stored = codec::encode_entry(&entry).unwrap();
+    c.bench_function("outbox entry decode", |bench| {
+        bench.iter(|| codec::decode_entry(&stored).unwrap())
+    });
+    let state_json = serde_json::to_string(&b).unwrap();
+    c.bench_function("state encode (LZ4)", |bench| {
+        bench.iter(|| codec::encode_state("12345", &state_json).unwrap())
     });
     let obj = serde_json::to_vec(&b).unwrap();
     c.bench_function("object serialize", |bench| {
@@ -94,10 +111,6 @@ fn stages(c: &mut Criterion) {
     });
     c.bench_function("object clone", |bench| bench.iter(|| b.clone()));
     store_stages(c, &b, &ev);
-    let bytes = serde_json::to_vec(&ev).unwrap();
-    c.bench_function("outbox decode", |bench| {
-        bench.iter(|| serde_json::from_slice::<crbridge_sink_api::Event>(&bytes).unwrap())
-    });
 }
 
 /// The store's share: one transaction of 512 state + outbox writes (no flush), and

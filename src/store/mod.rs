@@ -25,7 +25,7 @@
 //! reconcile after a list) from small pages keeps the 4 KiB states on disk. A directory
 //! from a release without it gets it built once when opened.
 
-mod codec;
+pub mod codec;
 mod keys;
 
 use std::path::{Path, PathBuf};
