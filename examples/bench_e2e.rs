@@ -71,7 +71,6 @@ use anyhow::{anyhow, bail, ensure, Context as _};
 use async_nats::jetstream::{self, message::PublishMessage, stream};
 use futures::stream::{FuturesUnordered, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{
     DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams, WatchEvent,
     WatchParams,
@@ -1367,32 +1366,7 @@ impl Bench {
 
     /// The CRD (established), the namespace, and a fresh pool of objects.
     async fn setup(&mut self) -> anyhow::Result<usize> {
-        let crds: Api<CustomResourceDefinition> = Api::all(self.client.clone());
-        let crd: CustomResourceDefinition = serde_yaml_ng::from_str(common::CRD_YAML)?;
-        let crd_name = format!("{}.{}", common::PLURAL, common::GROUP);
-        if crds.get_opt(&crd_name).await?.is_none() {
-            crds.create(&PostParams::default(), &crd).await?;
-        }
-        poll_until(
-            Duration::from_secs(30),
-            Duration::from_millis(100),
-            "the BenchWidget CRD to be Established",
-            || {
-                let crds = crds.clone();
-                let crd_name = crd_name.clone();
-                async move {
-                    let c = crds.get(&crd_name).await?;
-                    let ok = c
-                        .status
-                        .and_then(|s| s.conditions)
-                        .unwrap_or_default()
-                        .iter()
-                        .any(|c| c.type_ == "Established" && c.status == "True");
-                    Ok(ok.then_some(()))
-                }
-            },
-        )
-        .await?;
+        common::ensure_crd(&self.client).await?;
         let namespaces: Api<Namespace> = Api::all(self.client.clone());
         if namespaces.get_opt(&self.args.namespace).await?.is_none() {
             namespaces

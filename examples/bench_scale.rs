@@ -74,7 +74,6 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{
     ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
 };
@@ -429,7 +428,7 @@ impl Cluster {
             etcd,
             key_prefix: Vec::new(),
         };
-        cluster.ensure_crd().await?;
+        common::ensure_crd(&cluster.client).await?;
         cluster.remove_namespaces(None).await?;
         cluster.key_prefix = cluster.probe_layout().await?;
         let stale = cluster
@@ -444,32 +443,6 @@ impl Cluster {
 
     fn api(&self, ns: &str) -> Api<DynamicObject> {
         Api::namespaced_with(self.client.clone(), ns, &self.ar)
-    }
-
-    async fn ensure_crd(&self) -> Result<()> {
-        let crds: Api<CustomResourceDefinition> = Api::all(self.client.clone());
-        let crd: CustomResourceDefinition = serde_yaml_ng::from_str(common::CRD_YAML)?;
-        let name = crd.metadata.name.clone().unwrap_or_default();
-        match crds.create(&PostParams::default(), &crd).await {
-            Ok(_) => eprintln!("created CRD {name}"),
-            Err(e) if is_status(&e, 409) => {}
-            Err(e) => return Err(e).context("creating the BenchWidget CRD"),
-        }
-        let deadline = Deadline::new(format!("CRD {name} to be Established"), secs(60));
-        loop {
-            let crd = crds.get(&name).await?;
-            let established = crd
-                .status
-                .and_then(|s| s.conditions)
-                .unwrap_or_default()
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True");
-            if established {
-                return Ok(());
-            }
-            deadline.check(|| "condition not True".into())?;
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
     }
 
     async fn create_namespace(&self, ns: &str) -> Result<()> {
@@ -910,7 +883,8 @@ async fn measure_memory(
         tokio::time::sleep(SAMPLE).await;
         rss = bridge.rss()?;
     }
-    let (anon_kib, file_kib) = rss_split(bridge.pid);
+    let [anon_kib, file_kib] =
+        common::status_kib(bridge.pid, ["RssAnon:", "RssFile:"]).unwrap_or_default();
     let memory = Memory {
         n,
         cache: cache.clone().unwrap_or_else(|| "default (64MiB)".into()),
@@ -921,20 +895,6 @@ async fn measure_memory(
         initial: initial.unwrap_or_default(),
     };
     Ok((memory, bridge, config))
-}
-
-/// `RssAnon` and `RssFile` of a process, in KiB (0 when unreadable).
-fn rss_split(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    (field("RssAnon:"), field("RssFile:"))
 }
 
 struct Reflector {

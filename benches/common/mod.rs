@@ -141,31 +141,72 @@ pub fn update_patch(i: usize, version: u64) -> Value {
     json!({ "spec": changed_fields(i, version) })
 }
 
-/// A stored-looking object as a watch delivers it: server fields, managedFields and a
-/// status, ~4 KiB serialized.
+/// A stored-looking object as a watch delivers it: [`object`] at `version` plus server
+/// fields, managedFields and a status, ~4 KiB serialized.
 pub fn served_object(namespace: &str, i: usize, version: u64, rv: u64) -> Value {
-    json!({
-        "apiVersion": format!("{GROUP}/v1"),
-        "kind": KIND,
-        "metadata": {
-            "name": format!("w{i:06}"),
-            "namespace": namespace,
-            "uid": format!("00000000-0000-4000-8000-{i:012}"),
-            "resourceVersion": rv.to_string(),
-            "generation": version + 1,
-            "creationTimestamp": "2026-01-01T00:00:00Z",
-            "labels": {"app": "bench", "tier": "prod"},
-            "managedFields": [{"manager": "bench", "operation": "Update",
+    let mut object = object(namespace, i);
+    object["spec"] = Value::Object(spec(i, version));
+    object["status"] = json!({"phase": "Ready", "observedGeneration": version + 1});
+    let meta = object["metadata"]
+        .as_object_mut()
+        .expect("object() has metadata");
+    meta.extend([
+        (
+            "uid".into(),
+            json!(format!("00000000-0000-4000-8000-{i:012}")),
+        ),
+        ("resourceVersion".into(), json!(rv.to_string())),
+        ("generation".into(), json!(version + 1)),
+        ("creationTimestamp".into(), json!("2026-01-01T00:00:00Z")),
+        (
+            "managedFields".into(),
+            json!([{"manager": "bench", "operation": "Update",
                 "apiVersion": format!("{GROUP}/v1"), "time": "2026-01-01T00:00:00Z",
-                "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {}}}]
-        },
-        "spec": spec(i, version),
-        "status": {"phase": "Ready", "observedGeneration": version + 1}
-    })
+                "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {}}}]),
+        ),
+    ]);
+    object
 }
 
-/// Resident set size and its peak (`VmRSS`, `VmHWM`) of a process, in KiB.
-pub fn rss_kib(pid: u32) -> Option<(u64, u64)> {
+/// Creates the benchmark CRD unless it exists, and waits (up to 60 s) until it is
+/// Established.
+pub async fn ensure_crd(client: &kube::Client) -> anyhow::Result<()> {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{Api, PostParams};
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd: CustomResourceDefinition = serde_yaml_ng::from_str(CRD_YAML)?;
+    let name = format!("{PLURAL}.{GROUP}");
+    if crds.get_opt(&name).await?.is_none() {
+        match crds.create(&PostParams::default(), &crd).await {
+            Ok(_) => {}
+            // Created meanwhile by another benchmark.
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => return Err(anyhow::Error::new(e).context("creating the BenchWidget CRD")),
+        }
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let established = crds
+            .get(&name)
+            .await?
+            .status
+            .and_then(|s| s.conditions)
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True");
+        if established {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!("CRD {name} not Established within 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Fields of `/proc/<pid>/status` measured in KiB (`VmRSS:`, `RssAnon:`, …), in the order
+/// asked; `None` when the process is gone or a field is missing.
+pub fn status_kib<const N: usize>(pid: u32, names: [&str; N]) -> Option<[u64; N]> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let field = |name: &str| {
         status
@@ -174,7 +215,17 @@ pub fn rss_kib(pid: u32) -> Option<(u64, u64)> {
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|v| v.parse::<u64>().ok())
     };
-    Some((field("VmRSS:")?, field("VmHWM:")?))
+    let mut out = [0; N];
+    for (slot, name) in out.iter_mut().zip(names) {
+        *slot = field(name)?;
+    }
+    Some(out)
+}
+
+/// Resident set size and its peak (`VmRSS`, `VmHWM`) of a process, in KiB.
+pub fn rss_kib(pid: u32) -> Option<(u64, u64)> {
+    let [rss, hwm] = status_kib(pid, ["VmRSS:", "VmHWM:"])?;
+    Some((rss, hwm))
 }
 
 /// User + system CPU seconds a process has used so far (`self` for this one).
