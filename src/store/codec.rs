@@ -56,11 +56,7 @@ pub fn decode_state(v: &[u8]) -> Result<StoredObject, StoreError> {
     const WHAT: &str = "object state";
     match v.first() {
         Some(&version @ (V1 | V2)) => {
-            let (len, rest) = split_len::<2>(&v[1..], WHAT)?;
-            if rest.len() < len {
-                return Err(corrupt(WHAT, "truncated resourceVersion"));
-            }
-            let (rv, json) = rest.split_at(len);
+            let (rv, json) = split_prefixed::<2>(&v[1..], WHAT, "truncated resourceVersion")?;
             let object = if version == V2 {
                 serde_json::from_slice(&decompress(json, WHAT)?)
             } else {
@@ -83,10 +79,7 @@ pub fn state_version(v: &[u8]) -> Result<String, StoreError> {
     const WHAT: &str = "object state";
     match v.first() {
         Some(&(V1 | V2)) => {
-            let (len, rest) = split_len::<2>(&v[1..], WHAT)?;
-            let rv = rest
-                .get(..len)
-                .ok_or_else(|| corrupt(WHAT, "truncated resourceVersion"))?;
+            let (rv, _) = split_prefixed::<2>(&v[1..], WHAT, "truncated resourceVersion")?;
             Ok(std::str::from_utf8(rv)
                 .map_err(|e| corrupt(WHAT, e))?
                 .to_string())
@@ -160,11 +153,7 @@ pub fn decode_entry(v: &[u8]) -> Result<OutboxEntry, StoreError> {
     const WHAT: &str = "outbox entry";
     match v.first() {
         Some(&version @ (V1 | V2)) => {
-            let (len, rest) = split_len::<4>(&v[1..], WHAT)?;
-            if rest.len() < len {
-                return Err(corrupt(WHAT, "truncated header"));
-            }
-            let (header, data) = rest.split_at(len);
+            let (header, data) = split_prefixed::<4>(&v[1..], WHAT, "truncated header")?;
             let h: Header = serde_json::from_slice(header).map_err(|e| corrupt(WHAT, e))?;
             let data = if version == V2 {
                 String::from_utf8(decompress(data, WHAT)?).map_err(|e| corrupt(WHAT, e))?
@@ -223,11 +212,13 @@ fn decompress(block: &[u8], what: &'static str) -> Result<Vec<u8>, StoreError> {
     lz4_flex::block::decompress(compressed, len).map_err(|e| corrupt(what, e))
 }
 
-/// A big-endian length of `N` bytes and what follows it.
-fn split_len<'a, const N: usize>(
+/// A field prefixed by its big-endian length of `N` bytes, and what follows it;
+/// `truncated` names the field when fewer bytes follow than the length says.
+fn split_prefixed<'a, const N: usize>(
     v: &'a [u8],
     what: &'static str,
-) -> Result<(usize, &'a [u8]), StoreError> {
+    truncated: &'static str,
+) -> Result<(&'a [u8], &'a [u8]), StoreError> {
     if v.len() < N {
         return Err(corrupt(what, "truncated length"));
     }
@@ -235,7 +226,10 @@ fn split_len<'a, const N: usize>(
     let len = len
         .iter()
         .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
-    Ok((len, rest))
+    if rest.len() < len {
+        return Err(corrupt(what, truncated));
+    }
+    Ok(rest.split_at(len))
 }
 
 #[cfg(test)]
