@@ -337,8 +337,9 @@ impl Capture {
         }
         let key = object_key(&s.watch, &id.namespace, &id.uid);
         // An object a relist finds unchanged is recognised by its resourceVersion alone,
-        // without reading (and paging in) its stored state.
-        if !overlay.contains_key(&key) {
+        // without reading (and paging in) its stored state. Watch events are nearly always
+        // newer, so they go straight to the state read below.
+        if matches!(origin, Origin::List(_)) && !overlay.contains_key(&key) {
             if let Some(stored_rv) = self.store.version(&key)? {
                 if !is_newer(&id.rv, &stored_rv) {
                     self.stats.stale.fetch_add(1, Ordering::Relaxed);

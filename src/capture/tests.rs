@@ -209,6 +209,41 @@ async fn relist_reconciles_creates_updates_and_deletes_as_inferred() {
 }
 
 #[tokio::test]
+async fn a_relist_recognises_unchanged_objects_without_reading_their_states() {
+    let f = fixture(InitialMode::Snapshot);
+    f.upsert(widget("a", 10, 1), Origin::List(ListMode::Initial))
+        .await;
+    f.send(Observed::ListDone {
+        scope: 0,
+        resource_version: "10".into(),
+        seen: ["a"].iter().map(|s| s.to_string()).collect(),
+        mode: ListMode::Initial,
+    })
+    .await;
+    // Wait until the initial list is committed, then make a's state unreadable: only its
+    // version can tell that the relisted object is unchanged.
+    let mut durable = f.durable.clone();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        durable.wait_for(|seq| *seq >= 1),
+    )
+    .await
+    .expect("the initial snapshot event was not committed within 10 s")
+    .unwrap();
+    f.store
+        .overwrite_state_raw(&object_key("widgets", "ns", "a"), b"\x02unreadable");
+    f.upsert(widget("a", 10, 1), Origin::List(ListMode::Relist))
+        .await;
+    let (events, _, stats) = f.finish().await;
+    assert_eq!(events, vec![ev("snapshot", "a", false)]);
+    assert_eq!(
+        stats.stale.load(Ordering::Relaxed),
+        1,
+        "the unchanged object was not recognised as such"
+    );
+}
+
+#[tokio::test]
 async fn initial_skip_stores_silently_and_later_changes_publish() {
     let f = fixture(InitialMode::Skip);
     f.upsert(widget("a", 10, 1), Origin::List(ListMode::Initial))

@@ -366,6 +366,17 @@ impl Store {
             .map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
 
+    /// Replaces one object's stored state with raw bytes, leaving its version alone: lets
+    /// tests show which paths read states.
+    #[cfg(test)]
+    pub(crate) fn overwrite_state_raw(&self, key: &ObjectKey, value: &[u8]) {
+        self.t()
+            .unwrap()
+            .objects
+            .insert(key.as_bytes(), value)
+            .unwrap();
+    }
+
     /// Every stored object whose key starts with `prefix` (see [`object_prefix`]).
     pub fn objects_with_prefix(
         &self,
