@@ -429,7 +429,13 @@ impl Capture {
         };
         self.checkpoint(scope, id.rv.clone(), batch);
         let key = object_key(&s.watch, &id.namespace, &id.uid);
-        let Some(prev) = self.lookup(overlay, &key)? else {
+        // The event carries the deleted object from the watch; of the stored state only
+        // its resourceVersion is needed.
+        let prev_rv = match overlay.get(&key) {
+            Some(state) => state.as_ref().map(|s| s.resource_version.clone()),
+            None => self.store.version(&key)?,
+        };
+        let Some(prev_rv) = prev_rv else {
             // Never published (e.g. filtered or skipped): nothing to retract.
             return Ok(());
         };
@@ -442,7 +448,7 @@ impl Capture {
                 object_json: None,
                 resource_version: &id.rv,
                 patch: None,
-                previous_resource_version: Some(&prev.resource_version),
+                previous_resource_version: Some(&prev_rv),
                 inferred: false,
                 changed_by: None,
                 observed: received,
