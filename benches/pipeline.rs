@@ -55,7 +55,8 @@ fn stages(c: &mut Criterion) {
     c.bench_function("normalize+compare (no-op check)", |bench| {
         bench.iter(|| rules.same(&a, &b))
     });
-    c.bench_function("diff (RFC 6902)", |bench| {
+    c.bench_function("diff (RFC 6902)", |bench| bench.iter(|| diff::diff(&a, &b)));
+    c.bench_function("diff (json_patch::diff, for comparison)", |bench| {
         bench.iter(|| json_patch::diff(&a, &b))
     });
     let who = Identity {
@@ -67,7 +68,7 @@ fn stages(c: &mut Criterion) {
         plural: "widgets".into(),
         payload: PayloadMode::FullPatch,
     };
-    let patch = json_patch::diff(&a, &b);
+    let patch = diff::diff(&a, &b);
     let change = Change {
         kind: ChangeKind::Updated,
         object: &b,
