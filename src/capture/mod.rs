@@ -8,7 +8,7 @@
 //! durable. A failing commit (disk full, I/O error) is retried with backoff and nothing is
 //! dropped: the bounded channel from the watches fills and the watches wait.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -73,7 +73,29 @@ pub struct Capture {
     stats: Arc<CaptureStats>,
     metrics: Arc<Metrics>,
     max_outbox_bytes: u64,
+    /// Objects per page of an on-demand snapshot.
+    snapshot_page: usize,
 }
+
+/// An on-demand snapshot being written, one page per batch.
+struct Snapshotting {
+    scope: ScopeId,
+    request: SnapshotRequest,
+    /// The last key written; the next page starts after it.
+    after: Option<ObjectKey>,
+    /// Events written so far.
+    events: usize,
+}
+
+/// What starts or continues a batch.
+enum Next {
+    Observed(Observed),
+    /// The next page of a snapshot.
+    Page(Snapshotting),
+}
+
+/// Objects of one snapshot page, in key order.
+type Page = Vec<(ObjectKey, Arc<StoredObject>)>;
 
 /// A pending state per key within the batch being built (`None`: removed).
 type Overlay = HashMap<ObjectKey, Option<Arc<StoredObject>>>;
@@ -95,6 +117,7 @@ impl Capture {
             stats,
             metrics: Arc::new(Metrics::new()),
             max_outbox_bytes: u64::MAX,
+            snapshot_page: MAX_BATCH,
         }
     }
 
@@ -147,7 +170,18 @@ impl Capture {
     /// Runs until every sender of `rx` is dropped, then returns after the last commit.
     /// `shutdown` only ends a wait for room in a full outbox.
     pub async fn run(self, mut rx: mpsc::Receiver<Observed>, shutdown: CancellationToken) {
-        while let Some(first) = rx.recv().await {
+        // On-demand snapshots with objects left: the next page of the first starts the next
+        // batch. Other observations share the batches, so watches never wait for a whole
+        // snapshot.
+        let mut carry: VecDeque<Snapshotting> = VecDeque::new();
+        loop {
+            let first = match carry.pop_front() {
+                Some(s) => Next::Page(s),
+                None => match rx.recv().await {
+                    Some(obs) => Next::Observed(obs),
+                    None => break,
+                },
+            };
             if !self.wait_for_room(&shutdown).await {
                 continue;
             }
@@ -155,36 +189,49 @@ impl Capture {
             let mut overlay = Overlay::new();
             let mut pending = Some(first);
             let mut n = 0;
-            let mut notify = Vec::new();
-            while let Some(mut obs) = pending.take() {
-                let done = match &mut obs {
-                    Observed::Snapshot { request, .. } => request.done.take(),
-                    _ => None,
-                };
-                let before = batch.event_count();
+            let mut finished = Vec::new();
+            while let Some(next) = pending.take() {
                 n += 1;
-                self.metrics
-                    .observed
-                    .get_or_create(&metrics::watch(&self.scopes[obs.scope()].watch))
-                    .inc();
-                // A list's end scans stored state, which must not miss this batch's writes:
-                // it is handled against the overlay, after everything before it.
-                if let Err(e) = self.observe(obs, &mut batch, &mut overlay) {
-                    error!(error = %e, "reading state failed; observation dropped, the next relist reconciles it");
-                }
-                if let Some(tx) = done {
-                    notify.push((tx, batch.event_count() - before));
+                let snapshot = match next {
+                    Next::Page(s) => Some(s),
+                    Next::Observed(obs) => {
+                        self.metrics
+                            .observed
+                            .get_or_create(&metrics::watch(&self.scopes[obs.scope()].watch))
+                            .inc();
+                        // A list's end scans stored state, which must not miss this
+                        // batch's writes: it is handled against the overlay, after
+                        // everything before it.
+                        match self.observe(obs, &mut batch, &mut overlay) {
+                            Ok(snapshot) => snapshot,
+                            Err(e) => {
+                                error!(error = %e, "reading state failed; observation dropped, the next relist reconciles it");
+                                None
+                            }
+                        }
+                    }
+                };
+                if let Some(mut s) = snapshot {
+                    match self.snapshot_page(&mut s, &mut batch, &overlay) {
+                        Ok(true) => carry.push_back(s),
+                        Ok(false) => finished.push(s),
+                        Err(e) => {
+                            error!(error = %e, snapshot = %s.request.id, events = s.events, "reading state failed; snapshot stopped");
+                        }
+                    }
                 }
                 if n < MAX_BATCH {
-                    pending = rx.try_recv().ok();
+                    pending = rx.try_recv().ok().map(Next::Observed);
                 }
             }
             let last = self.commit(batch).await;
-            for (tx, events) in notify {
-                let _ = tx.send(SnapshotDone {
-                    events,
-                    last_seq: last,
-                });
+            for s in finished {
+                if let Some(tx) = s.request.done {
+                    let _ = tx.send(SnapshotDone {
+                        events: s.events,
+                        last_seq: last,
+                    });
+                }
             }
         }
         debug!("capture stopped: all watches ended");
@@ -249,38 +296,51 @@ impl Capture {
         }
     }
 
+    /// Adds what `obs` changes to the batch. A snapshot request is handed back instead,
+    /// for [`Capture::run`] to write page by page.
     fn observe(
         &self,
         obs: Observed,
         batch: &mut Batch,
         overlay: &mut Overlay,
-    ) -> Result<(), crate::store::StoreError> {
+    ) -> Result<Option<Snapshotting>, crate::store::StoreError> {
         match obs {
             Observed::Upsert {
                 scope,
                 object,
                 origin,
                 received,
-            } => self.upsert(scope, object, origin, received, batch, overlay),
+            } => self
+                .upsert(scope, object, origin, received, batch, overlay)
+                .map(|()| None),
             Observed::Delete {
                 scope,
                 object,
                 received,
-            } => self.delete(scope, object, received, batch, overlay),
+            } => self
+                .delete(scope, object, received, batch, overlay)
+                .map(|()| None),
             Observed::Bookmark {
                 scope,
                 resource_version,
             } => {
                 self.checkpoint(scope, resource_version, batch);
-                Ok(())
+                Ok(None)
             }
             Observed::ListDone {
                 scope,
                 resource_version,
                 seen,
                 mode,
-            } => self.list_done(scope, resource_version, &seen, mode, batch, overlay),
-            Observed::Snapshot { scope, request } => self.snapshot(scope, &request, batch, overlay),
+            } => self
+                .list_done(scope, resource_version, &seen, mode, batch, overlay)
+                .map(|()| None),
+            Observed::Snapshot { scope, request } => Ok(Some(Snapshotting {
+                scope,
+                request,
+                after: None,
+                events: 0,
+            })),
         }
     }
 
@@ -460,46 +520,63 @@ impl Capture {
         Ok(())
     }
 
-    /// Every object of the scope as this batch leaves it: the store overlaid with the
-    /// batch's writes, sorted by key.
-    fn current(
+    /// Up to `limit` objects of the scope after key `after`, as this batch leaves them (the
+    /// store overlaid with the batch's writes), in key order; and whether more follow.
+    fn current_page(
         &self,
         scope: ScopeId,
         overlay: &Overlay,
-    ) -> Result<Vec<(ObjectKey, Arc<StoredObject>)>, crate::store::StoreError> {
+        after: Option<&ObjectKey>,
+        limit: usize,
+    ) -> Result<(Page, bool), crate::store::StoreError> {
         let s = &self.scopes[scope];
         let prefix = object_prefix(&s.watch, s.namespace.as_deref());
-        let mut out: Vec<(ObjectKey, Arc<StoredObject>)> = Vec::new();
-        for item in self.store.objects_with_prefix(&prefix) {
+        let mut out: Page = Vec::new();
+        let mut more = false;
+        for item in self.store.objects_after(&prefix, after) {
             let (key, stored) = item?;
-            if !overlay.contains_key(&key) {
-                out.push((key, Arc::new(stored)));
+            if overlay.contains_key(&key) {
+                continue;
             }
+            if out.len() == limit {
+                more = true;
+                break;
+            }
+            out.push((key, Arc::new(stored)));
         }
+        // Every stored key not scanned sorts after every scanned one, so the `limit`
+        // smallest of scanned and overlaid keys are the page.
         for (key, state) in overlay.iter() {
-            if let Some(state) = state {
-                if key.as_bytes().starts_with(&prefix) {
-                    out.push((key.clone(), state.clone()));
-                }
+            let in_range = key.as_bytes().starts_with(&prefix)
+                && after.is_none_or(|a| key.as_bytes() > a.as_bytes());
+            if let (true, Some(state)) = (in_range, state) {
+                out.push((key.clone(), state.clone()));
             }
         }
         out.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-        Ok(out)
+        if out.len() > limit {
+            out.truncate(limit);
+            more = true;
+        }
+        Ok((out, more))
     }
 
-    /// An on-demand snapshot: the stored (last published) state of every object, in the
-    /// outbox after everything already captured for them and before anything later, so a
-    /// snapshot event never overtakes a newer change of its object.
-    fn snapshot(
+    /// One page of an on-demand snapshot: the current (last published) state of the next
+    /// objects in key order. Each page goes into the outbox after everything captured for
+    /// its objects before it and before anything later, so a snapshot event never
+    /// overtakes a newer change of its object; a big scope is written page by page, never
+    /// held in memory or in one transaction whole. True when objects remain.
+    fn snapshot_page(
         &self,
-        scope: ScopeId,
-        request: &SnapshotRequest,
+        s: &mut Snapshotting,
         batch: &mut Batch,
         overlay: &Overlay,
-    ) -> Result<(), crate::store::StoreError> {
-        for (_, state) in self.current(scope, overlay)? {
+    ) -> Result<bool, crate::store::StoreError> {
+        let (page, more) =
+            self.current_page(s.scope, overlay, s.after.as_ref(), self.snapshot_page)?;
+        for (_, state) in &page {
             let entry = self.entry(
-                scope,
+                s.scope,
                 &Change {
                     kind: ChangeKind::Snapshot,
                     object: &state.object,
@@ -510,15 +587,19 @@ impl Capture {
                     inferred: false,
                     changed_by: None,
                     observed: SystemTime::now(),
-                    snapshot_id: Some(&request.id),
+                    snapshot_id: Some(&s.request.id),
                 },
             );
             if let Some(mut entry) = entry {
-                entry.sinks = request.sinks.clone();
+                entry.sinks = s.request.sinks.clone();
                 batch.writes.push(Write::Emit(entry));
+                s.events += 1;
             }
         }
-        Ok(())
+        if let Some((key, _)) = page.into_iter().last() {
+            s.after = Some(key);
+        }
+        Ok(more)
     }
 
     fn list_done(

@@ -41,12 +41,18 @@ fn rules(initial: InitialMode) -> ScopeRules {
 }
 
 fn fixture(initial: InitialMode) -> Fixture {
+    fixture_paged(initial, MAX_BATCH)
+}
+
+/// A fixture whose on-demand snapshots write `page` objects per batch.
+fn fixture_paged(initial: InitialMode, page: usize) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
     let (tx, rx) = mpsc::channel(16);
     let (dtx, durable) = watch::channel(0);
     let stats = Arc::new(CaptureStats::default());
-    let cap = Capture::new(store.clone(), vec![rules(initial)], dtx, stats.clone());
+    let mut cap = Capture::new(store.clone(), vec![rules(initial)], dtx, stats.clone());
+    cap.snapshot_page = page;
     let task = tokio::spawn(cap.run(rx, CancellationToken::new()));
     Fixture {
         _dir: dir,
@@ -336,4 +342,55 @@ async fn on_demand_snapshot_emits_every_current_object_once_per_request() {
     assert_eq!(data["object"]["spec"]["size"], 2);
     assert_ne!(entries[0].event.id, entries[2].event.id);
     assert!(done.last_seq >= 5);
+}
+
+#[tokio::test]
+async fn a_big_snapshot_is_written_page_by_page_between_other_changes() {
+    // Pages of 2. Everything below is queued before capture first runs (current-thread
+    // runtime), so the batches are: the six creations, b's delete, page 1 and f's update;
+    // page 2; page 3.
+    let f = fixture_paged(InitialMode::Skip, 2);
+    for uid in ["a", "b", "c", "d", "e", "f"] {
+        f.upsert(widget(uid, 10, 1), Origin::Watch).await;
+    }
+    f.send(Observed::Delete {
+        scope: 0,
+        object: widget("b", 11, 1),
+        received: std::time::SystemTime::now(),
+    })
+    .await;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    f.send(Observed::Snapshot {
+        scope: 0,
+        request: SnapshotRequest {
+            id: "req-big".into(),
+            sinks: None,
+            done: Some(tx),
+        },
+    })
+    .await;
+    f.upsert(widget("f", 12, 2), Origin::Watch).await;
+    let done = rx.await.unwrap();
+    assert_eq!(done.events, 5, "b was deleted before the snapshot");
+    let (events, store, _) = f.finish().await;
+    let mut expected: Vec<_> = ["a", "b", "c", "d", "e", "f"]
+        .iter()
+        .map(|uid| ev("created", uid, false))
+        .collect();
+    expected.extend([
+        ev("deleted", "b", false),
+        ev("snapshot", "a", false),
+        ev("snapshot", "c", false),
+        // f's update, queued behind the request, is committed with page 1 ...
+        ev("updated", "f", false),
+        ev("snapshot", "d", false),
+        ev("snapshot", "e", false),
+        ev("snapshot", "f", false),
+    ]);
+    assert_eq!(events, expected);
+    // ... so f's snapshot event, after it, carries the updated state.
+    let last = store.outbox_range(13, 13).next().unwrap().unwrap().1;
+    let data: Value = serde_json::from_str(last.event.data.get()).unwrap();
+    assert_eq!(data["object"]["spec"]["size"], 2);
+    assert_eq!(done.last_seq, 13);
 }

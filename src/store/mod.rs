@@ -382,15 +382,38 @@ impl Store {
         &self,
         prefix: &[u8],
     ) -> Box<dyn Iterator<Item = Result<(ObjectKey, StoredObject), StoreError>> + Send + '_> {
+        self.objects_after(prefix, None)
+    }
+
+    /// Stored objects whose key starts with `prefix`, in key order, from the first key
+    /// after `after` (all of them when `None`). States are read as the iterator advances.
+    pub fn objects_after(
+        &self,
+        prefix: &[u8],
+        after: Option<&ObjectKey>,
+    ) -> Box<dyn Iterator<Item = Result<(ObjectKey, StoredObject), StoreError>> + Send + '_> {
         let t = match self.t() {
             Ok(t) => t,
             Err(e) => return Box::new(std::iter::once(Err(e))),
         };
-        let iter = t.objects.scan_prefix(prefix);
-        Box::new(iter.map(|r| {
-            let (k, v) = r.map_err(io("scan objects"))?;
-            Ok((ObjectKey::from_bytes(k.to_vec()), codec::decode_state(&v)?))
-        }))
+        let iter = match after {
+            None => t.objects.scan_prefix(prefix),
+            Some(a) => t.objects.range::<&[u8], _>((
+                std::ops::Bound::Excluded(a.as_bytes()),
+                std::ops::Bound::Unbounded,
+            )),
+        };
+        let prefix = prefix.to_vec();
+        Box::new(
+            iter.take_while(move |r| match r {
+                Ok((k, _)) => k.starts_with(&prefix),
+                Err(_) => true,
+            })
+            .map(|r| {
+                let (k, v) = r.map_err(io("scan objects"))?;
+                Ok((ObjectKey::from_bytes(k.to_vec()), codec::decode_state(&v)?))
+            }),
+        )
     }
 
     /// Keys of the stored objects whose key starts with `prefix`, without reading their
