@@ -190,6 +190,9 @@ impl Capture {
             let mut pending = Some(first);
             let mut n = 0;
             let mut finished = Vec::new();
+            // At most one snapshot page per batch: a batch stays within one page plus
+            // MAX_BATCH observations however many snapshots are requested at once.
+            let mut paged = false;
             while let Some(next) = pending.take() {
                 n += 1;
                 let snapshot = match next {
@@ -212,11 +215,15 @@ impl Capture {
                     }
                 };
                 if let Some(mut s) = snapshot {
-                    match self.snapshot_page(&mut s, &mut batch, &overlay) {
-                        Ok(true) => carry.push_back(s),
-                        Ok(false) => finished.push(s),
-                        Err(e) => {
-                            error!(error = %e, snapshot = %s.request.id, events = s.events, "reading state failed; snapshot stopped");
+                    if std::mem::replace(&mut paged, true) {
+                        carry.push_back(s);
+                    } else {
+                        match self.snapshot_page(&mut s, &mut batch, &overlay) {
+                            Ok(true) => carry.push_back(s),
+                            Ok(false) => finished.push(s),
+                            Err(e) => {
+                                error!(error = %e, snapshot = %s.request.id, events = s.events, "reading state failed; snapshot stopped");
+                            }
                         }
                     }
                 }

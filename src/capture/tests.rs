@@ -394,3 +394,40 @@ async fn a_big_snapshot_is_written_page_by_page_between_other_changes() {
     assert_eq!(data["object"]["spec"]["size"], 2);
     assert_eq!(done.last_seq, 13);
 }
+
+#[tokio::test]
+async fn snapshots_requested_together_take_turns_one_page_per_batch() {
+    let f = fixture_paged(InitialMode::Skip, 2);
+    for uid in ["a", "b", "c"] {
+        f.upsert(widget(uid, 10, 1), Origin::Watch).await;
+    }
+    let mut done = Vec::new();
+    for id in ["req-1", "req-2"] {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        f.send(Observed::Snapshot {
+            scope: 0,
+            request: SnapshotRequest {
+                id: id.into(),
+                sinks: None,
+                done: Some(tx),
+            },
+        })
+        .await;
+        done.push(rx);
+    }
+    for rx in done {
+        assert_eq!(rx.await.unwrap().events, 3);
+    }
+    let (events, _, _) = f.finish().await;
+    // req-2's first page waits for a batch of its own, after req-1's first page: each
+    // request's events stay in key order, one page at a time.
+    let snapshots: Vec<_> = events
+        .iter()
+        .filter(|e| e.0 == "snapshot")
+        .map(|e| e.1.as_str())
+        .collect();
+    assert_eq!(
+        snapshots,
+        ["ns/w-a", "ns/w-b", "ns/w-c", "ns/w-a", "ns/w-b", "ns/w-c"]
+    );
+}
