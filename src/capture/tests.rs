@@ -84,6 +84,41 @@ impl Fixture {
         })
         .await;
     }
+    async fn delete(&self, o: Value) {
+        self.send(Observed::Delete {
+            scope: 0,
+            object: o,
+            received: std::time::SystemTime::now(),
+        })
+        .await;
+    }
+    async fn list_done(&self, rv: &str, seen: &[&str], mode: ListMode) {
+        self.send(Observed::ListDone {
+            scope: 0,
+            resource_version: rv.into(),
+            seen: seen.iter().map(|s| s.to_string()).collect(),
+            mode,
+        })
+        .await;
+    }
+    /// Requests an on-demand snapshot; the receiver hears when it is committed.
+    async fn snapshot(
+        &self,
+        id: &str,
+        sinks: Option<Vec<String>>,
+    ) -> tokio::sync::oneshot::Receiver<SnapshotDone> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.send(Observed::Snapshot {
+            scope: 0,
+            request: SnapshotRequest {
+                id: id.into(),
+                sinks,
+                done: Some(tx),
+            },
+        })
+        .await;
+        rx
+    }
     /// Closes the channel, waits for the last commit, returns (type, subject, inferred) of
     /// every event in the outbox.
     async fn finish(self) -> (Vec<(String, String, bool)>, Store, Arc<CaptureStats>) {
@@ -119,12 +154,7 @@ async fn watch_lifecycle_suppresses_noise_and_stale_versions() {
     f.upsert(widget("a", 11, 1), Origin::Watch).await; // status-only: suppressed
     f.upsert(widget("a", 12, 2), Origin::Watch).await; // real update
     f.upsert(widget("a", 11, 9), Origin::Watch).await; // older than stored: ignored
-    f.send(Observed::Delete {
-        scope: 0,
-        object: widget("a", 13, 2),
-        received: std::time::SystemTime::now(),
-    })
-    .await;
+    f.delete(widget("a", 13, 2)).await;
     let (events, store, stats) = f.finish().await;
     assert_eq!(
         events,
@@ -171,13 +201,7 @@ async fn relist_reconciles_creates_updates_and_deletes_as_inferred() {
         .await;
     f.upsert(widget("c", 12, 1), Origin::List(ListMode::Initial))
         .await;
-    f.send(Observed::ListDone {
-        scope: 0,
-        resource_version: "12".into(),
-        seen: ["a", "b", "c"].iter().map(|s| s.to_string()).collect(),
-        mode: ListMode::Initial,
-    })
-    .await;
+    f.list_done("12", &["a", "b", "c"], ListMode::Initial).await;
     // 410 later: a unchanged, b changed, c gone, d new.
     f.upsert(widget("a", 10, 1), Origin::List(ListMode::Relist))
         .await;
@@ -185,13 +209,7 @@ async fn relist_reconciles_creates_updates_and_deletes_as_inferred() {
         .await;
     f.upsert(widget("d", 21, 1), Origin::List(ListMode::Relist))
         .await;
-    f.send(Observed::ListDone {
-        scope: 0,
-        resource_version: "22".into(),
-        seen: ["a", "b", "d"].iter().map(|s| s.to_string()).collect(),
-        mode: ListMode::Relist,
-    })
-    .await;
+    f.list_done("22", &["a", "b", "d"], ListMode::Relist).await;
     let (events, store, _) = f.finish().await;
     assert_eq!(
         events,
@@ -219,13 +237,7 @@ async fn a_relist_recognises_unchanged_objects_without_reading_their_states() {
     let f = fixture(InitialMode::Snapshot);
     f.upsert(widget("a", 10, 1), Origin::List(ListMode::Initial))
         .await;
-    f.send(Observed::ListDone {
-        scope: 0,
-        resource_version: "10".into(),
-        seen: ["a"].iter().map(|s| s.to_string()).collect(),
-        mode: ListMode::Initial,
-    })
-    .await;
+    f.list_done("10", &["a"], ListMode::Initial).await;
     // Wait until the initial list is committed, then make a's state unreadable: only its
     // version can tell that the relisted object is unchanged.
     let mut durable = f.durable.clone();
@@ -254,13 +266,7 @@ async fn initial_skip_stores_silently_and_later_changes_publish() {
     let f = fixture(InitialMode::Skip);
     f.upsert(widget("a", 10, 1), Origin::List(ListMode::Initial))
         .await;
-    f.send(Observed::ListDone {
-        scope: 0,
-        resource_version: "10".into(),
-        seen: ["a".to_string()].into_iter().collect(),
-        mode: ListMode::Initial,
-    })
-    .await;
+    f.list_done("10", &["a"], ListMode::Initial).await;
     f.upsert(widget("a", 11, 2), Origin::Watch).await;
     let (events, _, _) = f.finish().await;
     assert_eq!(events, vec![ev("updated", "a", false)]);
@@ -300,27 +306,11 @@ async fn on_demand_snapshot_emits_every_current_object_once_per_request() {
     f.upsert(widget("a", 10, 1), Origin::Watch).await;
     f.upsert(widget("b", 11, 1), Origin::Watch).await;
     f.upsert(widget("a", 12, 2), Origin::Watch).await;
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    f.send(Observed::Snapshot {
-        scope: 0,
-        request: SnapshotRequest {
-            id: "req-1".into(),
-            sinks: Some(vec!["kafka".into()]),
-            done: Some(tx),
-        },
-    })
-    .await;
+    let rx = f.snapshot("req-1", Some(vec!["kafka".into()])).await;
     let done = rx.await.unwrap();
     assert_eq!(done.events, 2);
-    f.send(Observed::Snapshot {
-        scope: 0,
-        request: SnapshotRequest {
-            id: "req-2".into(),
-            sinks: None,
-            done: None,
-        },
-    })
-    .await;
+    // Nobody waits for this one.
+    drop(f.snapshot("req-2", None).await);
     let (events, store, _) = f.finish().await;
     assert_eq!(
         events,
@@ -353,22 +343,8 @@ async fn a_big_snapshot_is_written_page_by_page_between_other_changes() {
     for uid in ["a", "b", "c", "d", "e", "f"] {
         f.upsert(widget(uid, 10, 1), Origin::Watch).await;
     }
-    f.send(Observed::Delete {
-        scope: 0,
-        object: widget("b", 11, 1),
-        received: std::time::SystemTime::now(),
-    })
-    .await;
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    f.send(Observed::Snapshot {
-        scope: 0,
-        request: SnapshotRequest {
-            id: "req-big".into(),
-            sinks: None,
-            done: Some(tx),
-        },
-    })
-    .await;
+    f.delete(widget("b", 11, 1)).await;
+    let rx = f.snapshot("req-big", None).await;
     f.upsert(widget("f", 12, 2), Origin::Watch).await;
     let done = rx.await.unwrap();
     assert_eq!(done.events, 5, "b was deleted before the snapshot");
@@ -403,16 +379,7 @@ async fn snapshots_requested_together_take_turns_one_page_per_batch() {
     }
     let mut done = Vec::new();
     for id in ["req-1", "req-2"] {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        f.send(Observed::Snapshot {
-            scope: 0,
-            request: SnapshotRequest {
-                id: id.into(),
-                sinks: None,
-                done: Some(tx),
-            },
-        })
-        .await;
+        let rx = f.snapshot(id, None).await;
         done.push(rx);
     }
     for rx in done {
