@@ -96,28 +96,13 @@ fn array(prev: &[Value], next: &[Value], at: &mut PointerBuf, ops: &mut Vec<Patc
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::diff::tests::arb_json;
     use proptest::prelude::*;
     use serde_json::json;
 
-    fn json_value() -> impl Strategy<Value = Value> {
-        let leaf = prop_oneof![
-            Just(Value::Null),
-            any::<bool>().prop_map(Value::from),
-            (-3i64..3).prop_map(Value::from),
-            "[a-c~/]{0,2}".prop_map(Value::from),
-        ];
-        leaf.prop_recursive(4, 48, 5, |inner| {
-            prop_oneof![
-                prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
-                prop::collection::btree_map("[a-d~/]{1,2}", inner, 0..5)
-                    .prop_map(|m| Value::Object(m.into_iter().collect())),
-            ]
-        })
-    }
-
     /// A value and a mutation of it that shares most of its subtrees.
     fn pair() -> impl Strategy<Value = (Value, Value)> {
-        (json_value(), json_value(), json_value()).prop_map(|(a, b, c)| {
+        (arb_json(), arb_json(), arb_json()).prop_map(|(a, b, c)| {
             let next = json!({"same": a.clone(), "changed": c, "dropped": null});
             let prev = json!({"same": a, "changed": b, "kept": [1, 2]});
             (prev, next)
@@ -126,7 +111,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn matches_json_patch_exactly(a in json_value(), b in json_value()) {
+        fn matches_json_patch_exactly(a in arb_json(), b in arb_json()) {
             prop_assert_eq!(diff(&a, &b), json_patch::diff(&a, &b));
         }
 
