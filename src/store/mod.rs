@@ -377,16 +377,9 @@ impl Store {
             .unwrap();
     }
 
-    /// Every stored object whose key starts with `prefix` (see [`object_prefix`]).
-    pub fn objects_with_prefix(
-        &self,
-        prefix: &[u8],
-    ) -> Box<dyn Iterator<Item = Result<(ObjectKey, StoredObject), StoreError>> + Send + '_> {
-        self.objects_after(prefix, None)
-    }
-
-    /// Stored objects whose key starts with `prefix`, in key order, from the first key
-    /// after `after` (all of them when `None`). States are read as the iterator advances.
+    /// Stored objects whose key starts with `prefix` (see [`object_prefix`]), in key order,
+    /// from the first key after `after` (all of them when `None`). States are read as the
+    /// iterator advances.
     pub fn objects_after(
         &self,
         prefix: &[u8],

@@ -47,7 +47,7 @@ fn one_transaction_writes_state_outbox_and_checkpoint() {
     };
     assert_eq!(store.commit(&remove).unwrap(), Some(2));
     let left: Vec<_> = store
-        .objects_with_prefix(&object_prefix("widgets", None))
+        .objects_after(&object_prefix("widgets", None), None)
         .map(|r| r.unwrap().0.uid().to_string())
         .collect();
     assert_eq!(left, vec!["b"]);
