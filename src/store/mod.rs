@@ -156,17 +156,6 @@ impl Batch {
     pub fn is_empty(&self) -> bool {
         self.writes.is_empty() && self.checkpoints.is_empty()
     }
-
-    /// Number of events the batch appends to the outbox.
-    pub fn event_count(&self) -> usize {
-        self.writes
-            .iter()
-            .filter(|w| match w {
-                Write::Put { event, .. } | Write::Remove { event, .. } => event.is_some(),
-                Write::Emit(_) => true,
-            })
-            .count()
-    }
 }
 
 /// Store tuning.
