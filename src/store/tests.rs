@@ -19,6 +19,21 @@ fn open(dir: &Path) -> Store {
     Store::open(dir, &StoreOptions::default()).unwrap()
 }
 
+/// Runs `open` once sled has let go of the directory lock of a handle dropped just before:
+/// it releases the lock from a background thread, so an immediate reopen can find it held.
+fn when_unlocked<T, E: std::fmt::Debug>(open: impl Fn() -> Result<T, E>) -> T {
+    for _ in 0..40 {
+        match open() {
+            Ok(v) => return v,
+            Err(e) if format!("{e:?}").contains("could not acquire lock") => {
+                std::thread::sleep(std::time::Duration::from_millis(50))
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    panic!("the state directory stayed locked for 2 s")
+}
+
 #[test]
 fn one_transaction_writes_state_outbox_and_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
@@ -112,7 +127,7 @@ fn versions_are_built_for_a_directory_written_without_them() {
     }
     {
         // What an earlier release left: states, no versions, no marker.
-        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let db = when_unlocked(|| sled::Config::new().path(dir.path()).open());
         db.open_tree("versions").unwrap().clear().unwrap();
         db.open_tree("meta")
             .unwrap()
@@ -120,7 +135,7 @@ fn versions_are_built_for_a_directory_written_without_them() {
             .unwrap();
         db.flush().unwrap();
     }
-    let store = open(dir.path());
+    let store = when_unlocked(|| Store::open(dir.path(), &StoreOptions::default()));
     assert_eq!(
         store
             .version(&object_key("widgets", "ns", "b"))
@@ -189,7 +204,7 @@ proptest! {
     #[test]
     fn outbox_and_cursors_follow_the_model(ops in prop::collection::vec(op(), 1..40)) {
         let dir = tempfile::tempdir().unwrap();
-        let mut store = open(dir.path());
+        let store = open(dir.path());
         let sinks = ["nats", "kafka"];
         let mut last = 0u64;
         let mut cursors = [0u64; 2];
@@ -212,8 +227,10 @@ proptest! {
                 }
                 Op::Reopen => {
                     rt.block_on(store.flush()).unwrap();
-                    drop(store);
-                    store = open(dir.path());
+                    // sled lets go of the directory's lock from a background thread after
+                    // the last handle drops; `reopen` waits for it (a plain `open` right
+                    // after a drop failed now and then with "could not acquire lock").
+                    store.reopen().unwrap();
                 }
             }
             let min = *cursors.iter().min().unwrap();
