@@ -57,7 +57,8 @@ pub enum ConfigError {
 
 impl ConfigError {
     /// A validation error in the common format, for sink crates that check their own
-    /// section after [`sink_config`] (e.g. `invalid(file, "sinks.kafka.topic", "...")`).
+    /// section after [`sink_config`](super::sink_config) (e.g.
+    /// `invalid(file, "sinks.kafka.topic", "...")`).
     pub fn invalid(file: &str, path: impl Into<String>, message: impl Into<String>) -> Self {
         ConfigError::Invalid {
             file: file.to_owned(),
