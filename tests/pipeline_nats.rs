@@ -146,7 +146,7 @@ async fn changes_are_published_and_noise_is_not() {
     reader.expect_none(Duration::from_secs(2)).await;
 
     let (c, u, d) = (&events[0], &events[1], &events[2]);
-    // CloudEvents attributes as DESIGN.md §4 specifies.
+    // CloudEvents attributes as the README's "The event" section specifies.
     assert_eq!(c.attr("specversion"), "1.0");
     assert_eq!(c.attr("content-type"), "application/json");
     assert_eq!(

@@ -1,0 +1,159 @@
+//! The step after deserialization: defaults that depend on other values (watch names, a
+//! watch's sinks, `~` in paths) and the rules serde cannot check, section by section, then
+//! across watches (unique names).
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+
+use super::leader::validate_leader_election;
+use super::sink::validate_sinks;
+use super::state::validate_state;
+use super::watch::{default_watch_name, validate_watch};
+use super::{Config, ConfigError};
+
+/// Kubernetes DNS-1123 label: `[a-z0-9]([-a-z0-9]*[a-z0-9])?`, at most 63 characters.
+pub(super) fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// Kubernetes DNS-1123 subdomain: dot-separated labels, at most 253 characters.
+pub(super) fn is_dns_subdomain(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns_label)
+}
+
+/// Replaces a leading `~` component with `home`.
+pub(super) fn expand_home(path: &Path, home: Option<&OsStr>) -> Result<PathBuf, String> {
+    match path.strip_prefix("~") {
+        Ok(rest) => match home {
+            Some(home) if !home.is_empty() => Ok(Path::new(home).join(rest)),
+            _ => Err(format!(
+                "cannot expand {:?}: $HOME is not set (expected an absolute path)",
+                path.display().to_string()
+            )),
+        },
+        Err(_) => Ok(path.to_owned()),
+    }
+}
+
+/// Fills the defaults that depend on other values and checks every rule serde cannot.
+pub(super) fn resolve(
+    file: &str,
+    mut config: Config,
+    home: Option<&OsStr>,
+) -> Result<Config, ConfigError> {
+    let invalid = |path: &str, message: String| ConfigError::invalid(file, path, message);
+
+    // cluster
+    if config.cluster.is_empty() {
+        return Err(invalid(
+            "cluster",
+            "empty (expected the cluster name used in event source and id, e.g. prod-eu-1)".into(),
+        ));
+    }
+    if !config
+        .cluster
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+    {
+        return Err(invalid(
+            "cluster",
+            format!(
+                "invalid cluster name {:?} (expected lowercase letters, digits, '.' and '-', e.g. prod-eu-1)",
+                config.cluster
+            ),
+        ));
+    }
+
+    // kubeconfig
+    if let Some(kubeconfig) = &config.kubeconfig {
+        if kubeconfig.as_os_str().is_empty() {
+            return Err(invalid(
+                "kubeconfig",
+                "empty (expected a kubeconfig path, or no kubeconfig key for in-cluster / $KUBECONFIG)".into(),
+            ));
+        }
+        config.kubeconfig =
+            Some(expand_home(kubeconfig, home).map_err(|m| invalid("kubeconfig", m))?);
+    }
+
+    // eventTypePrefix
+    if config.event_type_prefix.is_empty() {
+        return Err(invalid(
+            "eventTypePrefix",
+            "empty (expected a CloudEvents type prefix, e.g. io.crbridge.resource)".into(),
+        ));
+    }
+    if config.event_type_prefix.chars().any(char::is_whitespace) {
+        return Err(invalid(
+            "eventTypePrefix",
+            format!(
+                "invalid event type prefix {:?} (expected no spaces, e.g. io.crbridge.resource)",
+                config.event_type_prefix
+            ),
+        ));
+    }
+
+    // state
+    validate_state(&mut config.state, home).map_err(|(path, m)| invalid(path, m))?;
+
+    // leaderElection
+    validate_leader_election(&config.leader_election).map_err(|(path, m)| invalid(path, m))?;
+
+    // sinks
+    validate_sinks(&config.sinks).map_err(|(path, m)| invalid(&path, m))?;
+
+    // watches
+    if config.watches.is_empty() {
+        return Err(invalid(
+            "watches",
+            "empty (expected at least one watch, e.g. - { group: example.com, version: v1, kind: Widget })".into(),
+        ));
+    }
+    let mut names: HashMap<String, usize> = HashMap::new();
+    for (index, watch) in config.watches.iter_mut().enumerate() {
+        let at = format!("watches[{index}]");
+        validate_watch(watch, &config.sinks)
+            .map_err(|(suffix, m)| invalid(&format!("{at}{suffix}"), m))?;
+        let derived = watch.name.is_empty();
+        if derived {
+            watch.name = default_watch_name(watch);
+        } else if !watch
+            .name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        {
+            return Err(invalid(
+                &format!("{at}.name"),
+                format!(
+                    "invalid watch name {:?} (expected letters, digits, '.', '_' and '-')",
+                    watch.name
+                ),
+            ));
+        }
+        if let Some(first) = names.get(&watch.name) {
+            let origin = if derived {
+                " (the default from plural/kind and group)"
+            } else {
+                ""
+            };
+            return Err(invalid(
+                &format!("{at}.name"),
+                format!(
+                    "duplicate watch name {:?}{origin}, also used by watches[{first}] (expected unique names: set name: on one of them)",
+                    watch.name
+                ),
+            ));
+        }
+        names.insert(watch.name.clone(), index);
+        if watch.sinks.is_empty() {
+            watch.sinks = config.sinks.keys().cloned().collect();
+        }
+    }
+    Ok(config)
+}

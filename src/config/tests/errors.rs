@@ -1,0 +1,185 @@
+//! The wording of errors: serde's messages rewritten with a key path, "did you mean"
+//! hints, syntax errors with line and column.
+
+use super::*;
+
+#[test]
+fn missing_required_keys() {
+    assert_eq!(
+        err(&with_watches("  - { group: example.com, version: v1 }")),
+        "crbridge.yaml: watches[0].kind: missing field (expected the resource kind, e.g. Widget)"
+    );
+    assert_contains(
+        &err("state: { path: /s }\nwatches: []\nsinks: {}"),
+        "crbridge.yaml: cluster: missing field (expected the cluster name used in event source and id",
+    );
+    assert_contains(
+        &err(&with_watches("  - { kind: Pod }")),
+        "crbridge.yaml: watches[0].version: missing field (expected the API version, e.g. v1)",
+    );
+    assert_contains(
+        &err("cluster: c\nstate: { outbox: {} }\nwatches: []\nsinks: {}"),
+        "crbridge.yaml: state.path: missing field (expected the state directory",
+    );
+    assert_contains(
+        &err("cluster: c\nstate: { path: /s }\nsinks: { out: { type: stdout } }"),
+        "crbridge.yaml: watches: missing field (expected a list of resources to watch",
+    );
+}
+
+#[test]
+fn unknown_keys_are_rejected_everywhere() {
+    let line = err(&with_watches(
+        "  - { version: v1, kind: Pod, includeStatuss: true }",
+    ));
+    assert_contains(
+        &line,
+        "crbridge.yaml: watches[0].includeStatuss: unknown key (expected one of: name, group, version, kind, plural,",
+    );
+    assert_contains(&line, "did you mean includeStatus?");
+    assert_contains(
+        &err(&with_top("clusterName: x")),
+        "crbridge.yaml: clusterName: unknown key (expected one of: cluster, kubeconfig, state, http, leaderElection, eventTypePrefix, watches, sinks)",
+    );
+    let line =
+        err(&with_top("").replace("path: /tmp/s", "path: /tmp/s, outbox: { retentoin: 1h }"));
+    assert_contains(&line, "crbridge.yaml: state.outbox.retentoin: unknown key (expected one of: retention, maxBytes, max_bytes)");
+    assert_contains(&line, "did you mean retention?");
+    assert_contains(
+        &err(&with_top("leaderElection: { lease: x }")),
+        "crbridge.yaml: leaderElection.lease: unknown key (expected one of: enabled, namespace, leaseName,",
+    );
+    assert_contains(
+        &err(&with_top("http: { port: 1 }")),
+        "crbridge.yaml: http.port: unknown key (expected one of: listen)",
+    );
+}
+
+#[test]
+fn bad_units() {
+    assert_eq!(
+        err(&with_top("").replace("path: /tmp/s", "path: /tmp/s, outbox: { retention: 24x }")),
+        r#"crbridge.yaml: state.outbox.retention: invalid duration "24x" (expected e.g. 30s, 15m, 24h, 7d)"#
+    );
+    assert_contains(
+        &err(&with_top("").replace("path: /tmp/s", "path: /tmp/s, outbox: { max_bytes: 2gb }")),
+        r#"crbridge.yaml: state.outbox.max_bytes: invalid byte size "2gb" (expected e.g. 512, 64KiB, 64MiB, 2GiB)"#,
+    );
+    assert_contains(
+        &err(&with_top("").replace("path: /tmp/s", "path: /tmp/s, flushEvery: [1]")),
+        "crbridge.yaml: state.flushEvery: wrong type: a list (expected a duration such as 500ms, 30s, 15m, 24h or 7d)",
+    );
+    assert_contains(
+        &err(&with_top("").replace(
+            "path: /tmp/s",
+            "path: /tmp/s, outbox: { max_bytes: 1GiB, maxBytes: 2GiB }",
+        )),
+        "crbridge.yaml: state.outbox.max_bytes: duplicate key",
+    );
+    assert_contains(
+        &err(&with_top("").replace("path: /tmp/s", "path: /tmp/s, cacheBytes: 0")),
+        "crbridge.yaml: state.cacheBytes: must be greater than 0",
+    );
+    assert_contains(
+        &err(&with_top("").replace("path: /tmp/s", "path: /tmp/s, flushEvery: 0ms")),
+        "crbridge.yaml: state.flushEvery: must be greater than 0",
+    );
+}
+
+#[test]
+fn wrong_types_and_values() {
+    assert_eq!(
+        err(&with_watches(
+            "  - { version: v1, kind: Pod, includeStatus: 3 }"
+        )),
+        "crbridge.yaml: watches[0].includeStatus: wrong type: integer `3` (expected a boolean)"
+    );
+    assert_eq!(
+        err(&with_watches(
+            "  - { version: v1, kind: Pod, initial: snap }"
+        )),
+        r#"crbridge.yaml: watches[0].initial: unknown value "snap" (expected one of: snapshot, skip); did you mean snapshot?"#
+    );
+    assert_contains(
+        &err(&with_watches(
+            "  - { version: v1, kind: Pod, payload: both }",
+        )),
+        r#"crbridge.yaml: watches[0].payload: unknown value "both" (expected one of: full, patch, full+patch)"#,
+    );
+    assert_contains(
+        &err(&with_watches(
+            "  - { version: v1, kind: Pod, events: [created, changed] }",
+        )),
+        r#"crbridge.yaml: watches[0].events[1]: unknown value "changed" (expected one of: created, updated, deleted)"#,
+    );
+    assert_contains(
+        &err(&with_watches(
+            "  - { version: v1, kind: Pod, namespaces: team-a }",
+        )),
+        "crbridge.yaml: watches[0].namespaces: wrong type: string \"team-a\" (expected a list)",
+    );
+    assert_contains(
+        &err(&with_watches("  - { version: v1, kind: }")),
+        "crbridge.yaml: watches[0].kind: empty (expected the resource kind, e.g. Widget)",
+    );
+    assert_contains(
+        &err("- cluster: x"),
+        "crbridge.yaml: (top level): wrong type: a list (expected a mapping)",
+    );
+    assert_contains(
+        &err(&with_top("http: { listen: \"localhost:9090\" }")),
+        r#"crbridge.yaml: http.listen: invalid address "localhost:9090" (expected ip:port, e.g. 0.0.0.0:9090"#,
+    );
+    assert_contains(
+        &err(&with_top("http: { listen: 9090 }")),
+        r#"crbridge.yaml: http.listen: invalid address "9090" (expected ip:port"#,
+    );
+}
+
+#[test]
+fn yaml_syntax_errors_have_line_and_column() {
+    let line = err("cluster: c\nwatches: [\n  { kind: A,\n");
+    assert_contains(&line, "crbridge.yaml: line ");
+    assert_contains(&line, ", column ");
+    assert_contains(&line, ": invalid YAML: ");
+    assert!(!line.contains(" at line "), "{line}");
+    let line = err("cluster: c\n  bad: indent\n");
+    assert_contains(&line, "crbridge.yaml: line 2, column");
+    assert_contains(
+        &err("cluster: a\n---\ncluster: b\n"),
+        "crbridge.yaml: invalid YAML: ",
+    );
+    assert_eq!(
+        err("  \n"),
+        "crbridge.yaml: (top level): empty file (expected a mapping with cluster, state, watches and sinks)"
+    );
+}
+
+#[test]
+fn config_error_accessors() {
+    let e = parse(FILE, &with_watches("  - { version: v1 }")).unwrap_err();
+    assert_eq!(e.file(), FILE);
+    assert_eq!(e.path(), Some("watches[0].kind"));
+    let e = ConfigError::invalid(FILE, "sinks.kafka.topic", "bad");
+    assert_eq!(e.to_string(), "crbridge.yaml: sinks.kafka.topic: bad");
+}
+
+#[test]
+fn edit_distance_and_suggestions() {
+    assert_eq!(edit_distance("kafak", "kafka"), 1);
+    assert_eq!(edit_distance("includeStatuss", "includeStatus"), 1);
+    assert_eq!(edit_distance("", "abc"), 3);
+    assert_eq!(
+        suggestion("nats2", ["nats", "kafka"]),
+        "; did you mean nats?"
+    );
+    assert_eq!(suggestion("zzzzz", ["nats", "kafka"]), "");
+    assert_eq!(
+        suggestion("snap", ["snapshot", "skip"]),
+        "; did you mean snapshot?"
+    );
+    assert_eq!(
+        suggestion("kafak", ["kafka", "nats"]),
+        "; did you mean kafka?"
+    );
+}

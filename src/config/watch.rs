@@ -1,0 +1,375 @@
+//! `watches`: one entry per watched resource, the change types, initial and payload modes,
+//! and the rules of one entry (the rules across entries are in `resolve`).
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+
+use serde::de::{self, Deserializer};
+use serde::Deserialize;
+
+use super::error::suggestion;
+use super::resolve::{is_dns_label, is_dns_subdomain};
+use super::SinkSection;
+
+/// One entry of `watches`: a resource kind and what to publish about it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct WatchConfig {
+    /// Unique watch name (used by `--watch`); default `{plural}.{group}`, or
+    /// `{kind-lowercase}.{group}` without a plural, without the `.{group}` for core.
+    #[serde(default, deserialize_with = "deserialize_watch_name")]
+    pub name: String,
+    /// API group; `""` or absent for the core group.
+    #[serde(default, deserialize_with = "deserialize_group")]
+    pub group: String,
+    /// API version, e.g. `v1`.
+    pub version: String,
+    /// Kind, e.g. `Widget`.
+    pub kind: String,
+    /// Plural resource name; `None`: from discovery.
+    #[serde(default)]
+    pub plural: Option<String>,
+    /// Namespaces to watch (DNS-1123 labels); empty: all namespaces.
+    #[serde(default)]
+    pub namespaces: Vec<String>,
+    /// Server-side label selector (key `labelSelector`).
+    #[serde(default)]
+    pub label_selector: Option<String>,
+    /// Server-side field selector (key `fieldSelector`).
+    #[serde(default)]
+    pub field_selector: Option<String>,
+    /// Change types to publish; non-empty, no duplicates.
+    // All three: a CDC stream is complete unless the user narrows it.
+    #[serde(default = "ChangeType::all", deserialize_with = "deserialize_events")]
+    pub events: Vec<ChangeType>,
+    /// Extra JSON Pointers (RFC 6901) dropped before diffing, e.g. `/spec/replicasHint`.
+    #[serde(default)]
+    pub ignore: Vec<String>,
+    /// Whether `status` changes count as changes (key `includeStatus`).
+    // false: status churn (conditions, timestamps) is mostly noise for consumers.
+    #[serde(default)]
+    pub include_status: bool,
+    /// What the very first start emits.
+    #[serde(default)]
+    pub initial: InitialMode,
+    /// What the event `data` carries.
+    #[serde(default)]
+    pub payload: PayloadMode,
+    /// Names of the sinks this watch publishes to; default: every defined sink.
+    #[serde(default, deserialize_with = "deserialize_watch_sinks")]
+    pub sinks: Vec<String>,
+}
+
+/// A kind of change to an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChangeType {
+    /// The object appeared.
+    Created,
+    /// The object changed (after noise is dropped).
+    Updated,
+    /// The object went away.
+    Deleted,
+}
+
+impl ChangeType {
+    /// All change types, in lifecycle order.
+    pub const ALL: [ChangeType; 3] = [
+        ChangeType::Created,
+        ChangeType::Updated,
+        ChangeType::Deleted,
+    ];
+
+    /// All change types as a `Vec` (the `events` default).
+    pub fn all() -> Vec<ChangeType> {
+        Self::ALL.to_vec()
+    }
+
+    /// The config and CloudEvent `type` spelling: `created`, `updated`, `deleted`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeType::Created => "created",
+            ChangeType::Updated => "updated",
+            ChangeType::Deleted => "deleted",
+        }
+    }
+}
+
+impl fmt::Display for ChangeType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `initial`: what the very first start (no checkpoint yet) emits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InitialMode {
+    /// A `snapshot` event for every existing object.
+    // Default: consumers that start with the bridge get the full state.
+    #[default]
+    Snapshot,
+    /// Nothing for existing objects; only later changes.
+    Skip,
+}
+
+impl InitialMode {
+    /// The config spelling: `snapshot` or `skip`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InitialMode::Snapshot => "snapshot",
+            InitialMode::Skip => "skip",
+        }
+    }
+}
+
+/// `payload`: what the event `data` carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+pub enum PayloadMode {
+    /// The object only.
+    #[serde(rename = "full")]
+    Full,
+    /// The JSON Patch only.
+    #[serde(rename = "patch")]
+    Patch,
+    /// Both the object and the JSON Patch.
+    // Default: consumers can use either without a second read (README, "The event").
+    #[default]
+    #[serde(rename = "full+patch")]
+    FullPatch,
+}
+
+impl PayloadMode {
+    /// The config spelling: `full`, `patch` or `full+patch`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PayloadMode::Full => "full",
+            PayloadMode::Patch => "patch",
+            PayloadMode::FullPatch => "full+patch",
+        }
+    }
+
+    /// Whether `data.object` is included.
+    pub fn includes_object(self) -> bool {
+        matches!(self, PayloadMode::Full | PayloadMode::FullPatch)
+    }
+
+    /// Whether `data.patch` is included.
+    pub fn includes_patch(self) -> bool {
+        matches!(self, PayloadMode::Patch | PayloadMode::FullPatch)
+    }
+}
+
+/// `watches[].name`: present means non-empty (absent means derived).
+fn deserialize_watch_name<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    let name = String::deserialize(deserializer)?;
+    if name.is_empty() {
+        return Err(de::Error::custom(
+            "empty (expected a watch name, or no name key for the default {plural}.{group})",
+        ));
+    }
+    Ok(name)
+}
+
+/// `watches[].group`: null (`group:` with no value) means the core group, like `""`.
+fn deserialize_group<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(deserializer)?.unwrap_or_default())
+}
+
+/// `watches[].events`: present means non-empty (absent means all three).
+fn deserialize_events<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<ChangeType>, D::Error> {
+    let events = Vec::<ChangeType>::deserialize(deserializer)?;
+    if events.is_empty() {
+        return Err(de::Error::custom(
+            "empty list (expected some of: created, updated, deleted; no events key means all three)",
+        ));
+    }
+    Ok(events)
+}
+
+/// `watches[].sinks`: present means non-empty (absent means every sink).
+fn deserialize_watch_sinks<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<String>, D::Error> {
+    let sinks = Vec::<String>::deserialize(deserializer)?;
+    if sinks.is_empty() {
+        return Err(de::Error::custom(
+            "empty list (expected sink names; no sinks key means every defined sink)",
+        ));
+    }
+    Ok(sinks)
+}
+
+/// Identity of an object: ignoring any of these (or a parent) would break keys and ids.
+const PROTECTED_POINTERS: [&str; 5] = [
+    "/metadata/uid",
+    "/metadata/name",
+    "/metadata/namespace",
+    "/apiVersion",
+    "/kind",
+];
+
+/// Checks one watch. Errors carry (path suffix after `watches[i]`, message).
+pub(super) fn validate_watch(
+    watch: &mut WatchConfig,
+    sinks: &BTreeMap<String, SinkSection>,
+) -> Result<(), (String, String)> {
+    if !watch.group.is_empty() && !is_dns_subdomain(&watch.group) {
+        return Err((
+            ".group".into(),
+            format!(
+                "invalid API group {:?} (expected a lowercase DNS name such as example.com, or \"\" for the core group)",
+                watch.group
+            ),
+        ));
+    }
+    if watch.version.contains('/') {
+        return Err((
+            ".version".into(),
+            format!(
+                "{:?} contains \"/\" (expected only the version, e.g. v1; the group goes in group:)",
+                watch.version
+            ),
+        ));
+    }
+    let version_ok =
+        watch.version.starts_with(|c: char| c.is_ascii_lowercase()) && is_dns_label(&watch.version);
+    if !version_ok {
+        return Err((
+            ".version".into(),
+            format!(
+                "invalid API version {:?} (expected e.g. v1, v1beta1)",
+                watch.version
+            ),
+        ));
+    }
+    let kind_ok = watch.kind.starts_with(|c: char| c.is_ascii_alphabetic())
+        && watch.kind.chars().all(|c| c.is_ascii_alphanumeric());
+    if !kind_ok {
+        let message = if watch.kind.is_empty() {
+            "empty (expected the resource kind, e.g. Widget)".to_owned()
+        } else {
+            format!(
+                "invalid kind {:?} (expected letters and digits, e.g. Widget)",
+                watch.kind
+            )
+        };
+        return Err((".kind".into(), message));
+    }
+    if let Some(plural) = &watch.plural {
+        if !is_dns_label(plural) {
+            return Err((
+                ".plural".into(),
+                format!(
+                    "invalid plural {plural:?} (expected a lowercase resource name, e.g. widgets)"
+                ),
+            ));
+        }
+    }
+    let mut seen = HashSet::new();
+    for (i, namespace) in watch.namespaces.iter().enumerate() {
+        if !is_dns_label(namespace) {
+            return Err((
+                format!(".namespaces[{i}]"),
+                format!(
+                    "invalid namespace {namespace:?} (expected a DNS-1123 label: lowercase letters, digits and '-', at most 63 characters)"
+                ),
+            ));
+        }
+        if !seen.insert(namespace.as_str()) {
+            return Err((
+                format!(".namespaces[{i}]"),
+                format!("duplicate namespace {namespace:?}"),
+            ));
+        }
+    }
+    // A blank selector selects everything: same as no selector.
+    for selector in [&mut watch.label_selector, &mut watch.field_selector] {
+        if selector.as_deref().is_some_and(|s| s.trim().is_empty()) {
+            *selector = None;
+        }
+    }
+    let mut seen = HashSet::new();
+    for (i, event) in watch.events.iter().enumerate() {
+        if !seen.insert(*event) {
+            return Err((
+                format!(".events[{i}]"),
+                format!(
+                    "duplicate {:?} (expected each of created, updated, deleted at most once)",
+                    event.as_str()
+                ),
+            ));
+        }
+    }
+    let mut seen = HashSet::new();
+    for (i, pointer) in watch.ignore.iter().enumerate() {
+        let at = format!(".ignore[{i}]");
+        if !pointer.starts_with('/') {
+            return Err((
+                at,
+                format!(
+                    "invalid JSON Pointer {pointer:?} (expected RFC 6901, starting with \"/\", e.g. /spec/replicasHint)"
+                ),
+            ));
+        }
+        let bad_escape = pointer
+            .split('~')
+            .skip(1)
+            .any(|after| !after.starts_with('0') && !after.starts_with('1'));
+        if bad_escape {
+            return Err((
+                at,
+                format!(
+                    "invalid JSON Pointer {pointer:?} (\"~\" must be followed by 0 or 1, RFC 6901)"
+                ),
+            ));
+        }
+        if let Some(protected) = PROTECTED_POINTERS.iter().find(|p| {
+            **p == pointer
+                || p.strip_prefix(pointer.as_str())
+                    .is_some_and(|r| r.starts_with('/'))
+        }) {
+            return Err((
+                at,
+                format!("{pointer:?} cannot be ignored ({protected} identifies the object)"),
+            ));
+        }
+        if !seen.insert(pointer.as_str()) {
+            return Err((at, format!("duplicate pointer {pointer:?}")));
+        }
+    }
+    let mut seen = HashSet::new();
+    for (i, sink) in watch.sinks.iter().enumerate() {
+        if !sinks.contains_key(sink) {
+            let defined: Vec<&str> = sinks.keys().map(String::as_str).collect();
+            return Err((
+                format!(".sinks[{i}]"),
+                format!(
+                    "unknown sink {sink:?} (defined sinks: {}){}",
+                    defined.join(", "),
+                    suggestion(sink, defined.iter().copied())
+                ),
+            ));
+        }
+        if !seen.insert(sink.as_str()) {
+            return Err((format!(".sinks[{i}]"), format!("duplicate sink {sink:?}")));
+        }
+    }
+    Ok(())
+}
+
+/// `{plural}.{group}`, or `{kind-lowercase}.{group}` without a plural; no `.{group}` for
+/// the core group.
+pub(super) fn default_watch_name(watch: &WatchConfig) -> String {
+    let resource = watch
+        .plural
+        .clone()
+        .unwrap_or_else(|| watch.kind.to_lowercase());
+    if watch.group.is_empty() {
+        resource
+    } else {
+        format!("{resource}.{}", watch.group)
+    }
+}

@@ -1,0 +1,104 @@
+//! Reads of object states, their resourceVersions and watch checkpoints.
+
+use super::{codec, io, ObjectKey, Store, StoreError, StoredObject};
+
+impl Store {
+    /// The stored state of one object.
+    pub fn object(&self, key: &ObjectKey) -> Result<Option<StoredObject>, StoreError> {
+        match self
+            .t()?
+            .objects
+            .get(key.as_bytes())
+            .map_err(io("read object"))?
+        {
+            None => Ok(None),
+            Some(v) => codec::decode_state(&v).map(Some),
+        }
+    }
+
+    /// The resourceVersion of one object's stored state, without reading the state.
+    pub fn version(&self, key: &ObjectKey) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .t()?
+            .versions
+            .get(key.as_bytes())
+            .map_err(io("read version"))?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// Replaces one object's stored state with raw bytes, leaving its version alone: lets
+    /// tests show which paths read states.
+    #[cfg(test)]
+    pub(crate) fn overwrite_state_raw(&self, key: &ObjectKey, value: &[u8]) {
+        self.t()
+            .unwrap()
+            .objects
+            .insert(key.as_bytes(), value)
+            .unwrap();
+    }
+
+    /// Stored objects whose key starts with `prefix` (see
+    /// [`object_prefix`](super::object_prefix)), in key order, from the first key after
+    /// `after` (all of them when `None`). States are read as the iterator advances.
+    pub fn objects_after(
+        &self,
+        prefix: &[u8],
+        after: Option<&ObjectKey>,
+    ) -> Box<dyn Iterator<Item = Result<(ObjectKey, StoredObject), StoreError>> + Send + '_> {
+        let t = match self.t() {
+            Ok(t) => t,
+            Err(e) => return Box::new(std::iter::once(Err(e))),
+        };
+        let iter = match after {
+            None => t.objects.scan_prefix(prefix),
+            Some(a) => t.objects.range::<&[u8], _>((
+                std::ops::Bound::Excluded(a.as_bytes()),
+                std::ops::Bound::Unbounded,
+            )),
+        };
+        let prefix = prefix.to_vec();
+        Box::new(
+            iter.take_while(move |r| match r {
+                Ok((k, _)) => k.starts_with(&prefix),
+                Err(_) => true,
+            })
+            .map(|r| {
+                let (k, v) = r.map_err(io("scan objects"))?;
+                Ok((ObjectKey::from_bytes(k.to_vec()), codec::decode_state(&v)?))
+            }),
+        )
+    }
+
+    /// Keys of the stored objects whose key starts with `prefix`, without reading their
+    /// states.
+    pub fn object_keys_with_prefix(
+        &self,
+        prefix: &[u8],
+    ) -> Box<dyn Iterator<Item = Result<ObjectKey, StoreError>> + Send + '_> {
+        let t = match self.t() {
+            Ok(t) => t,
+            Err(e) => return Box::new(std::iter::once(Err(e))),
+        };
+        Box::new(t.versions.scan_prefix(prefix).keys().map(|k| {
+            Ok(ObjectKey::from_bytes(
+                k.map_err(io("scan objects"))?.to_vec(),
+            ))
+        }))
+    }
+
+    /// Number of stored objects whose key starts with `prefix`.
+    pub fn count_objects(&self, prefix: &[u8]) -> usize {
+        self.t()
+            .map_or(0, |t| t.versions.scan_prefix(prefix).keys().count())
+    }
+
+    /// The checkpointed resourceVersion of a watch scope.
+    pub fn checkpoint(&self, key: &[u8]) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .t()?
+            .checkpoints
+            .get(key)
+            .map_err(io("read checkpoint"))?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+}
