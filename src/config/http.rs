@@ -32,9 +32,9 @@ impl Default for HttpConfig {
     }
 }
 
-/// `http.listen`: `ip:port` through `SocketAddr::from_str`, with a message that shows the
+/// `http.listen` and `admin.listen`: `ip:port` through `SocketAddr::from_str`, with a message that shows the
 /// expected form.
-fn deserialize_socket_addr<'de, D: Deserializer<'de>>(
+pub(super) fn deserialize_socket_addr<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<SocketAddr, D::Error> {
     struct AddrVisitor;

@@ -11,7 +11,7 @@
 //! `sinks.{name}.{path}` key paths.
 //!
 //! Each section has its own file holding its type, its defaults (with the reason for each
-//! number) and its rules: `state`, `http`, `leader`, `watch`, `sink`. `resolve` runs those
+//! number) and its rules: `state`, `http`, `admin`, `leader`, `watch`, `sink`. `resolve` runs those
 //! rules in order and checks what spans sections; `de` holds the serde helpers and key
 //! paths, `error` the wording of [`ConfigError`].
 //!
@@ -24,6 +24,7 @@
 //!   kafka: { type: kafka, brokers: "127.0.0.1:9092", topic: "crbridge.{group}.{plural}" }
 //! ```
 
+mod admin;
 mod de;
 mod error;
 mod http;
@@ -42,6 +43,7 @@ use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_path_to_error::Segment;
 
+pub use admin::AdminConfig;
 pub use crbridge_sink_api::template::{Template, TemplateError, Var};
 pub use crbridge_sink_api::units::{format_duration, parse_bytes, parse_duration, UnitError};
 pub use error::ConfigError;
@@ -75,6 +77,9 @@ pub struct Config {
     /// HTTP endpoint for metrics, health and the admin API.
     #[serde(default)]
     pub http: HttpConfig,
+    /// The admin API: its own listener and its bearer token.
+    #[serde(default)]
+    pub admin: AdminConfig,
     /// Lease-based leader election (key `leaderElection`).
     #[serde(default)]
     pub leader_election: LeaderElectionConfig,

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
+use super::admin::validate_admin;
 use super::leader::validate_leader_election;
 use super::sink::validate_sinks;
 use super::state::validate_state;
@@ -101,6 +102,9 @@ pub(super) fn resolve(
 
     // state
     validate_state(&mut config.state, home).map_err(|(path, m)| invalid(path, m))?;
+
+    // admin
+    validate_admin(&mut config.admin, &config.http, home).map_err(|(path, m)| invalid(path, m))?;
 
     // leaderElection
     validate_leader_election(&config.leader_election).map_err(|(path, m)| invalid(path, m))?;

@@ -14,6 +14,7 @@ use super::http::default_listen;
 use super::resolve::{expand_home, resolve};
 use super::*;
 
+mod admin;
 mod errors;
 mod parse;
 mod sink;
