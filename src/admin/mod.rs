@@ -10,6 +10,7 @@
 //!
 //! [`client`] is the other end, used by the CLI.
 
+pub mod auth;
 pub mod client;
 
 use std::collections::{HashMap, HashSet};
