@@ -34,9 +34,6 @@ pub use crbridge_sink_api::template::{Template, TemplateError, Var};
 use crbridge_sink_api::units;
 pub use crbridge_sink_api::units::{format_duration, parse_bytes, parse_duration, UnitError};
 
-/// The sink `type`s crbridge knows, in the order error messages list them.
-pub const SINK_TYPES: [&str; 4] = ["kafka", "nats", "amqp", "stdout"];
-
 /// Why a configuration could not be loaded. Every variant displays as one line starting
 /// with the file name.
 #[derive(Debug, thiserror::Error)]
@@ -419,7 +416,7 @@ impl PayloadMode {
 pub struct SinkSection {
     /// The key under `sinks` (`[a-z0-9_-]+`).
     pub name: String,
-    /// The `type` key: one of [`SINK_TYPES`].
+    /// The `type` key: one of [`crate::sinks::known_types`].
     pub kind: String,
     /// The whole section including `type`, converted from YAML.
     pub raw: Value,
@@ -611,17 +608,33 @@ pub fn sink_config<T: DeserializeOwned>(
     file: &str,
     section: &SinkSection,
 ) -> Result<T, ConfigError> {
+    serde_path_to_error::deserialize(sink_keys(section))
+        .map_err(|err| sink_schema_error(file, section, err.path(), &err.inner().to_string()))
+}
+
+/// The sink's own keys of a section: all but [`COMMON_SINK_KEYS`], which crbridge reads.
+pub fn sink_keys(section: &SinkSection) -> Value {
     let mut raw = section.raw.clone();
     if let Value::Object(map) = &mut raw {
         for k in COMMON_SINK_KEYS {
             map.remove(*k);
         }
     }
+    raw
+}
+
+/// Words serde's `message` about `path` inside a sink's own keys as a schema error at
+/// `sinks.{name}.{path}` (what [`sink_config`] reports; sink factories get it through
+/// `crate::sinks`).
+pub fn sink_schema_error(
+    file: &str,
+    section: &SinkSection,
+    path: &serde_path_to_error::Path,
+    message: &str,
+) -> ConfigError {
     let prefix = join_key("sinks", &section.name);
-    serde_path_to_error::deserialize(raw).map_err(|err| {
-        let hint = |_: &str| format!("a value: required by the {} sink", section.kind);
-        schema_error(file, &prefix, err.path(), &err.inner().to_string(), &hint)
-    })
+    let hint = |_: &str| format!("a value: required by the {} sink", section.kind);
+    schema_error(file, &prefix, path, message, &hint)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1340,7 +1353,8 @@ fn validate_sink(name: &str, section: &SinkSection) -> Result<(), (&'static str,
             format!("invalid sink name {name:?} (expected lowercase letters, digits, '_' and '-')"),
         ));
     }
-    let types = SINK_TYPES.join(", ");
+    let known = crate::sinks::known_types();
+    let types = known.join(", ");
     let Value::Object(map) = &section.raw else {
         return Err((
             "",
@@ -1352,12 +1366,12 @@ fn validate_sink(name: &str, section: &SinkSection) -> Result<(), (&'static str,
     };
     match map.get("type") {
         None => Err((".type", format!("missing field (expected one of: {types})"))),
-        Some(Value::String(kind)) if SINK_TYPES.contains(&kind.as_str()) => Ok(()),
+        Some(Value::String(kind)) if known.contains(&kind.as_str()) => Ok(()),
         Some(Value::String(kind)) => Err((
             ".type",
             format!(
                 "unknown sink type {kind:?} (expected one of: {types}){}",
-                suggestion(kind, SINK_TYPES)
+                suggestion(kind, known.iter().copied())
             ),
         )),
         Some(other) => Err((
