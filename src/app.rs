@@ -185,13 +185,8 @@ pub fn open_store(config: &Config) -> anyhow::Result<Store> {
 pub async fn run(config: Config, file: &str) -> anyhow::Result<()> {
     // Everything that can be wrong in the config or the cluster fails before anything starts.
     let mut connectors = Vec::new();
-    for (name, section) in &config.sinks {
-        let policy = crate::config::sink_policy(file, section)?;
-        connectors.push((
-            name.clone(),
-            crate::sinks::connector(file, section)?,
-            policy,
-        ));
+    for (name, sink) in crate::sinks::configure(file, &config)? {
+        connectors.push((name, sink.connector(), sink.policy));
     }
     let client = kube_client(&config).await?;
     let (scopes, rules) = plan(&config, &client).await?;

@@ -76,8 +76,8 @@ pub async fn run(path: &Path) -> anyhow::Result<ExitCode> {
     }
     for (name, section) in &cfg.sinks {
         let item = format!("sink {name}");
-        let connector = match crate::sinks::connector(&file, section) {
-            Ok(c) => c,
+        let sink = match crate::sinks::configure_sink(&file, section) {
+            Ok(s) => s,
             Err(e) => {
                 failed = true;
                 line(false, &item, &e.to_string());
@@ -85,11 +85,11 @@ pub async fn run(path: &Path) -> anyhow::Result<ExitCode> {
             }
         };
         let probe = async {
-            let sink = connector().await?;
-            sink.healthcheck().await
+            let connected = sink.connect().await?;
+            connected.healthcheck().await
         };
         match tokio::time::timeout(std::time::Duration::from_secs(15), probe).await {
-            Ok(Ok(())) => line(true, &item, &format!("{} reachable", section.kind)),
+            Ok(Ok(())) => line(true, &item, &format!("{} reachable", sink.kind)),
             Ok(Err(e)) => {
                 failed = true;
                 line(false, &item, &chain(&e));

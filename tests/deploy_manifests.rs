@@ -208,10 +208,8 @@ fn configmap_config_is_valid_and_matches_the_statefulset() {
         .expect("configmap.yaml: data.crbridge.yaml");
     let file = "configmap.yaml:crbridge.yaml";
     let config = crbridge::config::parse(file, text).unwrap_or_else(|e| panic!("{e}"));
-    for section in config.sinks.values() {
-        if let Err(e) = crbridge::sinks::connector(file, section) {
-            panic!("{e}");
-        }
+    if let Err(e) = crbridge::sinks::configure(file, &config) {
+        panic!("{e}");
     }
     assert!(
         text.contains("env:KAFKA_PASSWORD"),

@@ -24,7 +24,7 @@ pub async fn run(config: &Config, file: &str, req: ReplayRequest) -> anyhow::Res
             // A range that is gone fails before anything connects.
             crate::replay::resolve_start(&store, req.start)?;
             let section = &config.sinks[&req.sink];
-            let connector = crate::sinks::connector(file, section)?;
+            let connector = crate::sinks::configure_sink(file, section)?.connector();
             let sink = connector()
                 .await
                 .with_context(|| format!("connecting sink {}", req.sink))?;

@@ -126,6 +126,7 @@ async fn publish_until(
             continue;
         }
         let stats = Arc::new(DispatchStats::default());
+        let sink = crate::sinks::configure_sink(file, section)?;
         let d = Dispatcher {
             name: name.clone(),
             watches: config
@@ -135,11 +136,11 @@ async fn publish_until(
                 .map(|w| w.name.clone())
                 .collect::<HashSet<_>>(),
             store: store.clone(),
-            connector: crate::sinks::connector(file, section)?,
+            connector: sink.connector(),
             durable: durable.clone(),
             stats: stats.clone(),
             drain_timeout: Duration::from_secs(10),
-            policy: crate::config::sink_policy(file, section)?,
+            policy: sink.policy,
             metrics: Arc::new(crate::metrics::Metrics::new()),
         };
         running.push((name.clone(), stats, tokio::spawn(d.run(cancel.clone()))));

@@ -6,9 +6,9 @@
 //! one-line [`ConfigError`] of the form `{file}: {key path}: {what is wrong (expected ...)}`.
 //! Unknown keys are rejected everywhere.
 //!
-//! Sink sections are kept untyped ([`SinkSection::raw`]): each sink crate owns its config
-//! type and deserializes it with [`sink_config`], which reports errors with the same
-//! `sinks.{name}.{path}` key paths.
+//! Sink sections are kept untyped here ([`SinkSection::raw`]): right after loading,
+//! `crate::sinks::configure` hands each to its sink crate's factory, which deserializes its
+//! own typed config and reports errors with the same `sinks.{name}.{path}` key paths.
 //!
 //! Each section has its own file holding its type, its defaults (with the reason for each
 //! number) and its rules: `state`, `http`, `admin`, `leader`, `watch`, `sink`. `resolve` runs those
@@ -50,7 +50,8 @@ pub use error::ConfigError;
 pub use http::HttpConfig;
 pub use leader::LeaderElectionConfig;
 pub use sink::{
-    sink_config, sink_policy, ErrorPolicy, OversizePolicy, SinkPolicy, SinkSection, SINK_TYPES,
+    sink_config, sink_keys, sink_policy, sink_schema_error, ErrorPolicy, OversizePolicy,
+    SinkPolicy, SinkSection,
 };
 pub use state::{OutboxConfig, StateConfig};
 pub use watch::{ChangeType, InitialMode, PayloadMode, WatchConfig};

@@ -12,17 +12,15 @@ use super::de::join_key;
 use super::error::{json_kind, schema_error, suggestion};
 use super::ConfigError;
 
-/// The sink `type`s crbridge knows, in the order error messages list them.
-pub const SINK_TYPES: [&str; 4] = ["kafka", "nats", "amqp", "stdout"];
-
-/// One entry of `sinks`, untyped: the sink crate deserializes it with [`sink_config`].
+/// One entry of `sinks`, untyped until `crate::sinks::configure` hands it to the sink
+/// crate's factory, which deserializes its own config type from [`sink_keys`].
 ///
 /// `Debug` prints only the name, type and keys: the values may hold broker credentials.
 #[derive(Clone)]
 pub struct SinkSection {
     /// The key under `sinks` (`[a-z0-9_-]+`).
     pub name: String,
-    /// The `type` key: one of [`SINK_TYPES`].
+    /// The `type` key: one of [`crate::sinks::known_types`].
     pub kind: String,
     /// The whole section including `type`, converted from YAML.
     pub raw: Value,
@@ -42,7 +40,6 @@ impl fmt::Debug for SinkSection {
     }
 }
 
-/// Deserializes a sink's section (without its `type` key) into the sink's own config type.
 /// Keys every sink section has, handled by crbridge rather than by the sink's own config.
 const COMMON_SINK_KEYS: &[&str] = &["type", "onError", "oversize"];
 
@@ -100,22 +97,39 @@ pub fn sink_policy(file: &str, section: &SinkSection) -> Result<SinkPolicy, Conf
         schema_error(file, &prefix, err.path(), &err.inner().to_string(), &hint)
     })
 }
-/// Errors name the key path as `sinks.{name}.{path}`.
+/// Deserializes a sink's own keys (all but [`COMMON_SINK_KEYS`]) into `T`. Errors name the
+/// key path as `sinks.{name}.{path}`.
 pub fn sink_config<T: DeserializeOwned>(
     file: &str,
     section: &SinkSection,
 ) -> Result<T, ConfigError> {
+    serde_path_to_error::deserialize(sink_keys(section))
+        .map_err(|err| sink_schema_error(file, section, err.path(), &err.inner().to_string()))
+}
+
+/// The sink's own keys of a section: all but [`COMMON_SINK_KEYS`], which crbridge reads.
+pub fn sink_keys(section: &SinkSection) -> Value {
     let mut raw = section.raw.clone();
     if let Value::Object(map) = &mut raw {
         for k in COMMON_SINK_KEYS {
             map.remove(*k);
         }
     }
+    raw
+}
+
+/// Words serde's `message` about `path` inside a sink's own keys as a schema error at
+/// `sinks.{name}.{path}` (what [`sink_config`] reports; sink factories get it through
+/// `crate::sinks`).
+pub fn sink_schema_error(
+    file: &str,
+    section: &SinkSection,
+    path: &serde_path_to_error::Path,
+    message: &str,
+) -> ConfigError {
     let prefix = join_key("sinks", &section.name);
-    serde_path_to_error::deserialize(raw).map_err(|err| {
-        let hint = |_: &str| format!("a value: required by the {} sink", section.kind);
-        schema_error(file, &prefix, err.path(), &err.inner().to_string(), &hint)
-    })
+    let hint = |_: &str| format!("a value: required by the {} sink", section.kind);
+    schema_error(file, &prefix, path, message, &hint)
 }
 
 /// Checks a sink's name and `type`. Errors carry (path suffix after `sinks.{name}`, message).
@@ -130,7 +144,8 @@ fn validate_sink(name: &str, section: &SinkSection) -> Result<(), (&'static str,
             format!("invalid sink name {name:?} (expected lowercase letters, digits, '_' and '-')"),
         ));
     }
-    let types = SINK_TYPES.join(", ");
+    let known = crate::sinks::known_types();
+    let types = known.join(", ");
     let Value::Object(map) = &section.raw else {
         return Err((
             "",
@@ -142,12 +157,12 @@ fn validate_sink(name: &str, section: &SinkSection) -> Result<(), (&'static str,
     };
     match map.get("type") {
         None => Err((".type", format!("missing field (expected one of: {types})"))),
-        Some(Value::String(kind)) if SINK_TYPES.contains(&kind.as_str()) => Ok(()),
+        Some(Value::String(kind)) if known.contains(&kind.as_str()) => Ok(()),
         Some(Value::String(kind)) => Err((
             ".type",
             format!(
                 "unknown sink type {kind:?} (expected one of: {types}){}",
-                suggestion(kind, SINK_TYPES)
+                suggestion(kind, known.iter().copied())
             ),
         )),
         Some(other) => Err((

@@ -1,16 +1,6 @@
 use crbridge_sink_api::template::Template;
+use crbridge_sink_api::ContentMode;
 use serde::Deserialize;
-
-/// How the event is laid out in the AMQP message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum ContentMode {
-    /// Attributes as headers, `data` as the body, `content_type: application/json`.
-    #[default]
-    Binary,
-    /// The whole event as `application/cloudevents+json` in the body.
-    Structured,
-}
 
 /// The exchange type crbridge declares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]

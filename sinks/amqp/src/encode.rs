@@ -5,7 +5,7 @@ use crbridge_sink_api::{Event, Route};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::BasicProperties;
 
-use crate::ContentMode;
+use crbridge_sink_api::ContentMode;
 
 /// Persistent delivery: the broker writes the message to disk (for durable queues).
 const PERSISTENT: u8 = 2;

@@ -10,11 +10,52 @@
 //! * Exchange declared (durable) at start, or only checked (`declareExchange: false`).
 //! * Routing key from a template, values escaped with `escape_token` so a value cannot add a
 //!   word or a wildcard.
+//! * `crbridge tail` reads through an exclusive queue of its own bound to the exchange.
 #![forbid(unsafe_code)]
 
+use std::sync::Arc;
+
+use crbridge_sink_api::{
+    BoxFuture, ConsumeError, Consumer, Section, SectionError, Sink, SinkConfig, SinkError,
+    SinkFactory,
+};
+
 mod config;
+mod consume;
 pub mod encode;
 mod sink;
 
-pub use config::{AmqpSinkConfig, ContentMode, ExchangeKindConfig};
+pub use config::{AmqpSinkConfig, ExchangeKindConfig};
 pub use sink::AmqpSink;
+
+/// `type: amqp` in crbridge's sink registry.
+pub struct AmqpFactory;
+
+impl SinkFactory for AmqpFactory {
+    fn kind(&self) -> &'static str {
+        "amqp"
+    }
+
+    fn configure(&self, section: &Section<'_>) -> Result<Arc<dyn SinkConfig>, SectionError> {
+        Ok(Arc::new(section.parse::<AmqpSinkConfig>()?))
+    }
+}
+
+impl SinkConfig for AmqpSinkConfig {
+    fn connect(&self) -> BoxFuture<'static, Result<Arc<dyn Sink>, SinkError>> {
+        let config = self.clone();
+        Box::pin(async move { Ok(Arc::new(AmqpSink::connect(config).await?) as Arc<dyn Sink>) })
+    }
+
+    /// AMQP keeps no history: `from_start` cannot apply.
+    fn consume(
+        &self,
+        _from_start: bool,
+    ) -> BoxFuture<'static, Result<Box<dyn Consumer>, ConsumeError>> {
+        let config = self.clone();
+        Box::pin(async move {
+            let consumer = consume::AmqpConsumer::subscribe(&config).await?;
+            Ok(Box::new(consumer) as Box<dyn Consumer>)
+        })
+    }
+}

@@ -8,19 +8,32 @@
 //!   async-nats' `PublishAckFuture` and lapin's `PublisherConfirm` all allow.
 //! * [`SinkError`]: every failure is classified once, by the sink, as retriable or permanent.
 //!
+//! * [`SinkFactory`] / [`SinkConfig`]: how a sink crate plugs into crbridge's registry:
+//!   its `type` name, its typed config read from a [`Section`] (errors with key paths),
+//!   connect, and a [`Consumer`] of its broker for `crbridge tail` (yielding [`Received`]).
+//! * [`ContentMode`]: binary or structured CloudEvents, shared by the broker sinks.
+//!
 //! * [`template`]: routing templates (`crbridge.{cluster}.{group}.{kind}`), [`units`]:
 //!   durations and byte sizes, shared by every config section.
 //!
-//! This crate is deliberately small: serde, serde_json and thiserror only.
+//! This crate is deliberately small: serde, serde_json, serde_path_to_error and thiserror only.
 #![forbid(unsafe_code)]
 
+mod consume;
 mod error;
 mod event;
+mod factory;
+mod mode;
 pub mod secret;
+mod section;
 mod sink;
 pub mod template;
 pub mod units;
 
+pub use consume::{ConsumeError, Consumer, Received};
 pub use error::{ErrorClass, SinkError};
 pub use event::{ChangeKind, Event, Extension, Route};
+pub use factory::{SinkConfig, SinkFactory};
+pub use mode::ContentMode;
+pub use section::{Section, SectionError, WordSchemaError};
 pub use sink::{BoxFuture, PendingAck, Sink};

@@ -15,6 +15,11 @@ pub type PendingAck = BoxFuture<'static, Result<(), SinkError>>;
 /// the returned [`PendingAck`]s in flight, and advances the sink's cursor only over the
 /// contiguous prefix of events whose ack resolved `Ok`. A sink must therefore never report
 /// success before the broker has taken responsibility for the event.
+///
+/// There is no `flush`: on shutdown the dispatcher awaits every [`PendingAck`] still in
+/// flight (up to its drain timeout), and an ack resolves only once the broker answered, so
+/// nothing handed over is left to flush. A sink that buffers must make its acks wait for
+/// that buffer too.
 pub trait Sink: Send + Sync {
     /// Hands `event` to the client. Resolves once the client accepted it (possibly after
     /// waiting for room in its own buffer) with the future of the broker's ack. An error here
@@ -34,11 +39,5 @@ pub trait Sink: Send + Sync {
     /// How many events the dispatcher may keep in flight (awaiting acks) at once.
     fn window(&self) -> usize {
         256
-    }
-
-    /// Waits until every event handed over so far has been answered by the broker, or the
-    /// client gave up. Called on shutdown.
-    fn flush(&self) -> BoxFuture<'_, Result<(), SinkError>> {
-        Box::pin(async { Ok(()) })
     }
 }

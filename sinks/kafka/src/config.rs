@@ -3,18 +3,8 @@ use std::time::Duration;
 
 use crbridge_sink_api::template::Template;
 use crbridge_sink_api::units;
+use crbridge_sink_api::ContentMode;
 use serde::Deserialize;
-
-/// How the event is laid out in the Kafka record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum ContentMode {
-    /// Attributes in `ce_*` headers, `data` as the value, `content-type` header.
-    #[default]
-    Binary,
-    /// The whole event as `application/cloudevents+json` in the value.
-    Structured,
-}
 
 /// `sinks.<name>` with `type: kafka`.
 #[derive(Debug, Clone, Deserialize)]

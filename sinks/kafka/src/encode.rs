@@ -9,7 +9,7 @@ use std::borrow::Cow;
 use crbridge_sink_api::template::Template;
 use crbridge_sink_api::{Event, Route};
 
-use crate::ContentMode;
+use crbridge_sink_api::ContentMode;
 
 /// Maximum topic name length Kafka accepts.
 pub const MAX_TOPIC_LEN: usize = 249;

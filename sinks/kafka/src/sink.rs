@@ -89,7 +89,7 @@ impl KafkaSink {
     }
 }
 
-/// librdkafka's metadata and flush calls block: run them off the async threads.
+/// librdkafka's metadata calls block: run them off the async threads.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, SinkError> + Send + 'static,
 ) -> Result<T, SinkError> {
@@ -146,18 +146,6 @@ impl Sink for KafkaSink {
 
     fn window(&self) -> usize {
         self.config.max_in_flight.max(1)
-    }
-
-    fn flush(&self) -> BoxFuture<'_, Result<(), SinkError>> {
-        Box::pin(async move {
-            let producer = self.producer.clone();
-            blocking(move || {
-                producer
-                    .flush(Duration::from_secs(10))
-                    .map_err(|e| classify("flush", e))
-            })
-            .await
-        })
     }
 }
 

@@ -2,18 +2,8 @@ use std::time::Duration;
 
 use crbridge_sink_api::template::Template;
 use crbridge_sink_api::units;
+use crbridge_sink_api::ContentMode;
 use serde::Deserialize;
-
-/// How the event is laid out in the NATS message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum ContentMode {
-    /// Attributes in `ce-*` headers, `data` as the body, `content-type: application/json`.
-    #[default]
-    Binary,
-    /// The whole event as `application/cloudevents+json` in the body.
-    Structured,
-}
 
 /// `sinks.<name>` with `type: nats`.
 #[derive(Debug, Clone, Deserialize)]

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use crbridge_sink_api::template::{escape_token, Template};
 use crbridge_sink_api::{Event, Route};
 
-use crate::ContentMode;
+use crbridge_sink_api::ContentMode;
 
 /// The subject of an event.
 pub fn subject(template: &Template, route: &Route) -> String {

@@ -19,24 +19,7 @@ impl NatsSink {
     /// Connects and creates or verifies the stream. Connection failures are retriable;
     /// a stream that exists but does not capture the subjects is permanent (operator action).
     pub async fn connect(config: NatsSinkConfig) -> Result<Self, SinkError> {
-        let url = crbridge_sink_api::secret::resolve("url", &config.url)
-            .map_err(|m| SinkError::permanent("config", m))?;
-        // Credentials go to the client as options, never inside the URL: the client logs
-        // server addresses (at DEBUG) with whatever the URL holds.
-        let (bare, user, password) = split_credentials(&url);
-        let mut options = async_nats::ConnectOptions::new();
-        options = match (user, password) {
-            (Some(u), Some(p)) => options.user_and_password(u, p),
-            (Some(token), None) => options.token(token),
-            _ => options,
-        };
-        let client = options
-            .connection_timeout(std::time::Duration::from_secs(5))
-            .connect(bare.as_str())
-            .await
-            .map_err(|e| {
-                SinkError::retriable("connect", format!("NATS at {}", redact(&url))).with_source(e)
-            })?;
+        let client = connect_client(&config.url).await?;
         let js = jetstream::ContextBuilder::new()
             .timeout(config.ack_timeout)
             .max_ack_inflight(config.max_in_flight.max(1))

@@ -5,15 +5,50 @@
 #![forbid(unsafe_code)]
 
 use std::io::Write;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use crbridge_sink_api::{BoxFuture, Event, PendingAck, Sink, SinkError};
+use crbridge_sink_api::{
+    BoxFuture, ConsumeError, Consumer, Event, PendingAck, Section, SectionError, Sink, SinkConfig,
+    SinkError, SinkFactory,
+};
 use serde::Deserialize;
+
+/// `type: stdout` in crbridge's sink registry.
+pub struct StdoutFactory;
+
+impl SinkFactory for StdoutFactory {
+    fn kind(&self) -> &'static str {
+        "stdout"
+    }
+
+    fn configure(&self, section: &Section<'_>) -> Result<Arc<dyn SinkConfig>, SectionError> {
+        Ok(Arc::new(section.parse::<StdoutSinkConfig>()?))
+    }
+}
 
 /// `sinks.<name>` with `type: stdout`: no settings.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StdoutSinkConfig {}
+
+impl SinkConfig for StdoutSinkConfig {
+    fn connect(&self) -> BoxFuture<'static, Result<Arc<dyn Sink>, SinkError>> {
+        let sink: Arc<dyn Sink> = Arc::new(StdoutSink::new(self.clone()));
+        Box::pin(async move { Ok(sink) })
+    }
+
+    /// The events go to crbridge's own standard output: there is no broker to read.
+    fn consume(
+        &self,
+        _from_start: bool,
+    ) -> BoxFuture<'static, Result<Box<dyn Consumer>, ConsumeError>> {
+        Box::pin(async {
+            Err(ConsumeError::Unsupported(
+                "writes to crbridge's own standard output: there is nothing to tail (hint: read crbridge's stdout)".into(),
+            ))
+        })
+    }
+}
 
 /// Writes events to a byte sink (standard output in production).
 pub struct StdoutSink<W: Write + Send = std::io::Stdout> {
