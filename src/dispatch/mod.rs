@@ -99,89 +99,117 @@ pub struct Dispatcher {
 impl Dispatcher {
     /// Runs until `cancel` fires and in-flight acks are drained.
     pub async fn run(self, cancel: CancellationToken) {
-        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+        let mut io = Io {
+            backoff: Backoff::new(Duration::from_millis(200), Duration::from_secs(30)),
+            sink: None,
+            window: None,
+            wait: Duration::ZERO,
+            drain_deadline: None,
+        };
         let mut state = State::Connecting;
-        let mut sink: Option<Arc<dyn Sink>> = None;
-        let mut window: Option<Window> = None;
-        // The wait of the current back-off, decided when entering it.
-        let mut wait = Duration::ZERO;
-        let mut drain_deadline = None;
-        // An outcome of applying an effect (a cursor write failed), handled before any
+        // What applying an effect produced (a cursor write failed), handled before any
         // further I/O.
         let mut follow_up: Option<Outcome> = None;
         loop {
             let outcome = match follow_up.take() {
                 Some(o) => o,
-                None => match state {
-                    State::Connecting => self.connect(&mut sink, &cancel).await,
-                    State::Publishing => match sink.clone() {
-                        Some(s) => self.publish(s.as_ref(), &mut window, &cancel).await,
-                        // Not reached: Publishing is entered only with a sink.
-                        None => Input::Retriable { connected: false }.into(),
-                    },
-                    State::BackingOff { .. } => match sleep_or_cancel(wait, &cancel).await {
-                        true => Input::Cancelled.into(),
-                        false => Input::BackoffElapsed.into(),
-                    },
-                    State::Draining { .. } => {
-                        let deadline = *drain_deadline.get_or_insert_with(|| {
-                            tokio::time::Instant::now() + self.drain_timeout
-                        });
-                        self.drain(&mut window, deadline).await.into()
-                    }
-                    State::Parked => {
-                        cancel.cancelled().await;
-                        Input::Cancelled.into()
-                    }
-                    State::Done => return,
+                None => match self.act(state, &mut io, &cancel).await {
+                    Some(o) => o,
+                    None => return,
                 },
             };
             let (next, effect) = state.next(outcome.input);
-            match effect {
-                Effect::None => {}
-                Effect::Healthy => self.stats.healthy.store(true, Ordering::Relaxed),
-                Effect::Advance { seq } => {
-                    self.stats.cursor.store(seq, Ordering::Relaxed);
-                    match self.store.set_cursor(&self.name, seq) {
-                        Ok(()) => backoff.reset(),
-                        Err(e) if matches!(next, State::Draining { .. }) => {
-                            warn!(sink = %self.name, error = %e, "writing cursor during drain failed");
-                            follow_up = Some(Input::Drained.into());
-                        }
-                        Err(e) => {
-                            follow_up = sink.as_deref().map(|s| self.failure(s, self.store_err(e)));
-                        }
+            follow_up = self.apply(effect, &outcome, next, &mut io);
+            state = next;
+        }
+    }
+
+    /// The I/O `state` asks for, as the machine's input; `None` when done.
+    async fn act(&self, state: State, io: &mut Io, cancel: &CancellationToken) -> Option<Outcome> {
+        Some(match state {
+            State::Connecting => self.connect(&mut io.sink, cancel).await,
+            State::Publishing => match io.sink.clone() {
+                Some(s) => self.publish(s.as_ref(), &mut io.window, cancel).await,
+                // Not reached: Publishing is entered only with a sink.
+                None => Input::Retriable { connected: false }.into(),
+            },
+            State::BackingOff { .. } => match sleep_or_cancel(io.wait, cancel).await {
+                true => Input::Cancelled.into(),
+                false => Input::BackoffElapsed.into(),
+            },
+            State::Draining { .. } => {
+                let deadline = *io
+                    .drain_deadline
+                    .get_or_insert_with(|| tokio::time::Instant::now() + self.drain_timeout);
+                self.drain(&mut io.window, deadline).await.into()
+            }
+            State::Parked => {
+                cancel.cancelled().await;
+                Input::Cancelled.into()
+            }
+            State::Done => return None,
+        })
+    }
+
+    /// Applies the effect of the transition that `outcome` caused into `next`.
+    fn apply(
+        &self,
+        effect: Effect,
+        outcome: &Outcome,
+        next: State,
+        io: &mut Io,
+    ) -> Option<Outcome> {
+        match effect {
+            Effect::None => None,
+            Effect::Healthy => {
+                self.stats.healthy.store(true, Ordering::Relaxed);
+                None
+            }
+            Effect::Advance { seq } => {
+                self.stats.cursor.store(seq, Ordering::Relaxed);
+                match self.store.set_cursor(&self.name, seq) {
+                    Ok(()) => {
+                        io.backoff.reset();
+                        None
                     }
-                }
-                Effect::Failed { label, disconnect } => {
-                    self.stats.healthy.store(false, Ordering::Relaxed);
-                    self.metrics.error(label);
-                    if disconnect {
-                        sink = None;
+                    Err(e) if matches!(next, State::Draining { .. }) => {
+                        warn!(sink = %self.name, error = %e, "writing cursor during drain failed");
+                        Some(Input::Drained.into())
                     }
-                    window = None;
-                    let error = outcome.error.unwrap_or_default();
-                    wait = match next {
-                        State::BackingOff {
-                            delay: Delay::Halted,
-                            ..
-                        } => HALTED_RETRY,
-                        _ => backoff.next_delay(),
-                    };
-                    match outcome.input {
-                        Input::ConnectFailed => {
-                            warn!(sink = %self.name, error = %error, retry_in = ?wait, "connecting sink failed")
-                        }
-                        Input::Halt { .. } => {
-                            error!(sink = %self.name, error = %error, "event cannot be published; the sink is halted at it and retried slowly until the operator acts")
-                        }
-                        _ => {
-                            warn!(sink = %self.name, error = %error, retry_in = ?wait, "publishing failed; resending from the cursor")
-                        }
-                    }
+                    Err(e) => io
+                        .sink
+                        .as_deref()
+                        .map(|s| self.failure(s, self.store_err(e))),
                 }
             }
-            state = next;
+            Effect::Failed { label, disconnect } => {
+                self.stats.healthy.store(false, Ordering::Relaxed);
+                self.metrics.error(label);
+                if disconnect {
+                    io.sink = None;
+                }
+                io.window = None;
+                io.wait = match next {
+                    State::BackingOff {
+                        delay: Delay::Halted,
+                        ..
+                    } => HALTED_RETRY,
+                    _ => io.backoff.next_delay(),
+                };
+                let (error, wait) = (outcome.error.as_deref().unwrap_or_default(), io.wait);
+                match outcome.input {
+                    Input::ConnectFailed => {
+                        warn!(sink = %self.name, error, retry_in = ?wait, "connecting sink failed")
+                    }
+                    Input::Halt { .. } => {
+                        error!(sink = %self.name, error, "event cannot be published; the sink is halted at it and retried slowly until the operator acts")
+                    }
+                    _ => {
+                        warn!(sink = %self.name, error, retry_in = ?wait, "publishing failed; resending from the cursor")
+                    }
+                }
+                None
+            }
         }
     }
 
@@ -221,6 +249,19 @@ impl Dispatcher {
             source,
         }
     }
+}
+
+/// What the driver keeps between states.
+struct Io {
+    backoff: Backoff,
+    /// The connected sink, from Connecting until a failure that disconnected it.
+    sink: Option<Arc<dyn Sink>>,
+    /// The events in flight, from the first publish until a failure.
+    window: Option<Window>,
+    /// The wait of the current back-off, decided when entering it.
+    wait: Duration,
+    /// When draining gives up, set when it starts.
+    drain_deadline: Option<tokio::time::Instant>,
 }
 
 /// What the I/O of one state produced: the machine's input and, for a failure, the error
