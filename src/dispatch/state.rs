@@ -1,13 +1,15 @@
 //! The dispatcher's state machine, without I/O: what happens next after each outcome.
 //!
 //! ```text
-//!                     ┌──────── connect failed ────────┐
-//!                     ▼                                │
-//!   Connecting ──connected──> Publishing ──settled──> Publishing
-//!       ▲                      │  │  │
-//!       │     retriable / halt │  │  └──cancel──────────> Draining ──drained──> Done
-//!       │                      ▼  └──capture closed────> Draining ──drained──> Parked ──cancel──> Done
-//!       └── disconnected ── BackingOff ── still connected ──> Publishing
+//!   Connecting ──connected──────────────────────────> Publishing ◀─┐ settled
+//!     ▲    │                                            │    │     │ (cursor moves)
+//!     │    └─connect failed─> BackingOff ◀─retriable────┘    └─────┘
+//!     │                        │   │       error / halt
+//!     └──────── disconnected ──┘   └── still connected ──> Publishing
+//!
+//!   Publishing ──cancel─────────> Draining ──drained──> Done
+//!   Publishing ──capture closed─> Draining ──drained──> Parked ──cancel──> Done
+//!   Connecting, BackingOff ──cancel──> Done
 //! ```
 //!
 //! A retriable failure waits with exponential backoff; a halt (an event refused for good
