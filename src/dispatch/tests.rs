@@ -2,7 +2,8 @@
 //! scripts (delays, failures). The real brokers are exercised in `tests/`.
 
 use super::*;
-use crate::store::{Batch, StoreOptions, Write};
+use crate::config::ErrorPolicy;
+use crate::store::{Batch, OutboxEntry, StoreOptions, Write};
 use crbridge_sink_api::{Event, PendingAck};
 use std::sync::Mutex;
 
@@ -138,4 +139,242 @@ async fn failed_ack_resends_from_the_cursor_with_the_same_ids() {
         assert!(ids.contains(&format!("e{n}").as_str()));
     }
     assert!(ids.len() <= 9 + 4, "too many re-sends: {ids:?}");
+}
+
+/// A sink for the state machine's driver: acks each event `ack_after` after publishing it,
+/// refuses `refuse` for good, and reports every publish (id, time).
+struct TimedSink {
+    ack_after: Duration,
+    refuse: Option<&'static str>,
+    published: watch::Sender<Vec<(String, tokio::time::Instant)>>,
+}
+
+impl Sink for TimedSink {
+    fn publish<'a>(&'a self, event: &'a Event) -> BoxFuture<'a, Result<PendingAck, SinkError>> {
+        Box::pin(async move {
+            self.published
+                .send_modify(|p| p.push((event.id.clone(), tokio::time::Instant::now())));
+            if self.refuse == Some(event.id.as_str()) {
+                return Err(SinkError::permanent("publish", "scripted refusal"));
+            }
+            let after = self.ack_after;
+            let ack: PendingAck = Box::pin(async move {
+                tokio::time::sleep(after).await;
+                Ok(())
+            });
+            Ok(ack)
+        })
+    }
+
+    fn healthcheck(&self) -> BoxFuture<'_, Result<(), SinkError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn window(&self) -> usize {
+        4
+    }
+}
+
+/// A dispatcher running over events e1..=e3.
+struct Running {
+    _dir: tempfile::TempDir,
+    _durable: watch::Sender<u64>,
+    store: Store,
+    stats: Arc<DispatchStats>,
+    published: watch::Receiver<Vec<(String, tokio::time::Instant)>>,
+    connects: Arc<Mutex<Vec<tokio::time::Instant>>>,
+    cancel: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+fn start(
+    ack_after: Duration,
+    refuse: Option<&'static str>,
+    connect_failures: usize,
+    policy: SinkPolicy,
+    drain_timeout: Duration,
+) -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+    let writes = (1..=3)
+        .map(|n| {
+            Write::Emit(crate::store::test_entry(
+                &format!("e{n}"),
+                "w",
+                &format!("u{n}"),
+                0,
+            ))
+        })
+        .collect();
+    let last = store
+        .commit(&Batch {
+            writes,
+            checkpoints: vec![],
+        })
+        .unwrap()
+        .unwrap();
+    let (published_tx, published) = watch::channel(Vec::new());
+    let sink = Arc::new(TimedSink {
+        ack_after,
+        refuse,
+        published: published_tx,
+    });
+    let connects = Arc::new(Mutex::new(Vec::new()));
+    let attempts = connects.clone();
+    // Kept by `Running`: capture stays open.
+    let (durable_tx, durable) = watch::channel(last);
+    let stats = Arc::new(DispatchStats::default());
+    let d = Dispatcher {
+        name: "s".into(),
+        watches: ["w".to_string()].into_iter().collect(),
+        store: store.clone(),
+        connector: Arc::new(move || {
+            let sink = sink.clone();
+            let mut attempts = attempts.lock().unwrap();
+            attempts.push(tokio::time::Instant::now());
+            let fail = attempts.len() <= connect_failures;
+            Box::pin(async move {
+                if fail {
+                    Err(SinkError::retriable("connect", "scripted"))
+                } else {
+                    Ok(sink as Arc<dyn Sink>)
+                }
+            })
+        }),
+        durable,
+        stats: stats.clone(),
+        drain_timeout,
+        policy,
+        metrics: Arc::new(crate::metrics::Metrics::new()),
+    };
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(d.run(cancel.clone()));
+    Running {
+        _dir: dir,
+        _durable: durable_tx,
+        store,
+        stats,
+        published,
+        connects,
+        cancel,
+        task,
+    }
+}
+
+impl Running {
+    /// The publishes so far, once `done` holds for them.
+    async fn published_until(
+        &mut self,
+        done: impl Fn(&[(String, tokio::time::Instant)]) -> bool,
+    ) -> Vec<(String, tokio::time::Instant)> {
+        // Paused time: the deadline passes only if the dispatcher is stuck.
+        let wait = self.published.wait_for(|p| done(p));
+        let p = tokio::time::timeout(Duration::from_secs(3600), wait)
+            .await
+            .expect("publishes missing")
+            .unwrap()
+            .clone();
+        p
+    }
+
+    /// Cancels and waits for the dispatcher to finish; how long that took.
+    async fn stop(self) -> (Duration, u64) {
+        let at = tokio::time::Instant::now();
+        self.cancel.cancel();
+        self.task.await.unwrap();
+        (at.elapsed(), self.store.cursor("s").unwrap())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancel_drains_the_acks_in_flight() {
+    let mut r = start(
+        Duration::from_secs(5),
+        None,
+        0,
+        SinkPolicy::default(),
+        Duration::from_secs(60),
+    );
+    r.published_until(|p| p.len() == 3).await;
+    assert_eq!(r.store.cursor("s").unwrap(), 0);
+    let (took, cursor) = r.stop().await;
+    assert_eq!(cursor, 3, "drain advanced the cursor over the acks");
+    assert!(
+        took >= Duration::from_secs(5) && took < Duration::from_secs(6),
+        "{took:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn drain_gives_up_at_its_deadline() {
+    let mut r = start(
+        Duration::from_secs(120),
+        None,
+        0,
+        SinkPolicy::default(),
+        Duration::from_secs(1),
+    );
+    r.published_until(|p| p.len() == 3).await;
+    let (took, cursor) = r.stop().await;
+    assert_eq!(cursor, 0);
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(2),
+        "{took:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn failed_connects_back_off_until_the_sink_connects() {
+    let mut r = start(
+        Duration::ZERO,
+        None,
+        2,
+        SinkPolicy::default(),
+        Duration::from_secs(1),
+    );
+    r.published_until(|p| p.len() == 3).await;
+    assert!(r.stats.healthy.load(Ordering::Relaxed));
+    let connects = r.connects.lock().unwrap().clone();
+    assert_eq!(connects.len(), 3);
+    // Backoff from 200 ms, doubling, each delay jittered to between half and all of it.
+    assert!(connects[1] - connects[0] >= Duration::from_millis(100));
+    assert!(connects[2] - connects[1] >= Duration::from_millis(200));
+    let (_, cursor) = r.stop().await;
+    assert_eq!(cursor, 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn halt_retries_the_refused_event_slowly_and_holds_the_cursor() {
+    let policy = SinkPolicy {
+        on_error: ErrorPolicy::Halt,
+        ..SinkPolicy::default()
+    };
+    let mut r = start(
+        Duration::ZERO,
+        Some("e2"),
+        0,
+        policy,
+        Duration::from_secs(1),
+    );
+    let published = r
+        .published_until(|p| p.iter().filter(|(id, _)| id == "e2").count() == 3)
+        .await;
+    let tries: Vec<tokio::time::Instant> = published
+        .iter()
+        .filter(|(id, _)| id == "e2")
+        .map(|(_, at)| *at)
+        .collect();
+    for pair in tries.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(
+            gap >= state::HALTED_RETRY && gap < state::HALTED_RETRY + Duration::from_secs(1),
+            "{gap:?}"
+        );
+    }
+    assert!(!r.stats.healthy.load(Ordering::Relaxed));
+    assert_eq!(r.stats.cursor.load(Ordering::Relaxed), 1);
+    // Nothing slow is in flight: stops at once.
+    let (took, cursor) = r.stop().await;
+    assert_eq!(took, Duration::ZERO);
+    assert_eq!(cursor, 1);
 }

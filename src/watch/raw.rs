@@ -4,12 +4,35 @@
 //! needs it as one tree again; for a 4 KiB object that round trip cost more than the
 //! parse itself. These requests are the same ones `Api` sends, decoded once into
 //! [`Value`]s.
+//!
+//! The watch loop sends them through the [`ListWatch`] trait, so its I/O step also runs
+//! against a scripted API in tests.
 
-use futures::Stream;
+use std::future::Future;
+
+use futures::stream::BoxStream;
+use futures::StreamExt;
 use kube::api::{ApiResource, DynamicObject, ListParams, ObjectList, WatchEvent, WatchParams};
 use kube::core::Request;
 use kube::{Client, Resource};
 use serde_json::Value;
+
+/// A stream of watch events, as the server sends them.
+pub type WatchStream = BoxStream<'static, kube::Result<WatchEvent<Value>>>;
+
+/// The two requests a watch loop makes.
+pub trait ListWatch: Send + Sync {
+    /// One page of a list.
+    fn list(&self, lp: &ListParams)
+        -> impl Future<Output = kube::Result<ObjectList<Value>>> + Send;
+
+    /// A watch of changes after resourceVersion `version`.
+    fn watch(
+        &self,
+        wp: &WatchParams,
+        version: &str,
+    ) -> impl Future<Output = kube::Result<WatchStream>> + Send;
+}
 
 /// List / watch of one resource in one namespace (or all).
 #[derive(Clone)]
@@ -26,26 +49,22 @@ impl RawApi {
             request: Request::new(DynamicObject::url_path(resource, namespace)),
         }
     }
+}
 
-    /// One page of a list.
-    pub async fn list(&self, lp: &ListParams) -> kube::Result<ObjectList<Value>> {
+impl ListWatch for RawApi {
+    async fn list(&self, lp: &ListParams) -> kube::Result<ObjectList<Value>> {
         let mut req = self.request.list(lp).map_err(kube::Error::BuildRequest)?;
         req.extensions_mut().insert("list");
         self.client.request::<ObjectList<Value>>(req).await
     }
 
-    /// A watch from `version`.
-    pub async fn watch(
-        &self,
-        wp: &WatchParams,
-        version: &str,
-    ) -> kube::Result<impl Stream<Item = kube::Result<WatchEvent<Value>>> + use<>> {
+    async fn watch(&self, wp: &WatchParams, version: &str) -> kube::Result<WatchStream> {
         let mut req = self
             .request
             .watch(wp, version)
             .map_err(kube::Error::BuildRequest)?;
         req.extensions_mut().insert("watch");
-        self.client.request_events::<Value>(req).await
+        Ok(self.client.request_events::<Value>(req).await?.boxed())
     }
 }
 

@@ -1,0 +1,336 @@
+//! The watch loop of one scope: the I/O each [`State`] asks for, through [`ListWatch`].
+//!
+//! `step` makes one request (a list page, or a watch read until it ends), reports what it
+//! saw to capture, and lets the pure [`State::next`] decide the next state; `run` repeats
+//! steps, applies backoff after failures and [`State::after_failure`].
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use futures::TryStreamExt;
+use kube::api::{ListParams, WatchEvent, WatchParams};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::raw::{self, ListWatch};
+use super::state::{Failure, Input, ListMode, State, Then};
+use super::{Observed, Origin, Scope, ScopeHealth};
+use crate::backoff::Backoff;
+use crate::metrics::{self, Metrics};
+
+/// A watch stream that delivers nothing (not even a bookmark or the server's close at its
+/// timeout) for this long is presumed dead and reopened: the server closes every watch
+/// after 290 s, so silence beyond that means a lost connection.
+pub(super) const IDLE_WATCH: Duration = Duration::from_secs(330);
+
+/// The channel to capture closed: the pipeline is shutting down.
+#[derive(Debug)]
+struct Closed;
+
+/// Runs one scope until `cancel` fires. `checkpoint` is the stored resourceVersion.
+pub async fn run<A: ListWatch>(
+    scope: Scope<A>,
+    checkpoint: Option<String>,
+    tx: mpsc::Sender<Observed>,
+    health: Arc<ScopeHealth>,
+    metrics: Arc<Metrics>,
+    cancel: CancellationToken,
+) {
+    health.progress();
+    let ctx = Ctx {
+        scope: &scope,
+        tx: &tx,
+        health: &health,
+        metrics: &metrics,
+    };
+    let ns = scope.namespace.as_deref().unwrap_or("*");
+    let mut state = State::start(checkpoint);
+    if let State::Watching { rv } = &state {
+        info!(watch = %scope.watch, namespace = ns, resource_version = %rv, "watch resumed from checkpoint");
+    }
+    let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
+    loop {
+        let step = tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = step(&ctx, state.clone()) => r,
+        };
+        state = match step {
+            Ok(next) => {
+                backoff.reset();
+                next
+            }
+            Err(StepError::Closed) => return,
+            Err(StepError::Failed {
+                failure,
+                message,
+                resume,
+            }) => {
+                if failure == Failure::Gone {
+                    metrics
+                        .gone
+                        .get_or_create(&metrics::watch(&scope.watch))
+                        .inc();
+                    warn!(watch = %scope.watch, namespace = ns, error = %message, "resourceVersion expired (410 Gone), relisting");
+                } else {
+                    metrics.error("watch");
+                    let wait = backoff.next_delay();
+                    warn!(watch = %scope.watch, namespace = ns, error = %message, retry_in = ?wait, "watch request failed");
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                }
+                resume.after_failure(failure)
+            }
+        };
+    }
+}
+
+enum StepError {
+    /// Capture is gone: stop.
+    Closed,
+    /// A request failed; `resume` is the state to continue from (progress kept).
+    Failed {
+        failure: Failure,
+        message: String,
+        resume: State,
+    },
+}
+
+fn failed(e: &kube::Error, resume: State) -> StepError {
+    StepError::Failed {
+        failure: classify(e),
+        message: e.to_string(),
+        resume,
+    }
+}
+
+impl From<Closed> for StepError {
+    fn from(_: Closed) -> Self {
+        StepError::Closed
+    }
+}
+
+fn classify(e: &kube::Error) -> Failure {
+    match e {
+        kube::Error::Api(s) => Failure::from_code(s.code),
+        _ => Failure::Other,
+    }
+}
+
+async fn send(tx: &mpsc::Sender<Observed>, o: Observed) -> Result<(), Closed> {
+    tx.send(o).await.map_err(|_| Closed)
+}
+
+/// What a step needs besides its state.
+struct Ctx<'a, A> {
+    scope: &'a Scope<A>,
+    tx: &'a mpsc::Sender<Observed>,
+    health: &'a ScopeHealth,
+    metrics: &'a Metrics,
+}
+
+/// One request's worth of work in `state`, returning the next state.
+async fn step<A: ListWatch>(ctx: &Ctx<'_, A>, state: State) -> Result<State, StepError> {
+    match state {
+        State::Start => Ok(State::list(ListMode::Initial)),
+        State::Listing { .. } => list_page(ctx, state).await,
+        State::Watching { .. } => watch(ctx, state).await,
+    }
+}
+
+/// Listing: one page, its objects to capture; after the last page, the list's end.
+async fn list_page<A: ListWatch>(ctx: &Ctx<'_, A>, state: State) -> Result<State, StepError> {
+    let Ctx {
+        scope,
+        tx,
+        health,
+        metrics,
+    } = *ctx;
+    let State::Listing {
+        mode,
+        continue_token,
+        ..
+    } = &state
+    else {
+        return Ok(state);
+    };
+    let mode = *mode;
+    if continue_token.is_none() {
+        metrics
+            .relists
+            .get_or_create(&metrics::watch(&scope.watch))
+            .inc();
+        info!(watch = %scope.watch, namespace = scope.namespace.as_deref().unwrap_or("*"), mode = ?mode, "listing");
+    }
+    let mut lp = ListParams::default().limit(scope.page_size);
+    lp.label_selector = scope.label_selector.clone();
+    lp.field_selector = scope.field_selector.clone();
+    lp.continue_token = continue_token.clone();
+    let page = match scope.api.list(&lp).await {
+        Ok(page) => page,
+        Err(e) => return Err(failed(&e, state)),
+    };
+    health.progress();
+    let uids = page
+        .items
+        .iter()
+        .filter_map(|item| raw::meta_str(item, "uid"))
+        .map(str::to_string)
+        .collect();
+    for item in page.items {
+        send(
+            tx,
+            Observed::Upsert {
+                scope: scope.id,
+                object: raw::with_type(&scope.resource, item),
+                origin: Origin::List(mode),
+                received: SystemTime::now(),
+            },
+        )
+        .await?;
+    }
+    let (next, then) = state.next(Input::Page {
+        resource_version: page.metadata.resource_version,
+        uids,
+        continue_token: page.metadata.continue_,
+    });
+    if let Then::ListDone {
+        resource_version,
+        seen,
+        mode,
+    } = then
+    {
+        send(
+            tx,
+            Observed::ListDone {
+                scope: scope.id,
+                resource_version,
+                seen,
+                mode,
+            },
+        )
+        .await?;
+        health.synced.store(true, Ordering::Relaxed);
+    }
+    Ok(next)
+}
+
+/// Watching: opens a watch and reports its events until it ends, goes idle or fails.
+async fn watch<A: ListWatch>(ctx: &Ctx<'_, A>, mut state: State) -> Result<State, StepError> {
+    let Ctx {
+        scope,
+        health,
+        metrics,
+        ..
+    } = *ctx;
+    let State::Watching { rv } = &state else {
+        return Ok(state);
+    };
+    metrics
+        .watch_restarts
+        .get_or_create(&metrics::watch(&scope.watch))
+        .inc();
+    let mut wp = WatchParams::default().timeout(290);
+    wp.label_selector = scope.label_selector.clone();
+    wp.field_selector = scope.field_selector.clone();
+    let mut stream = match scope.api.watch(&wp, rv).await {
+        Ok(s) => s,
+        Err(e) => return Err(failed(&e, state)),
+    };
+    health.progress();
+    health.synced.store(true, Ordering::Relaxed);
+    loop {
+        let input = match tokio::time::timeout(IDLE_WATCH, stream.try_next()).await {
+            Err(_) => {
+                debug!(watch = %scope.watch, "watch silent too long; reopening");
+                Input::Idle
+            }
+            // The server closed the watch (timeout): reopen from where we are.
+            Ok(Ok(None)) => {
+                health.progress();
+                Input::Ended
+            }
+            Ok(Err(e)) => {
+                health.progress();
+                // Progress made so far is kept: retry from the last resourceVersion.
+                debug!(watch = %scope.watch, error = %e, "watch stream error");
+                return Err(failed(&e, state));
+            }
+            Ok(Ok(Some(ev))) => {
+                health.progress();
+                report(ctx, ev, &state).await?
+            }
+        };
+        let (next, then) = state.next(input);
+        state = next;
+        if !matches!(then, Then::Read) {
+            return Ok(state);
+        }
+    }
+}
+
+/// Sends one watch event to capture; the machine's input for it. `state` is where the
+/// watch is, to resume from if the event is an error.
+async fn report<A: ListWatch>(
+    ctx: &Ctx<'_, A>,
+    ev: WatchEvent<serde_json::Value>,
+    state: &State,
+) -> Result<Input, StepError> {
+    let scope = ctx.scope;
+    let rv_of = |o: &serde_json::Value| raw::meta_str(o, "resourceVersion").map(str::to_string);
+    let input = match ev {
+        WatchEvent::Added(o) | WatchEvent::Modified(o) => {
+            let received = SystemTime::now();
+            let resource_version = rv_of(&o);
+            send(
+                ctx.tx,
+                Observed::Upsert {
+                    scope: scope.id,
+                    object: raw::with_type(&scope.resource, o),
+                    origin: Origin::Watch,
+                    received,
+                },
+            )
+            .await?;
+            Input::Changed { resource_version }
+        }
+        WatchEvent::Deleted(o) => {
+            let received = SystemTime::now();
+            let resource_version = rv_of(&o);
+            send(
+                ctx.tx,
+                Observed::Delete {
+                    scope: scope.id,
+                    object: raw::with_type(&scope.resource, o),
+                    received,
+                },
+            )
+            .await?;
+            Input::Changed { resource_version }
+        }
+        WatchEvent::Bookmark(b) => {
+            send(
+                ctx.tx,
+                Observed::Bookmark {
+                    scope: scope.id,
+                    resource_version: b.metadata.resource_version.clone(),
+                },
+            )
+            .await?;
+            Input::Bookmark {
+                resource_version: b.metadata.resource_version,
+            }
+        }
+        WatchEvent::Error(status) => {
+            return Err(StepError::Failed {
+                failure: Failure::from_code(status.code),
+                message: format!("{} (code {})", status.message, status.code),
+                resume: state.clone(),
+            });
+        }
+    };
+    Ok(input)
+}
