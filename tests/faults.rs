@@ -112,8 +112,14 @@ async fn restart_server(name: &str) {
         }
     })
     .await;
+    // The same state folder as the server that was stopped: from another checkout (a git
+    // worktree) `up` would otherwise start a fresh server with a new CA in its own folder.
     let up = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/local/up");
-    let out = tokio::process::Command::new(up).output().await.unwrap();
+    let out = tokio::process::Command::new(up)
+        .env("CRBRIDGE_LOCAL_STATE", support::env("CRBRIDGE_LOCAL_STATE"))
+        .output()
+        .await
+        .unwrap();
     assert!(
         out.status.success(),
         "deploy/local/up after stopping {name}: {}",
