@@ -409,3 +409,37 @@ async fn snapshots_requested_together_take_turns_one_page_per_batch() {
         ["ns/w-a", "ns/w-b", "ns/w-c", "ns/w-a", "ns/w-b", "ns/w-c"]
     );
 }
+
+#[tokio::test]
+async fn inputs_take_commands_first_and_end_when_both_channels_close() {
+    let (otx, orx) = mpsc::channel(4);
+    let (ctx, crx) = mpsc::channel(4);
+    let mut inputs = Inputs {
+        observed: Some(orx),
+        commands: Some(crx),
+    };
+    let bookmark = || Observed::Bookmark {
+        scope: 0,
+        resource_version: "1".into(),
+    };
+    otx.send(bookmark()).await.unwrap();
+    ctx.send(Command::Snapshot {
+        scope: 0,
+        request: SnapshotRequest {
+            id: "r".into(),
+            sinks: None,
+            done: None,
+        },
+    })
+    .await
+    .unwrap();
+    assert!(matches!(inputs.recv().await, Some(Next::Command(_))));
+    assert!(matches!(inputs.try_recv(), Some(Next::Observed(_))));
+    assert!(inputs.try_recv().is_none());
+    // Either channel closing alone ends nothing.
+    drop(ctx);
+    otx.send(bookmark()).await.unwrap();
+    assert!(matches!(inputs.recv().await, Some(Next::Observed(_))));
+    drop(otx);
+    assert!(inputs.recv().await.is_none());
+}
