@@ -69,18 +69,15 @@ fn stages(c: &mut Criterion) {
         payload: PayloadMode::FullPatch,
     };
     let patch = diff::diff(&a, &b);
-    let change = Change {
-        kind: ChangeKind::Updated,
-        object: &b,
-        object_json: None,
-        resource_version: "102",
-        patch: Some(&patch),
-        previous_resource_version: Some("101"),
-        inferred: false,
-        changed_by: Some("bench"),
-        observed: UNIX_EPOCH + Duration::from_secs(1_800_000_000),
-        snapshot_id: None,
-    };
+    let change = Change::new(
+        ChangeKind::Updated,
+        &b,
+        "102",
+        UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+    )
+    .with_patch(Some(&patch))
+    .with_previous(Some("101"))
+    .with_changed_by(Some("bench"));
     c.bench_function("event build", |bench| {
         bench.iter(|| event::build(&who, &change).unwrap())
     });

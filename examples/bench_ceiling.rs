@@ -217,7 +217,7 @@ async fn bridge(objects: usize, updates: usize) -> anyhow::Result<()> {
             Arc::new(CaptureStats::default()),
         )
         .with_metrics(metrics.clone())
-        .run(rx, cancel.clone()),
+        .run(rx, mpsc::channel(1).1, cancel.clone()),
     );
     let watcher = tokio::spawn(watch::run(
         scope,

@@ -5,7 +5,6 @@
 //! and ends, dispatchers drain in-flight acks up to a deadline and write their cursors, the
 //! store is flushed. A second signal exits at once.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,23 +17,24 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::capture::{Capture, CaptureStats, ScopeRules};
+use crate::capture::{Capture, ScopeRules};
 use crate::config::{ChangeType, Config, WatchConfig};
 use crate::diff::Rules;
-use crate::dispatch::{DispatchStats, Dispatcher};
+use crate::dispatch::DispatchStats;
 use crate::event::Identity;
 use crate::leader::{ElectionConfig, Elector, Held};
-use crate::metrics::Metrics;
+use crate::stats::Stats;
 use crate::store::{Store, StoreOptions};
 use crate::watch::{Scope, ScopeHealth};
-use std::sync::atomic::{AtomicBool, Ordering};
+use crate::wiring::SinkSetup;
+use std::sync::atomic::Ordering;
 
 /// Observations buffered between the watches and capture. Small: the outbox is the buffer.
 const OBSERVED_CHANNEL: usize = 1024;
+/// Operator commands buffered on their way to capture: a handful of snapshot requests.
+const COMMAND_CHANNEL: usize = 16;
 /// Objects per list page: big enough for few round trips, small enough for bounded memory.
 const PAGE_SIZE: u32 = 500;
-/// How long shutdown waits for in-flight broker acks.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A kube client from the config's kubeconfig, else the usual inference (in-cluster,
 /// `KUBECONFIG`, `~/.kube/config`).
@@ -99,21 +99,6 @@ fn change_kind(c: ChangeType) -> ChangeKind {
         ChangeType::Updated => ChangeKind::Updated,
         ChangeType::Deleted => ChangeKind::Deleted,
     }
-}
-
-/// Shared state the HTTP endpoints read: metrics, health of every loop.
-#[derive(Default)]
-pub struct Stats {
-    /// Prometheus metrics.
-    pub metrics: Arc<Metrics>,
-    /// Capture counters and health.
-    pub capture: Arc<CaptureStats>,
-    /// Per-scope watch health: (watch, namespace or "*", health).
-    pub scopes: Vec<(String, String, Arc<ScopeHealth>)>,
-    /// Per-sink counters and health.
-    pub sinks: Vec<(String, Arc<DispatchStats>)>,
-    /// True while waiting for leadership (watches and sinks not started).
-    pub standby: AtomicBool,
 }
 
 /// Resolves every watch by discovery into scopes (one per namespace, or all) and the rules
@@ -184,10 +169,7 @@ pub fn open_store(config: &Config) -> anyhow::Result<Store> {
 /// Runs the bridge until a signal.
 pub async fn run(config: Config, file: &str) -> anyhow::Result<()> {
     // Everything that can be wrong in the config or the cluster fails before anything starts.
-    let mut connectors = Vec::new();
-    for (name, sink) in crate::sinks::configure(file, &config)? {
-        connectors.push((name, sink.connector(), sink.policy));
-    }
+    let sinks = SinkSetup::all(&config, file)?;
     let client = kube_client(&config).await?;
     let (scopes, rules) = plan(&config, &client).await?;
 
@@ -196,9 +178,9 @@ pub async fn run(config: Config, file: &str) -> anyhow::Result<()> {
     let last = store.last_seq()?;
     // A sink seen for the first time starts with what comes next, not with the retained
     // history of the others (that is what `replay` is for).
-    for (name, _, _) in &connectors {
-        if !store.has_cursor(name)? {
-            store.set_cursor(name, last)?;
+    for sink in &sinks {
+        if !store.has_cursor(&sink.name)? {
+            store.set_cursor(&sink.name, last)?;
         }
     }
     store.flush().await?;
@@ -216,9 +198,9 @@ pub async fn run(config: Config, file: &str) -> anyhow::Result<()> {
                 )
             })
             .collect(),
-        sinks: connectors
+        sinks: sinks
             .iter()
-            .map(|(n, _, _)| (n.clone(), Arc::new(DispatchStats::default())))
+            .map(|s| (s.name.clone(), Arc::new(DispatchStats::default())))
             .collect(),
         ..Default::default()
     });
@@ -230,10 +212,7 @@ pub async fn run(config: Config, file: &str) -> anyhow::Result<()> {
     let admin = Arc::new(crate::admin::Admin {
         store: store.clone(),
         config: config.clone(),
-        connectors: connectors
-            .iter()
-            .map(|(n, c, _)| (n.clone(), c.clone()))
-            .collect(),
+        sinks: sinks.iter().map(|s| (s.name.clone(), s.clone())).collect(),
         scopes: by_watch,
         capture: std::sync::Mutex::new(None),
     });
@@ -280,8 +259,9 @@ pub async fn run(config: Config, file: &str) -> anyhow::Result<()> {
     }
 
     let (obs_tx, obs_rx) = mpsc::channel(OBSERVED_CHANNEL);
+    let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_CHANNEL);
     if let Ok(mut c) = admin.capture.lock() {
-        *c = Some(obs_tx.clone());
+        *c = Some(cmd_tx);
     }
     let (durable_tx, durable_rx) = watch::channel(last);
     let watch_cancel = CancellationToken::new();
@@ -289,29 +269,19 @@ pub async fn run(config: Config, file: &str) -> anyhow::Result<()> {
         Capture::new(store.clone(), rules, durable_tx, stats.capture.clone())
             .with_metrics(stats.metrics.clone())
             .with_max_outbox_bytes(config.state.outbox.max_bytes)
-            .run(obs_rx, watch_cancel.clone()),
+            .run(obs_rx, cmd_rx, watch_cancel.clone()),
     );
 
     let sinks_cancel = CancellationToken::new();
     let mut dispatchers = Vec::new();
-    for ((name, connector, policy), (_, ds)) in connectors.into_iter().zip(&stats.sinks) {
-        let watches: HashSet<String> = config
-            .watches
-            .iter()
-            .filter(|w| w.sinks.contains(&name))
-            .map(|w| w.name.clone())
-            .collect();
-        let d = Dispatcher {
-            name,
-            watches,
-            store: store.clone(),
-            connector,
-            durable: durable_rx.clone(),
-            stats: ds.clone(),
-            drain_timeout: DRAIN_TIMEOUT,
-            policy,
-            metrics: stats.metrics.clone(),
-        };
+    for (sink, (_, ds)) in sinks.into_iter().zip(&stats.sinks) {
+        let d = sink.dispatcher(
+            &config,
+            store.clone(),
+            durable_rx.clone(),
+            ds.clone(),
+            stats.metrics.clone(),
+        );
         dispatchers.push(tokio::spawn(d.run(sinks_cancel.clone())));
     }
 
@@ -363,7 +333,8 @@ pub async fn run(config: Config, file: &str) -> anyhow::Result<()> {
         sinks_cancel.cancel();
     }
     info!("stopping watches");
-    // Capture ends when its last sender is gone: the admin endpoint's goes first.
+    // Capture ends when the last senders of both its channels are gone: the admin
+    // endpoint's command sender goes first.
     if let Ok(mut c) = admin.capture.lock() {
         c.take();
     }

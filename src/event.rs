@@ -90,6 +90,73 @@ pub struct Change<'a> {
     pub snapshot_id: Option<&'a str>,
 }
 
+impl<'a> Change<'a> {
+    /// A change of `kind` to `object` at `resource_version`, observed at `observed`; every
+    /// other field starts empty (no patch, no previous version, not inferred) and is set
+    /// with the `with_*` methods.
+    pub fn new(
+        kind: ChangeKind,
+        object: &'a Value,
+        resource_version: &'a str,
+        observed: SystemTime,
+    ) -> Self {
+        Change {
+            kind,
+            object,
+            object_json: None,
+            resource_version,
+            patch: None,
+            previous_resource_version: None,
+            inferred: false,
+            changed_by: None,
+            observed,
+            snapshot_id: None,
+        }
+    }
+
+    /// `object` already serialized.
+    #[must_use]
+    pub fn with_object_json(mut self, json: &'a RawValue) -> Self {
+        self.object_json = Some(json);
+        self
+    }
+
+    /// The patch from the previously published object.
+    #[must_use]
+    pub fn with_patch(mut self, patch: Option<&'a json_patch::Patch>) -> Self {
+        self.patch = patch;
+        self
+    }
+
+    /// The resourceVersion of the previously published object.
+    #[must_use]
+    pub fn with_previous(mut self, resource_version: Option<&'a str>) -> Self {
+        self.previous_resource_version = resource_version;
+        self
+    }
+
+    /// Whether a relist reconstructed the change.
+    #[must_use]
+    pub fn with_inferred(mut self, inferred: bool) -> Self {
+        self.inferred = inferred;
+        self
+    }
+
+    /// The field manager of the change.
+    #[must_use]
+    pub fn with_changed_by(mut self, manager: Option<&'a str>) -> Self {
+        self.changed_by = manager;
+        self
+    }
+
+    /// The on-demand snapshot request the change belongs to.
+    #[must_use]
+    pub fn with_snapshot_id(mut self, id: &'a str) -> Self {
+        self.snapshot_id = Some(id);
+        self
+    }
+}
+
 /// The deterministic event id: hex of SHA-256 over cluster, uid, resourceVersion and kind
 /// (first 128 bits, 32 hex characters).
 pub fn event_id(cluster: &str, uid: &str, resource_version: &str, kind: ChangeKind) -> String {
@@ -284,18 +351,15 @@ mod tests {
     }
 
     fn change<'a>(o: &'a Value, patch: Option<&'a json_patch::Patch>) -> Change<'a> {
-        Change {
-            kind: ChangeKind::Updated,
-            object: o,
-            object_json: None,
-            resource_version: "42",
-            patch,
-            previous_resource_version: Some("41"),
-            inferred: false,
-            changed_by: Some("kubectl-edit"),
-            observed: UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
-            snapshot_id: None,
-        }
+        Change::new(
+            ChangeKind::Updated,
+            o,
+            "42",
+            UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
+        )
+        .with_patch(patch)
+        .with_previous(Some("41"))
+        .with_changed_by(Some("kubectl-edit"))
     }
 
     #[test]

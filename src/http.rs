@@ -3,7 +3,6 @@
 //! admin endpoints of [`crate::admin`].
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -14,11 +13,7 @@ use axum::Router;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::app::Stats;
-
-/// A watch loop silent for this long (no page, no event, no bookmark, no reopen) is
-/// stalled: it reopens an idle watch every 330 s at the latest, so twice that is a hang.
-const STALLED_MS: u64 = 11 * 60 * 1000;
+use crate::stats::{liveness_problems, readiness_problems, Stats};
 
 /// Why the HTTP server did not start.
 #[derive(Debug, thiserror::Error)]
@@ -70,45 +65,6 @@ async fn metrics(State(stats): State<Arc<Stats>>) -> impl IntoResponse {
         )],
         stats.metrics.encode(),
     )
-}
-
-/// Problems that make the process unhealthy (it should be restarted).
-pub fn liveness_problems(stats: &Stats) -> Vec<String> {
-    let now = crate::store::now_ms();
-    stats
-        .scopes
-        .iter()
-        .filter(|(_, _, h)| {
-            now.saturating_sub(h.last_progress_ms.load(Ordering::Relaxed)) > STALLED_MS
-        })
-        .map(|(w, ns, _)| format!("watch {w} ({ns}) stalled"))
-        .collect()
-}
-
-/// Reasons the process is not ready (should not receive traffic / is not caught up).
-/// A standby waiting for leadership is ready: it is doing its job, and a StatefulSet rollout
-/// must not wait on it.
-pub fn readiness_problems(stats: &Stats) -> Vec<String> {
-    if stats.standby.load(Ordering::Relaxed) {
-        return Vec::new();
-    }
-    let mut out: Vec<String> = stats
-        .scopes
-        .iter()
-        .filter(|(_, _, h)| !h.synced.load(Ordering::Relaxed))
-        .map(|(w, ns, _)| format!("watch {w} ({ns}) not synced"))
-        .collect();
-    out.extend(
-        stats
-            .sinks
-            .iter()
-            .filter(|(_, s)| !s.healthy.load(Ordering::Relaxed))
-            .map(|(n, _)| format!("sink {n} unhealthy")),
-    );
-    if !stats.capture.healthy.load(Ordering::Relaxed) {
-        out.push("state store commits failing".into());
-    }
-    out
 }
 
 fn answer(problems: Vec<String>) -> (StatusCode, String) {

@@ -3,7 +3,8 @@
 //! The stages, each its own module: [`watch`] (list / watch with checkpoint resume) →
 //! [`capture`] (normalize, [`diff`], [`event`], one [`store`] transaction per batch) →
 //! [`dispatch`] (one per sink: publish a window of events, advance the cursor over acks).
-//! [`config`] reads `crbridge.yaml`; [`app`] wires the stages together.
+//! [`config`] reads `crbridge.yaml`; [`app`] wires the stages together, with the pieces
+//! the operator commands share in [`wiring`]; [`stats`] is what the [`http`] endpoints read.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -22,6 +23,8 @@ pub mod metrics;
 pub mod rbac;
 pub mod replay;
 pub mod sinks;
+pub mod stats;
 pub mod status;
 pub mod store;
 pub mod watch;
+pub mod wiring;

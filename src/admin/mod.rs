@@ -13,7 +13,7 @@
 pub mod auth;
 pub mod client;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
@@ -25,11 +25,12 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use crate::capture::{Command, SnapshotRequest};
 use crate::config::Config;
-use crate::dispatch::Connector;
 use crate::replay::{Progress, ReplayRequest};
 use crate::store::Store;
-use crate::watch::{Observed, ScopeId, SnapshotRequest};
+use crate::watch::ScopeId;
+use crate::wiring::{sink_watches, SinkSetup};
 
 /// What the admin endpoints need from the running daemon.
 pub struct Admin {
@@ -37,24 +38,13 @@ pub struct Admin {
     pub store: Store,
     /// The config.
     pub config: Config,
-    /// Connectors by sink name (a replay opens its own connection).
-    pub connectors: HashMap<String, Connector>,
+    /// The configured sinks by name (a replay opens its own connection).
+    pub sinks: HashMap<String, SinkSetup>,
     /// Scopes of each watch.
     pub scopes: HashMap<String, Vec<ScopeId>>,
-    /// The way into capture, once it runs (not while standing by, not after shutdown).
-    pub capture: Mutex<Option<mpsc::Sender<Observed>>>,
-}
-
-impl Admin {
-    /// The watches whose events go to `sink`.
-    pub fn sink_watches(&self, sink: &str) -> HashSet<String> {
-        self.config
-            .watches
-            .iter()
-            .filter(|w| w.sinks.iter().any(|s| s == sink))
-            .map(|w| w.name.clone())
-            .collect()
-    }
+    /// Capture's command channel, once it runs (not while standing by, not after
+    /// shutdown).
+    pub capture: Mutex<Option<mpsc::Sender<Command>>>,
 }
 
 /// Body of `POST /admin/snapshot`.
@@ -134,7 +124,7 @@ async fn replay(State(admin): State<Arc<Admin>>, Json(req): Json<ReplayRequest>)
     if let Err(e) = check_names(&admin.config, Some(&req.sink), req.watch.as_deref()) {
         return fail(StatusCode::BAD_REQUEST, e);
     }
-    let Some(connector) = admin.connectors.get(&req.sink).cloned() else {
+    let Some(connector) = admin.sinks.get(&req.sink).map(|s| s.connector.clone()) else {
         return fail(
             StatusCode::BAD_REQUEST,
             format!("unknown sink {}", req.sink),
@@ -144,7 +134,7 @@ async fn replay(State(admin): State<Arc<Admin>>, Json(req): Json<ReplayRequest>)
     tokio::spawn(async move {
         let result = async {
             let sink = connector().await.map_err(|e| e.to_string())?;
-            let watches = admin.sink_watches(&req.sink);
+            let watches = sink_watches(&admin.config, &req.sink);
             let progress_tx = tx.clone();
             let mut report = move |p: Progress| {
                 let _ = progress_tx.try_send(ReplayLine::Progress(p));
@@ -195,7 +185,7 @@ async fn snapshot(State(admin): State<Arc<Admin>>, Json(body): Json<SnapshotBody
             done: Some(done_tx),
         };
         if capture
-            .send(Observed::Snapshot { scope, request })
+            .send(Command::Snapshot { scope, request })
             .await
             .is_err()
         {

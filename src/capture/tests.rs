@@ -2,14 +2,15 @@
 
 use super::*;
 use crate::config::PayloadMode;
-use crate::store::StoreOptions;
-use crate::watch::SnapshotRequest;
-use serde_json::json;
+use crate::store::{object_key, object_prefix, StoreOptions};
+use crate::watch::{ListMode, Origin};
+use serde_json::{json, Value};
 
 struct Fixture {
     _dir: tempfile::TempDir,
     store: Store,
     tx: mpsc::Sender<Observed>,
+    commands: mpsc::Sender<Command>,
     durable: watch::Receiver<u64>,
     task: tokio::task::JoinHandle<()>,
     stats: Arc<CaptureStats>,
@@ -49,15 +50,17 @@ fn fixture_paged(initial: InitialMode, page: usize) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
     let (tx, rx) = mpsc::channel(16);
+    let (commands, crx) = mpsc::channel(16);
     let (dtx, durable) = watch::channel(0);
     let stats = Arc::new(CaptureStats::default());
     let mut cap = Capture::new(store.clone(), vec![rules(initial)], dtx, stats.clone());
     cap.snapshot_page = page;
-    let task = tokio::spawn(cap.run(rx, CancellationToken::new()));
+    let task = tokio::spawn(cap.run(rx, crx, CancellationToken::new()));
     Fixture {
         _dir: dir,
         store,
         tx,
+        commands,
         durable,
         task,
         stats,
@@ -101,28 +104,36 @@ impl Fixture {
         })
         .await;
     }
-    /// Requests an on-demand snapshot; the receiver hears when it is committed.
+    /// Requests an on-demand snapshot; the receiver hears when it is committed. Commands
+    /// and observations travel on separate channels, so the request is sent once capture
+    /// has taken every observation sent before it: the snapshot then follows them.
     async fn snapshot(
         &self,
         id: &str,
         sinks: Option<Vec<String>>,
     ) -> tokio::sync::oneshot::Receiver<SnapshotDone> {
+        while self.tx.capacity() < self.tx.max_capacity() {
+            tokio::task::yield_now().await;
+        }
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.send(Observed::Snapshot {
-            scope: 0,
-            request: SnapshotRequest {
-                id: id.into(),
-                sinks,
-                done: Some(tx),
-            },
-        })
-        .await;
+        self.commands
+            .send(Command::Snapshot {
+                scope: 0,
+                request: SnapshotRequest {
+                    id: id.into(),
+                    sinks,
+                    done: Some(tx),
+                },
+            })
+            .await
+            .unwrap();
         rx
     }
     /// Closes the channel, waits for the last commit, returns (type, subject, inferred) of
     /// every event in the outbox.
     async fn finish(self) -> (Vec<(String, String, bool)>, Store, Arc<CaptureStats>) {
         drop(self.tx);
+        drop(self.commands);
         self.task.await.unwrap();
         let durable = *self.durable.borrow();
         let events = self
@@ -336,9 +347,9 @@ async fn on_demand_snapshot_emits_every_current_object_once_per_request() {
 
 #[tokio::test]
 async fn a_big_snapshot_is_written_page_by_page_between_other_changes() {
-    // Pages of 2. Everything below is queued before capture first runs (current-thread
-    // runtime), so the batches are: the six creations, b's delete, page 1 and f's update;
-    // page 2; page 3.
+    // Pages of 2. On this current-thread runtime capture takes the six creations and b's
+    // delete in one batch before the request is sent; f's update is queued behind the
+    // request, so the batches after that are: page 1 and f's update; page 2; page 3.
     let f = fixture_paged(InitialMode::Skip, 2);
     for uid in ["a", "b", "c", "d", "e", "f"] {
         f.upsert(widget(uid, 10, 1), Origin::Watch).await;
@@ -397,4 +408,38 @@ async fn snapshots_requested_together_take_turns_one_page_per_batch() {
         snapshots,
         ["ns/w-a", "ns/w-b", "ns/w-c", "ns/w-a", "ns/w-b", "ns/w-c"]
     );
+}
+
+#[tokio::test]
+async fn inputs_take_commands_first_and_end_when_both_channels_close() {
+    let (otx, orx) = mpsc::channel(4);
+    let (ctx, crx) = mpsc::channel(4);
+    let mut inputs = Inputs {
+        observed: Some(orx),
+        commands: Some(crx),
+    };
+    let bookmark = || Observed::Bookmark {
+        scope: 0,
+        resource_version: "1".into(),
+    };
+    otx.send(bookmark()).await.unwrap();
+    ctx.send(Command::Snapshot {
+        scope: 0,
+        request: SnapshotRequest {
+            id: "r".into(),
+            sinks: None,
+            done: None,
+        },
+    })
+    .await
+    .unwrap();
+    assert!(matches!(inputs.recv().await, Some(Next::Command(_))));
+    assert!(matches!(inputs.try_recv(), Some(Next::Observed(_))));
+    assert!(inputs.try_recv().is_none());
+    // Either channel closing alone ends nothing.
+    drop(ctx);
+    otx.send(bookmark()).await.unwrap();
+    assert!(matches!(inputs.recv().await, Some(Next::Observed(_))));
+    drop(otx);
+    assert!(inputs.recv().await.is_none());
 }

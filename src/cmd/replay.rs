@@ -8,6 +8,7 @@ use super::{target, Target};
 use crate::admin::{check_names, ReplayLine};
 use crate::config::Config;
 use crate::replay::{Progress, ReplayRequest};
+use crate::wiring::{sink_watches, SinkSetup};
 
 fn show(p: &Progress) {
     eprintln!(
@@ -23,17 +24,11 @@ pub async fn run(config: &Config, file: &str, req: ReplayRequest) -> anyhow::Res
         Target::Stopped(store) => {
             // A range that is gone fails before anything connects.
             crate::replay::resolve_start(&store, req.start)?;
-            let section = &config.sinks[&req.sink];
-            let connector = crate::sinks::configure_sink(file, section)?.connector();
-            let sink = connector()
+            let setup = SinkSetup::new(file, &config.sinks[&req.sink])?;
+            let sink = (setup.connector)()
                 .await
                 .with_context(|| format!("connecting sink {}", req.sink))?;
-            let watches = config
-                .watches
-                .iter()
-                .filter(|w| w.sinks.contains(&req.sink))
-                .map(|w| w.name.clone())
-                .collect();
+            let watches = sink_watches(config, &req.sink);
             let mut report = |p: Progress| show(&p);
             crate::replay::replay(&store, sink.as_ref(), &watches, &req, &mut report).await?
         }

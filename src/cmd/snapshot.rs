@@ -1,6 +1,5 @@
 //! `crbridge snapshot`.
 
-use std::collections::HashSet;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,10 +10,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::{target, Target};
 use crate::admin::{check_names, SnapshotBody, SnapshotResult};
-use crate::capture::{Capture, CaptureStats};
+use crate::capture::{Capture, CaptureStats, Command, SnapshotRequest};
 use crate::config::Config;
-use crate::dispatch::{DispatchStats, Dispatcher};
-use crate::watch::{Observed, SnapshotRequest};
+use crate::dispatch::DispatchStats;
+use crate::wiring::{sink_watches, SinkSetup};
 
 /// Emits the current state of every object of `watch` as snapshot events (to `sink` only,
 /// if given). On a running instance they join its outbox and its dispatchers publish them;
@@ -56,6 +55,7 @@ pub async fn run(
         Target::Stopped(store) => {
             let client = crate::app::kube_client(config).await?;
             let (scopes, rules) = crate::app::plan(config, &client).await?;
+            // Only commands: no watch runs here, so the observation channel starts closed.
             let (tx, rx) = mpsc::channel(16);
             let (durable_tx, _) = watch::channel(store.last_seq()?);
             let task = tokio::spawn(
@@ -65,7 +65,7 @@ pub async fn run(
                     durable_tx,
                     Arc::new(CaptureStats::default()),
                 )
-                .run(rx, CancellationToken::new()),
+                .run(mpsc::channel(1).1, rx, CancellationToken::new()),
             );
             let id = format!("{:x}-{:08x}", crate::store::now_ms(), rand::random::<u32>());
             let mut result = SnapshotResult {
@@ -74,7 +74,7 @@ pub async fn run(
             };
             for s in scopes.iter().filter(|s| s.watch == watch_name) {
                 let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-                tx.send(Observed::Snapshot {
+                tx.send(Command::Snapshot {
                     scope: s.id,
                     request: SnapshotRequest {
                         id: id.clone(),
@@ -118,31 +118,18 @@ async fn publish_until(
     let (_durable_tx, durable) = watch::channel(upto);
     let mut running = Vec::new();
     for (name, section) in &config.sinks {
-        let carries = config
-            .watches
-            .iter()
-            .any(|w| w.name == watch_name && w.sinks.contains(name));
+        let carries = sink_watches(config, name).contains(watch_name);
         if !carries || only.is_some_and(|o| o != name) {
             continue;
         }
         let stats = Arc::new(DispatchStats::default());
-        let sink = crate::sinks::configure_sink(file, section)?;
-        let d = Dispatcher {
-            name: name.clone(),
-            watches: config
-                .watches
-                .iter()
-                .filter(|w| w.sinks.contains(name))
-                .map(|w| w.name.clone())
-                .collect::<HashSet<_>>(),
-            store: store.clone(),
-            connector: sink.connector(),
-            durable: durable.clone(),
-            stats: stats.clone(),
-            drain_timeout: Duration::from_secs(10),
-            policy: sink.policy,
-            metrics: Arc::new(crate::metrics::Metrics::new()),
-        };
+        let d = SinkSetup::new(file, section)?.dispatcher(
+            config,
+            store.clone(),
+            durable.clone(),
+            stats.clone(),
+            Arc::new(crate::metrics::Metrics::new()),
+        );
         running.push((name.clone(), stats, tokio::spawn(d.run(cancel.clone()))));
     }
     let mut last_report = std::time::Instant::now();

@@ -76,13 +76,6 @@ pub enum Observed {
         /// Why the list ran.
         mode: ListMode,
     },
-    /// Emit every stored object of the scope as a `snapshot` event.
-    Snapshot {
-        /// Which scope.
-        scope: ScopeId,
-        /// The request.
-        request: SnapshotRequest,
-    },
 }
 
 impl Observed {
@@ -92,30 +85,9 @@ impl Observed {
             Observed::Upsert { scope, .. }
             | Observed::Delete { scope, .. }
             | Observed::Bookmark { scope, .. }
-            | Observed::ListDone { scope, .. }
-            | Observed::Snapshot { scope, .. } => *scope,
+            | Observed::ListDone { scope, .. } => *scope,
         }
     }
-}
-
-/// An on-demand snapshot of one scope (not from a watch: from `crbridge snapshot`).
-#[derive(Debug)]
-pub struct SnapshotRequest {
-    /// Unique id of the request; part of every event id it produces.
-    pub id: String,
-    /// Only these sinks, when set.
-    pub sinks: Option<Vec<String>>,
-    /// Told, once the events are committed, how many there were and the last sequence.
-    pub done: Option<tokio::sync::oneshot::Sender<SnapshotDone>>,
-}
-
-/// The result of a snapshot request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SnapshotDone {
-    /// Events written.
-    pub events: usize,
-    /// Outbox sequence number at or after the last of them.
-    pub last_seq: u64,
 }
 
 /// One watched kind in one namespace (or all), listed and watched through `A`.

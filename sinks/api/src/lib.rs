@@ -28,6 +28,7 @@ pub mod secret;
 mod section;
 mod sink;
 pub mod template;
+pub mod tls;
 pub mod units;
 
 pub use consume::{ConsumeError, Consumer, Received};

@@ -1,0 +1,90 @@
+//! On-demand snapshots, written page by page: each page goes into the outbox after
+//! everything captured for its objects before it and before anything later, so a snapshot
+//! event never overtakes a newer change of its object; a big scope is never held in memory
+//! or in one transaction whole.
+
+use std::time::SystemTime;
+
+use crbridge_sink_api::ChangeKind;
+
+use super::batch::BatchBuilder;
+use super::{Capture, SnapshotDone, SnapshotRequest};
+use crate::event::Change;
+use crate::store::{object_prefix, ObjectKey, StoreError};
+use crate::watch::ScopeId;
+
+/// An on-demand snapshot being written, one page per batch.
+pub(super) struct Snapshotting {
+    scope: ScopeId,
+    request: SnapshotRequest,
+    /// The last key written; the next page starts after it.
+    after: Option<ObjectKey>,
+    /// Events written so far.
+    events: usize,
+}
+
+impl Snapshotting {
+    /// A snapshot of `scope` that has written nothing yet.
+    pub(super) fn new(scope: ScopeId, request: SnapshotRequest) -> Self {
+        Snapshotting {
+            scope,
+            request,
+            after: None,
+            events: 0,
+        }
+    }
+
+    /// The request's id.
+    pub(super) fn id(&self) -> &str {
+        &self.request.id
+    }
+
+    /// Events written so far.
+    pub(super) fn events(&self) -> usize {
+        self.events
+    }
+
+    /// Tells the requester, if it still listens, that every page is committed, up to
+    /// `last_seq`.
+    pub(super) fn reply(self, last_seq: u64) {
+        if let Some(tx) = self.request.done {
+            let _ = tx.send(SnapshotDone {
+                events: self.events,
+                last_seq,
+            });
+        }
+    }
+}
+
+impl Capture {
+    /// Writes the next page of `s` into `batch`: the current (last published) state of the
+    /// next objects in key order, as the batch leaves them. True when objects remain.
+    pub(super) fn snapshot_page(
+        &self,
+        s: &mut Snapshotting,
+        batch: &mut BatchBuilder<'_>,
+    ) -> Result<bool, StoreError> {
+        let scope = &self.scopes[s.scope];
+        let prefix = object_prefix(&scope.watch, scope.namespace.as_deref());
+        let (page, more) = batch.page(&prefix, s.after.as_ref(), self.snapshot_page)?;
+        for (_, state) in &page {
+            let change = Change::new(
+                ChangeKind::Snapshot,
+                &state.object,
+                &state.resource_version,
+                SystemTime::now(),
+            )
+            .with_previous(Some(&state.resource_version))
+            .with_snapshot_id(&s.request.id);
+            if let Some(mut entry) = self.entry(s.scope, &change) {
+                entry.sinks = s.request.sinks.clone();
+                batch.emit(entry);
+                s.events += 1;
+            }
+        }
+        if let Some((key, _)) = page.into_iter().last() {
+            s.after = Some(key);
+        }
+        Ok(more)
+    }
+}

@@ -1,0 +1,111 @@
+//! What the running daemon shares with its HTTP endpoints: metrics, and the health of every
+//! loop, with the pure checks `/healthz` and `/readyz` answer from it.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use crate::capture::CaptureStats;
+use crate::dispatch::DispatchStats;
+use crate::metrics::Metrics;
+use crate::watch::ScopeHealth;
+
+/// A watch loop silent for this long (no page, no event, no bookmark, no reopen) is
+/// stalled: it reopens an idle watch every 330 s at the latest, so twice that is a hang.
+const STALLED_MS: u64 = 11 * 60 * 1000;
+
+/// Shared state the HTTP endpoints read: metrics, health of every loop.
+#[derive(Default)]
+pub struct Stats {
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
+    /// Capture counters and health.
+    pub capture: Arc<CaptureStats>,
+    /// Per-scope watch health: (watch, namespace or "*", health).
+    pub scopes: Vec<(String, String, Arc<ScopeHealth>)>,
+    /// Per-sink counters and health.
+    pub sinks: Vec<(String, Arc<DispatchStats>)>,
+    /// True while waiting for leadership (watches and sinks not started).
+    pub standby: AtomicBool,
+}
+
+/// Problems that make the process unhealthy (it should be restarted).
+pub fn liveness_problems(stats: &Stats) -> Vec<String> {
+    let now = crate::store::now_ms();
+    stats
+        .scopes
+        .iter()
+        .filter(|(_, _, h)| {
+            now.saturating_sub(h.last_progress_ms.load(Ordering::Relaxed)) > STALLED_MS
+        })
+        .map(|(w, ns, _)| format!("watch {w} ({ns}) stalled"))
+        .collect()
+}
+
+/// Reasons the process is not ready (should not receive traffic / is not caught up).
+/// A standby waiting for leadership is ready: it is doing its job, and a StatefulSet rollout
+/// must not wait on it.
+pub fn readiness_problems(stats: &Stats) -> Vec<String> {
+    if stats.standby.load(Ordering::Relaxed) {
+        return Vec::new();
+    }
+    let mut out: Vec<String> = stats
+        .scopes
+        .iter()
+        .filter(|(_, _, h)| !h.synced.load(Ordering::Relaxed))
+        .map(|(w, ns, _)| format!("watch {w} ({ns}) not synced"))
+        .collect();
+    out.extend(
+        stats
+            .sinks
+            .iter()
+            .filter(|(_, s)| !s.healthy.load(Ordering::Relaxed))
+            .map(|(n, _)| format!("sink {n} unhealthy")),
+    );
+    if !stats.capture.healthy.load(Ordering::Relaxed) {
+        out.push("state store commits failing".into());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats() -> Stats {
+        Stats {
+            scopes: vec![("w".into(), "*".into(), Arc::new(ScopeHealth::default()))],
+            sinks: vec![("s".into(), Arc::new(DispatchStats::default()))],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn nothing_started_is_neither_ready_nor_alive_but_a_standby_is_ready() {
+        let stats = stats();
+        assert_eq!(
+            readiness_problems(&stats),
+            [
+                "watch w (*) not synced",
+                "sink s unhealthy",
+                "state store commits failing"
+            ]
+        );
+        assert_eq!(liveness_problems(&stats), ["watch w (*) stalled"]);
+        stats.standby.store(true, Ordering::Relaxed);
+        assert!(readiness_problems(&stats).is_empty());
+    }
+
+    #[test]
+    fn synced_healthy_loops_are_ready_and_alive() {
+        let stats = stats();
+        stats.scopes[0].2.synced.store(true, Ordering::Relaxed);
+        stats.scopes[0]
+            .2
+            .last_progress_ms
+            .store(crate::store::now_ms(), Ordering::Relaxed);
+        stats.sinks[0].1.healthy.store(true, Ordering::Relaxed);
+        stats.capture.healthy.store(true, Ordering::Relaxed);
+        assert!(readiness_problems(&stats).is_empty());
+        assert!(liveness_problems(&stats).is_empty());
+    }
+}
