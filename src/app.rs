@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use crate::admin::auth::AdminToken;
 use crate::capture::{Capture, ScopeRules};
 use crate::config::{ChangeType, Config, WatchConfig};
 use crate::diff::Rules;
@@ -173,8 +174,14 @@ pub async fn run(config: Config, file: &str) -> anyhow::Result<()> {
     let client = kube_client(&config).await?;
     let (scopes, rules) = plan(&config, &client).await?;
 
-    let listener = crate::http::bind(config.http.listen).await?;
+    let listener = crate::http::bind("http.listen", config.http.listen).await?;
+    let admin_listener = crate::http::bind("admin.listen", config.admin.listen).await?;
     let store = open_store(&config)?;
+    // After the store: its lock makes this the only process touching the state directory.
+    let token = Arc::new(AdminToken::load_or_create(
+        config.admin.token_file.as_deref(),
+        &config.state.path,
+    )?);
     let last = store.last_seq()?;
     // A sink seen for the first time starts with what comes next, not with the retained
     // history of the others (that is what `replay` is for).
@@ -209,17 +216,20 @@ pub async fn run(config: Config, file: &str) -> anyhow::Result<()> {
     for s in &scopes {
         by_watch.entry(s.watch.clone()).or_default().push(s.id);
     }
+    let shutdown = CancellationToken::new();
     let admin = Arc::new(crate::admin::Admin {
         store: store.clone(),
         config: config.clone(),
         sinks: sinks.iter().map(|s| (s.name.clone(), s.clone())).collect(),
         scopes: by_watch,
         capture: std::sync::Mutex::new(None),
+        busy: Arc::new(tokio::sync::Semaphore::new(1)),
+        shutdown: shutdown.clone(),
     });
     let http_cancel = CancellationToken::new();
-    let http = crate::http::serve(listener, stats.clone(), admin.clone(), http_cancel.clone());
+    let http = crate::http::serve(listener, stats.clone(), http_cancel.clone());
+    let admin_http = crate::admin::serve(admin_listener, admin.clone(), token, http_cancel.clone());
 
-    let shutdown = CancellationToken::new();
     tokio::spawn({
         let shutdown = shutdown.clone();
         async move {
@@ -251,6 +261,7 @@ pub async fn run(config: Config, file: &str) -> anyhow::Result<()> {
         if !e.acquire(&shutdown).await {
             http_cancel.cancel();
             let _ = http.await;
+            let _ = admin_http.await;
             info!("stopped while standing by");
             return Ok(());
         }
@@ -357,6 +368,7 @@ pub async fn run(config: Config, file: &str) -> anyhow::Result<()> {
     }
     http_cancel.cancel();
     let _ = http.await;
+    let _ = admin_http.await;
     let _ = gauges.await;
     info!("stopped");
     if lost {

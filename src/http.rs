@@ -1,6 +1,7 @@
 //! The HTTP endpoints on `http.listen`: `/metrics` (Prometheus), `/healthz` (the loops are
-//! alive), `/readyz` (every watch synced, every sink healthy, commits succeeding), and the
-//! admin endpoints of [`crate::admin`].
+//! alive), `/readyz` (every watch synced, every sink healthy, commits succeeding). Nothing
+//! here changes state, so nothing here asks for credentials; the admin API, which does, has
+//! its own listener and token ([`crate::admin::serve`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,10 +16,12 @@ use tracing::info;
 
 use crate::stats::{liveness_problems, readiness_problems, Stats};
 
-/// Why the HTTP server did not start.
+/// Why an HTTP listener did not start.
 #[derive(Debug, thiserror::Error)]
-#[error("http.listen {addr}: {source}")]
+#[error("{key} {addr}: {source}")]
 pub struct HttpError {
+    /// The config key of the address (`http.listen`, `admin.listen`).
+    pub key: &'static str,
     /// The configured address.
     pub addr: SocketAddr,
     /// The bind error.
@@ -26,18 +29,20 @@ pub struct HttpError {
     pub source: std::io::Error,
 }
 
-/// Binds `addr` (first, so a taken port fails before anything starts).
-pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, HttpError> {
+/// Binds `addr`, configured at `key` (first, so a taken port fails before anything starts).
+pub async fn bind(
+    key: &'static str,
+    addr: SocketAddr,
+) -> Result<tokio::net::TcpListener, HttpError> {
     tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|source| HttpError { addr, source })
+        .map_err(|source| HttpError { key, addr, source })
 }
 
 /// Serves on `listener` until `cancel` fires. Logs the bound address (useful with port 0).
 pub fn serve(
     listener: tokio::net::TcpListener,
     stats: Arc<Stats>,
-    admin: Arc<crate::admin::Admin>,
     cancel: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     let bound = listener.local_addr().ok();
@@ -45,8 +50,7 @@ pub fn serve(
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(stats)
-        .merge(crate::admin::routes(admin));
+        .with_state(stats);
     if let Some(addr) = bound {
         info!(addr = %addr, "http listening");
     }

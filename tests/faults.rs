@@ -281,7 +281,10 @@ async fn a_full_disk_pauses_capture_and_recovers_without_a_restart() {
     r.bridge.start();
     let line = r.bridge.wait_logged("http listening", WAIT).await;
     let base = format!("http://{}", line["addr"].as_str().unwrap());
+    let line = r.bridge.wait_logged("admin listening", WAIT).await;
+    let admin = format!("http://{}", line["addr"].as_str().unwrap());
     r.bridge.wait_logged("crbridge running", WAIT).await;
+    let token = support::admin_token(std::path::Path::new(&format!("{m}/state")));
     let workload = Workload::start(r.api.clone(), &r.crd, 30, Duration::from_millis(10));
     tokio::time::sleep(Duration::from_secs(1)).await;
 
@@ -308,12 +311,15 @@ async fn a_full_disk_pauses_capture_and_recovers_without_a_restart() {
     // The checkpoint does not move while commits fail (status may briefly fail while the
     // store is reopened: ask until it answers).
     let checkpoint = || {
-        let base = base.clone();
+        let admin = admin.clone();
+        let token = token.clone();
         async move {
             support::eventually("a status answer", WAIT, || {
-                let base = base.clone();
+                let admin = admin.clone();
+                let token = token.clone();
                 async move {
-                    let (code, body) = support::http_get(&format!("{base}/admin/status"));
+                    let (code, body) =
+                        support::http_get_authorized(&format!("{admin}/admin/status"), &token);
                     let v: serde_json::Value = serde_json::from_str(&body).ok()?;
                     (code == 200).then(|| v["watches"][0]["checkpoints"].clone())
                 }

@@ -72,8 +72,10 @@ async fn replay_snapshot_and_status_on_a_running_and_a_stopped_instance() {
         support::env("CRBRIDGE_AMQP_URL")
     );
     let port = support::free_port();
-    let yaml = support::config_with_sinks(dir.path(), &crd, &ns, &["rabbit"], &sinks, "")
-        .replace("listen: 127.0.0.1:0", &format!("listen: 127.0.0.1:{port}"));
+    let yaml = support::config_with_sinks(dir.path(), &crd, &ns, &["rabbit"], &sinks, "").replace(
+        "admin:\n  listen: 127.0.0.1:0",
+        &format!("admin:\n  listen: 127.0.0.1:{port}"),
+    );
     let mut bridge = Bridge::new(dir.path(), &yaml);
     let cfg = bridge.config.to_str().unwrap().to_string();
     bridge.start();

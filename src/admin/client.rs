@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
+use super::auth::AdminToken;
+
 /// Why an admin request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -28,10 +30,11 @@ pub enum ClientError {
     },
 }
 
-/// Sends `method path` with an optional JSON body; calls `on_line` for every line of the
-/// answer's body as it arrives; returns the HTTP status.
+/// Sends `method path` with an optional JSON body and the admin `token`; calls `on_line` for
+/// every line of the answer's body as it arrives; returns the HTTP status.
 pub async fn request(
     addr: SocketAddr,
+    token: &AdminToken,
     method: &str,
     path: &str,
     json: Option<&str>,
@@ -44,7 +47,8 @@ pub async fn request(
     let mut stream = BufReader::new(stream);
     let body = json.unwrap_or("");
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\nauthorization: {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        token.authorization(),
         body.len()
     );
     stream

@@ -1,6 +1,8 @@
-//! The admin endpoints a running instance serves next to `/metrics` (sled allows one
+//! The admin endpoints a running instance serves on `admin.listen` (sled allows one
 //! process per state directory, so `status`, `replay` and `snapshot` against a running
-//! instance go through it):
+//! instance go through it). Every request needs `Authorization: Bearer <token>`
+//! ([`auth`]); bodies are limited to [`MAX_BODY`]; one replay or snapshot runs at a time
+//! (409 while one runs), and a running replay stops when the instance shuts down:
 //!
 //! * `GET /admin/status` — [`crate::status::Status`] as JSON;
 //! * `POST /admin/replay` — body [`ReplayRequest`]; answers newline-delimited JSON:
@@ -17,14 +19,17 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
 
+use self::auth::AdminToken;
 use crate::capture::{Command, SnapshotRequest};
 use crate::config::Config;
 use crate::replay::{Progress, ReplayRequest};
@@ -45,7 +50,15 @@ pub struct Admin {
     /// Capture's command channel, once it runs (not while standing by, not after
     /// shutdown).
     pub capture: Mutex<Option<mpsc::Sender<Command>>>,
+    /// One permit: a replay or a snapshot holds it while it runs.
+    pub busy: Arc<Semaphore>,
+    /// Cancelled on shutdown; a running replay stops with it.
+    pub shutdown: CancellationToken,
 }
+
+/// Request bodies are a few names and numbers; 64 KiB is far above any real one and keeps
+/// a hostile body from costing memory.
+pub const MAX_BODY: usize = 64 * 1024;
 
 /// Body of `POST /admin/snapshot`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -77,13 +90,51 @@ pub enum ReplayLine {
     Error(String),
 }
 
-/// The admin routes.
-pub fn routes(admin: Arc<Admin>) -> Router {
+/// The admin routes, behind the bearer `token`.
+pub fn routes(admin: Arc<Admin>, token: Arc<AdminToken>) -> Router {
     Router::new()
         .route("/admin/status", get(status))
         .route("/admin/replay", post(replay))
         .route("/admin/snapshot", post(snapshot))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(admin)
+        .layer(axum::middleware::from_fn_with_state(
+            token,
+            auth::require_token,
+        ))
+}
+
+/// Serves the admin routes on `listener` until `cancel` fires. Logs the bound address
+/// (useful with port 0).
+pub fn serve(
+    listener: tokio::net::TcpListener,
+    admin: Arc<Admin>,
+    token: Arc<AdminToken>,
+    cancel: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    if let Ok(addr) = listener.local_addr() {
+        info!(addr = %addr, "admin listening");
+    }
+    let app = routes(admin, token).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { cancel.cancelled().await })
+            .await;
+    })
+}
+
+/// The permit to run a replay or a snapshot; `None` while another one runs.
+fn one_at_a_time(admin: &Admin) -> Option<OwnedSemaphorePermit> {
+    admin.busy.clone().try_acquire_owned().ok()
+}
+
+/// The 409 answer while another replay or snapshot runs.
+fn busy() -> Response {
+    fail(
+        StatusCode::CONFLICT,
+        "a replay or snapshot is already running on this instance (hint: wait for it to finish)"
+            .into(),
+    )
 }
 
 fn fail(code: StatusCode, msg: String) -> Response {
@@ -130,9 +181,14 @@ async fn replay(State(admin): State<Arc<Admin>>, Json(req): Json<ReplayRequest>)
             format!("unknown sink {}", req.sink),
         );
     };
+    let Some(permit) = one_at_a_time(&admin) else {
+        return busy();
+    };
     let (tx, rx) = mpsc::channel::<ReplayLine>(16);
     tokio::spawn(async move {
-        let result = async {
+        let _permit = permit;
+        let shutdown = admin.shutdown.clone();
+        let work = async {
             let sink = connector().await.map_err(|e| e.to_string())?;
             let watches = sink_watches(&admin.config, &req.sink);
             let progress_tx = tx.clone();
@@ -142,8 +198,11 @@ async fn replay(State(admin): State<Arc<Admin>>, Json(req): Json<ReplayRequest>)
             crate::replay::replay(&admin.store, sink.as_ref(), &watches, &req, &mut report)
                 .await
                 .map_err(|e| e.to_string())
-        }
-        .await;
+        };
+        let result = tokio::select! {
+            r = work => r,
+            _ = shutdown.cancelled() => Err("crbridge is shutting down: replay stopped (hint: run it again; events keep their ids)".to_string()),
+        };
         let last = match result {
             Ok(p) => ReplayLine::Done(p),
             Err(e) => ReplayLine::Error(e),
@@ -171,6 +230,9 @@ async fn snapshot(State(admin): State<Arc<Admin>>, Json(body): Json<SnapshotBody
             StatusCode::SERVICE_UNAVAILABLE,
             "not capturing (standing by for leadership, or shutting down)".into(),
         );
+    };
+    let Some(_permit) = one_at_a_time(&admin) else {
+        return busy();
     };
     let id = format!("{:x}-{:08x}", crate::store::now_ms(), rand::random::<u32>());
     let mut result = SnapshotResult {

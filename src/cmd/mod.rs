@@ -1,6 +1,7 @@
 //! The operator commands `status`, `replay`, `snapshot` and `tail`. The first three work on
 //! a stopped instance (opening its state directory) and on a running one (through its admin
-//! endpoint on `http.listen`, since sled allows one process per state directory).
+//! endpoint on `admin.listen`, with the token the instance wrote into its state directory or
+//! `admin.tokenFile`, since sled allows one process per state directory).
 
 pub mod replay;
 pub mod snapshot;
@@ -9,8 +10,9 @@ pub mod tail;
 
 use std::net::SocketAddr;
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 
+use crate::admin::auth::AdminToken;
 use crate::config::Config;
 use crate::store::{Store, StoreOptions};
 
@@ -19,7 +21,39 @@ pub enum Target {
     /// No process holds the state directory: it is open here.
     Stopped(Store),
     /// A running crbridge holds it: its admin endpoint.
-    Running(SocketAddr),
+    Running(Endpoint),
+}
+
+/// The admin endpoint of a running instance and the token it accepts.
+pub struct Endpoint {
+    /// Where it listens, as reached from this host.
+    pub addr: SocketAddr,
+    /// The bearer token.
+    pub token: AdminToken,
+}
+
+impl Endpoint {
+    /// Sends one request (see [`crate::admin::client::request`]); a refused token is an
+    /// error that says where the token was read.
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        json: Option<&str>,
+        on_line: &mut (dyn FnMut(&str) + Send),
+    ) -> anyhow::Result<u16> {
+        let code =
+            crate::admin::client::request(self.addr, &self.token, method, path, json, on_line)
+                .await
+                .context("the state directory is in use, so crbridge should be running")?;
+        if code == 401 {
+            bail!(
+                "the admin endpoint at {} refused the token (401) (hint: the CLI reads admin.tokenFile, else {{state.path}}/admin.token; use the config the instance runs with)",
+                self.addr
+            );
+        }
+        Ok(code)
+    }
 }
 
 /// Finds out whether an instance is running on `config`'s state directory.
@@ -38,13 +72,15 @@ pub fn target(config: &Config) -> anyhow::Result<Target> {
     match Store::open(path, &opts) {
         Ok(store) => Ok(Target::Stopped(store)),
         Err(e) => {
-            let addr = crate::admin::client::local_addr(config.http.listen);
+            let addr = crate::admin::client::local_addr(config.admin.listen);
             if addr.port() == 0 {
                 bail!(
-                    "{e}; its admin endpoint cannot be found because http.listen uses port 0 (hint: give http.listen a fixed port)"
+                    "{e}; its admin endpoint cannot be found because admin.listen uses port 0 (hint: give admin.listen a fixed port)"
                 );
             }
-            Ok(Target::Running(addr))
+            let token = AdminToken::for_client(config.admin.token_file.as_deref(), path)
+                .with_context(|| format!("{e}; reaching its admin endpoint"))?;
+            Ok(Target::Running(Endpoint { addr, token }))
         }
     }
 }

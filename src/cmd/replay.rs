@@ -32,25 +32,22 @@ pub async fn run(config: &Config, file: &str, req: ReplayRequest) -> anyhow::Res
             let mut report = |p: Progress| show(&p);
             crate::replay::replay(&store, sink.as_ref(), &watches, &req, &mut report).await?
         }
-        Target::Running(addr) => {
+        Target::Running(endpoint) => {
             let body = serde_json::to_string(&req)?;
             let mut done = None;
             let mut error = None;
             let mut other = String::new();
-            let code = crate::admin::client::request(
-                addr,
-                "POST",
-                "/admin/replay",
-                Some(&body),
-                &mut |l| match serde_json::from_str::<ReplayLine>(l) {
-                    Ok(ReplayLine::Progress(p)) => show(&p),
-                    Ok(ReplayLine::Done(p)) => done = Some(p),
-                    Ok(ReplayLine::Error(e)) => error = Some(e),
-                    Err(_) => other.push_str(l),
-                },
-            )
-            .await
-            .context("the state directory is in use, so crbridge should be running")?;
+            let code =
+                endpoint
+                    .request("POST", "/admin/replay", Some(&body), &mut |l| {
+                        match serde_json::from_str::<ReplayLine>(l) {
+                            Ok(ReplayLine::Progress(p)) => show(&p),
+                            Ok(ReplayLine::Done(p)) => done = Some(p),
+                            Ok(ReplayLine::Error(e)) => error = Some(e),
+                            Err(_) => other.push_str(l),
+                        }
+                    })
+                    .await?;
             if let Some(e) = error {
                 bail!(e);
             }

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{anyhow, bail};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -27,21 +27,17 @@ pub async fn run(
 ) -> anyhow::Result<ExitCode> {
     check_names(config, sink, Some(watch_name)).map_err(|e| anyhow!(e))?;
     let result = match target(config)? {
-        Target::Running(addr) => {
+        Target::Running(endpoint) => {
             let body = serde_json::to_string(&SnapshotBody {
                 watch: watch_name.to_string(),
                 sink: sink.map(str::to_string),
             })?;
             let mut text = String::new();
-            let code = crate::admin::client::request(
-                addr,
-                "POST",
-                "/admin/snapshot",
-                Some(&body),
-                &mut |l| text.push_str(l),
-            )
-            .await
-            .context("the state directory is in use, so crbridge should be running")?;
+            let code = endpoint
+                .request("POST", "/admin/snapshot", Some(&body), &mut |l| {
+                    text.push_str(l)
+                })
+                .await?;
             if code != 200 {
                 bail!("admin endpoint answered {code}: {}", text.trim());
             }

@@ -12,15 +12,14 @@ use crate::status::{collect, render, Status};
 pub async fn run(config: &Config, output: Output) -> anyhow::Result<ExitCode> {
     let status: Status = match target(config)? {
         Target::Stopped(store) => collect(&store, config, false)?,
-        Target::Running(addr) => {
+        Target::Running(endpoint) => {
             let mut body = String::new();
-            let code =
-                crate::admin::client::request(addr, "GET", "/admin/status", None, &mut |l| {
+            let code = endpoint
+                .request("GET", "/admin/status", None, &mut |l| {
                     body.push_str(l);
                     body.push('\n');
                 })
-                .await
-                .context("the state directory is in use, so crbridge should be running")?;
+                .await?;
             if code != 200 {
                 bail!("admin endpoint answered {code}: {}", body.trim());
             }

@@ -220,6 +220,8 @@ state:
   path: {state}
 http:
   listen: 127.0.0.1:0
+admin:
+  listen: 127.0.0.1:0
 watches:
   - name: widgets
     group: {group}
@@ -284,7 +286,29 @@ pub fn http_get(url: &str) -> (u16, String) {
     (code.trim().parse().unwrap_or(0), body.to_string())
 }
 
-/// A TCP port nothing listens on right now (for a fixed `http.listen`).
+/// GET `url` with curl and `Authorization: Bearer {token}`: (HTTP status, body).
+pub fn http_get_authorized(url: &str, token: &str) -> (u16, String) {
+    let out = std::process::Command::new("curl")
+        .args(["-s", "--max-time", "5", "-w", "\n%{http_code}", "-H"])
+        .arg(format!("Authorization: Bearer {token}"))
+        .arg(url)
+        .output()
+        .expect("running curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+/// The admin token a running instance generated in its state directory `state`.
+pub fn admin_token(state: &std::path::Path) -> String {
+    let path = state.join("admin.token");
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .trim()
+        .to_string()
+}
+
+/// A TCP port nothing listens on right now (for a fixed `http.listen` or `admin.listen`).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -161,7 +161,10 @@ mod tests {
             identity: Some((b"cert".to_vec(), b"secret key".to_vec())),
         };
         let shown = format!("{m:?}");
-        assert!(!shown.contains("secret") && !shown.contains("BEGIN"), "{shown}");
+        assert!(
+            !shown.contains("secret") && !shown.contains("BEGIN"),
+            "{shown}"
+        );
     }
 
     #[test]
