@@ -37,22 +37,10 @@ const COMMAND_CHANNEL: usize = 16;
 /// Objects per list page: big enough for few round trips, small enough for bounded memory.
 const PAGE_SIZE: u32 = 500;
 
-/// A kube client from the config's kubeconfig, else the usual inference (in-cluster,
-/// `KUBECONFIG`, `~/.kube/config`).
+/// A kube client from the config's kubeconfig, else in-cluster, `KUBECONFIG`,
+/// `~/.kube/config`, in that order ([`crate::cluster`]).
 pub async fn kube_client(config: &Config) -> anyhow::Result<Client> {
-    let cfg = match &config.kubeconfig {
-        Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(kc, &Default::default())
-                .await
-                .with_context(|| format!("kubeconfig {}", path.display()))?
-        }
-        None => kube::Config::infer()
-            .await
-            .context("no kubeconfig: not in a cluster, KUBECONFIG unset, no ~/.kube/config")?,
-    };
-    Client::try_from(cfg).context("building the Kubernetes client")
+    Ok(crate::cluster::client(config.kubeconfig.as_deref()).await?)
 }
 
 /// A watched kind as the server describes it.

@@ -12,6 +12,7 @@ pub mod app;
 pub mod backoff;
 pub mod capture;
 pub mod check;
+pub mod cluster;
 pub mod cmd;
 pub mod config;
 pub mod diff;
