@@ -162,6 +162,7 @@ async fn every_manifest_dry_run_applies() {
     let expected = [
         "ConfigMap",
         "Namespace",
+        "NetworkPolicy",
         "Role",
         "RoleBinding",
         "Service",

@@ -223,3 +223,75 @@ fn rbac_command_prints_least_privilege_for_the_configured_kinds() {
         && d["metadata"]["namespace"] == "ops"
         && d["rules"].to_string().contains("leases")));
 }
+
+#[tokio::test]
+async fn the_admin_api_is_on_its_own_listener_behind_a_token() {
+    let client = support::kube_client().await;
+    let crd = support::crd(&client, "Widget").await;
+    let ns = support::namespace(&client, "admin").await;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = support::config_with_sinks(
+        dir.path(),
+        &crd,
+        &ns,
+        &["out"],
+        "  out: {type: stdout}\n",
+        "",
+    );
+    let mut bridge = Bridge::new(dir.path(), &yaml);
+    bridge.start();
+    let base = http_base(&mut bridge).await;
+    let line = bridge.wait_logged("admin listening", WAIT).await;
+    let admin = format!("http://{}", line["addr"].as_str().unwrap());
+    let state = Bridge::state_path(dir.path());
+
+    // The metrics listener serves nothing that changes state.
+    assert_eq!(support::http_get(&format!("{base}/admin/status")).0, 404);
+    // The admin listener asks for the token the instance generated, readable by its owner only.
+    let token = support::admin_token(&state);
+    let mode = std::fs::metadata(state.join("admin.token"))
+        .unwrap()
+        .permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
+    assert_eq!(support::http_get(&format!("{admin}/admin/status")).0, 401);
+    assert_eq!(
+        support::http_get_authorized(&format!("{admin}/admin/status"), "not-the-token").0,
+        401
+    );
+    let (code, body) = support::http_get_authorized(&format!("{admin}/admin/status"), &token);
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"running\":true"), "{body}");
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn in_cluster_variables_without_a_service_account_fall_back_to_kubeconfig() {
+    // Pods carry KUBERNETES_SERVICE_HOST/PORT; without the service account files (not a
+    // pod) the next source, KUBECONFIG, is used.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "cluster: t\nstate: {{path: {}}}\nwatches:\n  - {{group: \"\", version: v1, kind: ConfigMap}}\nsinks:\n  out: {{type: stdout}}\n",
+            dir.path().join("state").display()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_crbridge"))
+        .args(["check", "-c", cfg.to_str().unwrap()])
+        .env("KUBECONFIG", support::env("KUBECONFIG"))
+        .env("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+        .env("KUBERNETES_SERVICE_PORT", "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("ok   cluster: Kubernetes"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

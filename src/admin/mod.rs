@@ -263,3 +263,91 @@ async fn snapshot(State(admin): State<Arc<Admin>>, Json(body): Json<SnapshotBody
     }
     Json(result).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::body::{to_bytes, Body};
+    use axum::http::{header, Request, StatusCode};
+    use tower::ServiceExt;
+
+    use super::*;
+
+    const TOKEN: &str = "0123456789abcdef";
+
+    fn admin(dir: &std::path::Path) -> (Arc<Admin>, Arc<AdminToken>) {
+        let yaml = format!(
+            "cluster: t\nstate: {{path: {}}}\nwatches:\n  - {{group: example.com, version: v1, kind: Widget}}\nsinks:\n  out: {{type: stdout}}\n",
+            dir.join("state").display()
+        );
+        let config = crate::config::parse("t.yaml", &yaml).unwrap();
+        let store = Store::open(&config.state.path, &Default::default()).unwrap();
+        let sinks = SinkSetup::all(&config, "t.yaml")
+            .unwrap()
+            .into_iter()
+            .map(|s| (s.name.clone(), s))
+            .collect();
+        let token_file = dir.join("token");
+        std::fs::write(&token_file, TOKEN).unwrap();
+        let token = AdminToken::load_or_create(Some(&token_file), dir).unwrap();
+        let admin = Admin {
+            store,
+            config,
+            sinks,
+            scopes: HashMap::new(),
+            capture: Mutex::new(None),
+            busy: Arc::new(Semaphore::new(1)),
+            shutdown: CancellationToken::new(),
+        };
+        (Arc::new(admin), Arc::new(token))
+    }
+
+    fn post(path: &str, body: impl Into<Body>) -> Request<Body> {
+        Request::post(path)
+            .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(body.into())
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_second_replay_or_snapshot_waits_its_turn() {
+        let dir = tempfile::tempdir().unwrap();
+        let (admin, token) = admin(dir.path());
+        let held = admin.busy.clone().try_acquire_owned().unwrap();
+        let app = routes(admin.clone(), token);
+        let body = r#"{"sink":"out","start":{"seq":1}}"#;
+        let answer = app
+            .clone()
+            .oneshot(post("/admin/replay", body))
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), StatusCode::CONFLICT);
+        let text = to_bytes(answer.into_body(), 4096).await.unwrap();
+        assert!(
+            String::from_utf8_lossy(&text).contains("already running"),
+            "{text:?}"
+        );
+        drop(held);
+        let answer = app.oneshot(post("/admin/replay", body)).await.unwrap();
+        assert_eq!(answer.status(), StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn bodies_over_the_limit_are_refused_and_tokens_are_required() {
+        let dir = tempfile::tempdir().unwrap();
+        let (admin, token) = admin(dir.path());
+        let app = routes(admin, token);
+        let big = format!(r#"{{"watch":"{}"}}"#, "w".repeat(MAX_BODY));
+        let answer = app
+            .clone()
+            .oneshot(post("/admin/snapshot", big))
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        let anonymous = Request::get("/admin/status").body(Body::empty()).unwrap();
+        assert_eq!(
+            app.oneshot(anonymous).await.unwrap().status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+}
