@@ -2,11 +2,11 @@
 //! to every topic the sink's template can render.
 
 use crbridge_sink_api::{BoxFuture, ConsumeError, Consumer, Received};
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer as _, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Headers};
 use rdkafka::Message;
 
+use crate::client::{self, KafkaContext, LastCause};
 use crate::KafkaSinkConfig;
 
 /// A librdkafka subscription regex for every topic `template` can render.
@@ -34,14 +34,16 @@ pub fn topic_regex(template: &str) -> String {
 }
 
 /// True for the `options` a consumer needs too (how to reach and authenticate to the
-/// brokers); producer-only settings would make the consumer refuse to start.
+/// brokers, beyond what `tls` and `sasl` set); producer-only settings would make the
+/// consumer refuse to start.
 fn applies_to_consumer(key: &str) -> bool {
     key.starts_with("security.") || key.starts_with("sasl.") || key.starts_with("ssl.")
 }
 
 /// A consumer in a group of its own, committing nothing.
 pub(crate) struct KafkaConsumer {
-    consumer: StreamConsumer,
+    consumer: StreamConsumer<KafkaContext>,
+    cause: LastCause,
 }
 
 impl KafkaConsumer {
@@ -50,33 +52,26 @@ impl KafkaConsumer {
         config: &KafkaSinkConfig,
         from_start: bool,
     ) -> Result<Self, ConsumeError> {
-        let mut cc = ClientConfig::new();
-        cc.set("bootstrap.servers", &config.brokers)
-            .set(
-                "group.id",
-                format!("crbridge-tail-{:08x}", rand::random::<u32>()),
-            )
-            .set("enable.auto.commit", "false")
-            .set(
-                "auto.offset.reset",
-                if from_start { "earliest" } else { "latest" },
-            )
-            .set("topic.metadata.refresh.interval.ms", "2000");
-        for (k, v) in config
-            .options
-            .iter()
-            .filter(|(k, _)| applies_to_consumer(k))
-        {
-            cc.set(
-                k,
-                crbridge_sink_api::secret::resolve(k, v).map_err(ConsumeError::Failed)?,
-            );
-        }
-        let consumer: StreamConsumer = cc.create().map_err(ConsumeError::client)?;
+        // The same `tls` and `sasl` as the sink, so `tail` reaches what the sink reaches.
+        let mut cc = client::settings(config, applies_to_consumer).map_err(ConsumeError::Failed)?;
+        cc.set(
+            "group.id",
+            format!("crbridge-tail-{:08x}", rand::random::<u32>()),
+        )
+        .set("enable.auto.commit", "false")
+        .set(
+            "auto.offset.reset",
+            if from_start { "earliest" } else { "latest" },
+        )
+        .set("topic.metadata.refresh.interval.ms", "2000");
+        let cause = LastCause::default();
+        let consumer: StreamConsumer<KafkaContext> = cc
+            .create_with_context(KafkaContext::new(&config.name, cause.clone()))
+            .map_err(ConsumeError::client)?;
         consumer
             .subscribe(&[&topic_regex(config.topic.as_str())])
             .map_err(ConsumeError::client)?;
-        Ok(KafkaConsumer { consumer })
+        Ok(KafkaConsumer { consumer, cause })
     }
 }
 
@@ -105,8 +100,16 @@ fn received(m: &BorrowedMessage<'_>) -> Received {
 impl Consumer for KafkaConsumer {
     fn next(&mut self) -> BoxFuture<'_, Result<Option<Received>, ConsumeError>> {
         Box::pin(async move {
-            let m = self.consumer.recv().await.map_err(ConsumeError::client)?;
-            Ok(Some(received(&m)))
+            match self.consumer.recv().await {
+                Ok(m) => {
+                    self.cause.clear();
+                    Ok(Some(received(&m)))
+                }
+                Err(e) => Err(match self.cause.get() {
+                    Some(c) => ConsumeError::Failed(format!("{e} (last broker error: {c})")),
+                    None => ConsumeError::client(e),
+                }),
+            }
         })
     }
 }

@@ -8,7 +8,13 @@
 //!   default, structured mode (`application/cloudevents+json` value) as an option.
 //! * `publish` hands the record to librdkafka and returns its delivery future: many records
 //!   are in flight at once; message-size errors are permanent, the rest retriable.
-//! * `options` pass straight through to librdkafka (TLS, SASL, linger, compression...).
+//! * `tls` and `sasl` are first-class keys mapped onto librdkafka's `security.protocol`,
+//!   `ssl.*` and `sasl.*` ([`security`]); `options` pass straight through for the rest
+//!   (linger, compression...), except a key `tls` / `sasl` already sets.
+//! * librdkafka reports broken TLS or a refused login only asynchronously: the client's
+//!   context keeps the last such cause, and connect, healthcheck and publish errors carry it
+//!   instead of a bare timeout. Authentication and authorization failures are retriable:
+//!   the sink waits until they are fixed rather than dead-lettering events.
 //! * `crbridge tail` reads with a consumer group of its own over every topic the template
 //!   can render ([`consume::topic_regex`]).
 #![forbid(unsafe_code)]
@@ -20,9 +26,11 @@ use crbridge_sink_api::{
     SinkFactory,
 };
 
+mod client;
 mod config;
 pub mod consume;
 pub mod encode;
+pub mod security;
 mod sink;
 
 pub use config::KafkaSinkConfig;
@@ -37,7 +45,12 @@ impl SinkFactory for KafkaFactory {
     }
 
     fn configure(&self, section: &Section<'_>) -> Result<Arc<dyn SinkConfig>, SectionError> {
-        Ok(Arc::new(section.parse::<KafkaSinkConfig>()?))
+        let mut config = section.parse::<KafkaSinkConfig>()?;
+        config.name = section.name().to_owned();
+        config
+            .validate()
+            .map_err(|(path, message)| section.invalid(&path, message))?;
+        Ok(Arc::new(config))
     }
 }
 

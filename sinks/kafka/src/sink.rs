@@ -1,47 +1,48 @@
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crbridge_sink_api::{BoxFuture, Event, PendingAck, Sink, SinkError};
-use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use tracing::warn;
 
+use crate::client::{self, KafkaContext, LastCause};
 use crate::encode;
+use crate::security::SaslMechanism;
 use crate::KafkaSinkConfig;
+
+/// How long connect and healthcheck wait for the brokers' metadata. 5 s: a TLS handshake
+/// and a SCRAM exchange take well under a second on a healthy network, and `crbridge
+/// check` gives a sink 15 s in all.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A Kafka sink: one idempotent producer.
 pub struct KafkaSink {
-    producer: FutureProducer,
+    producer: FutureProducer<KafkaContext>,
+    cause: LastCause,
     config: KafkaSinkConfig,
 }
 
-/// Reads `env:NAME` / `file:/path` option values; anything else is literal.
-fn resolve(key: &str, value: &str) -> Result<String, SinkError> {
-    crbridge_sink_api::secret::resolve(&format!("options.{key}"), value)
-        .map_err(|m| SinkError::permanent("config", m))
-}
-
-/// Size, authorization and invalid-topic errors cannot succeed on retry.
-fn classify(step: &'static str, e: KafkaError) -> SinkError {
-    let permanent = matches!(
-        e.rdkafka_error_code(),
-        Some(
-            RDKafkaErrorCode::MessageSizeTooLarge
-                | RDKafkaErrorCode::InvalidMessageSize
-                | RDKafkaErrorCode::TopicAuthorizationFailed
-                | RDKafkaErrorCode::InvalidTopic
-        )
-    );
+/// Size and invalid-topic errors cannot succeed on retry. Authentication and authorization
+/// failures are retriable: they clear when an operator fixes the credentials or the ACLs,
+/// and until then the sink waits at the event instead of dead-lettering every one.
+/// A retriable error carries librdkafka's last asynchronous cause (`cause`), which says
+/// more than "Message timed out".
+fn classify(step: &'static str, e: KafkaError, cause: Option<String>) -> SinkError {
+    let code = e.rdkafka_error_code();
     let too_large = matches!(
-        e.rdkafka_error_code(),
+        code,
         Some(RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::InvalidMessageSize)
     );
     let err = if too_large {
         SinkError::too_large(step, e.to_string())
-    } else if permanent {
+    } else if code == Some(RDKafkaErrorCode::InvalidTopic) {
         SinkError::permanent(step, e.to_string())
     } else {
-        SinkError::retriable(step, e.to_string())
+        match cause {
+            Some(c) => SinkError::retriable(step, format!("{e} (last broker error: {c})")),
+            None => SinkError::retriable(step, e.to_string()),
+        }
     };
     err.with_source(e)
 }
@@ -49,9 +50,9 @@ fn classify(step: &'static str, e: KafkaError) -> SinkError {
 impl KafkaSink {
     /// Creates the producer and checks the brokers answer a metadata request.
     pub async fn connect(config: KafkaSinkConfig) -> Result<Self, SinkError> {
-        let mut cc = ClientConfig::new();
-        cc.set("bootstrap.servers", &config.brokers)
-            .set("enable.idempotence", "true")
+        let mut cc =
+            client::settings(&config, |_| true).map_err(|m| SinkError::permanent("config", m))?;
+        cc.set("enable.idempotence", "true")
             .set("acks", "all")
             .set(
                 "message.timeout.ms",
@@ -61,29 +62,67 @@ impl KafkaSink {
                 "queue.buffering.max.messages",
                 (config.max_in_flight.max(1) * 2).to_string(),
             );
-        for (k, v) in &config.options {
-            cc.set(k, resolve(k, v)?);
+        if let (Some(sasl), None) = (&config.sasl, &config.tls) {
+            // Allowed (a private network, a mesh that encrypts) but worth a line each connect.
+            let why = if sasl.mechanism == SaslMechanism::Plain {
+                "PLAIN sends the password itself unencrypted"
+            } else {
+                "the credentials exchange and every event travel unencrypted"
+            };
+            warn!(sink = %config.name, mechanism = sasl.mechanism.as_str(), "sasl without tls (SASL_PLAINTEXT): {why}; add tls to encrypt");
         }
-        let producer: FutureProducer = cc
-            .create()
+        let cause = LastCause::default();
+        let producer: FutureProducer<KafkaContext> = cc
+            .create_with_context(KafkaContext::new(&config.name, cause.clone()))
             .map_err(|e| SinkError::permanent("create producer", e.to_string()))?;
-        let sink = KafkaSink { producer, config };
+        let sink = KafkaSink {
+            producer,
+            cause,
+            config,
+        };
         sink.probe().await?;
         Ok(sink)
     }
 
+    /// Asks for metadata until the brokers answer, `PROBE_TIMEOUT` passes, or librdkafka
+    /// reported why they cannot (then at once, with that cause).
     async fn probe(&self) -> Result<(), SinkError> {
         let producer = self.producer.clone();
-        let brokers = self.config.brokers.clone();
+        let cause = self.cause.clone();
+        let config = self.config.clone();
         blocking(move || {
-            producer
-                .client()
-                .fetch_metadata(None, Duration::from_secs(5))
-                .map(|_| ())
-                .map_err(|e| {
-                    SinkError::retriable("connect", format!("Kafka brokers {brokers}"))
-                        .with_source(e)
-                })
+            let brokers = &config.brokers;
+            let deadline = Instant::now() + PROBE_TIMEOUT;
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let attempt = left.min(Duration::from_secs(1));
+                match producer.client().fetch_metadata(None, attempt) {
+                    Ok(_) => {
+                        cause.clear();
+                        return Ok(());
+                    }
+                    Err(e) => {
+                        if let Some(c) = cause.get() {
+                            return Err(SinkError::retriable(
+                                "connect",
+                                format!(
+                                    "Kafka brokers {brokers}: {}",
+                                    client::explain(&c, &config)
+                                ),
+                            ));
+                        }
+                        if Instant::now() >= deadline {
+                            return Err(SinkError::retriable(
+                                "connect",
+                                format!(
+                                    "Kafka brokers {brokers}: no metadata within {PROBE_TIMEOUT:?}"
+                                ),
+                            )
+                            .with_source(e));
+                        }
+                    }
+                }
+            }
         })
         .await
     }
@@ -123,13 +162,17 @@ impl Sink for KafkaSink {
                         record = r;
                         tokio::time::sleep(Duration::from_millis(5)).await;
                     }
-                    Err((e, _)) => return Err(classify("publish", e)),
+                    Err((e, _)) => return Err(classify("publish", e, self.cause.get())),
                 }
             };
+            let cause = self.cause.clone();
             let pending: PendingAck = Box::pin(async move {
                 match delivery.await {
-                    Ok(Ok(_)) => Ok(()),
-                    Ok(Err((e, _))) => Err(classify("delivery", e)),
+                    Ok(Ok(_)) => {
+                        cause.clear();
+                        Ok(())
+                    }
+                    Ok(Err((e, _))) => Err(classify("delivery", e, cause.get())),
                     Err(_) => Err(SinkError::retriable(
                         "delivery",
                         "producer dropped the record",
@@ -152,14 +195,52 @@ impl Sink for KafkaSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crbridge_sink_api::ErrorClass;
 
     #[test]
-    fn option_values_resolve_from_env_and_files() {
-        assert_eq!(resolve("a", "plain").unwrap(), "plain");
-        std::env::set_var("CRB_KAFKA_TEST_SECRET", "s3cret");
-        assert_eq!(resolve("a", "env:CRB_KAFKA_TEST_SECRET").unwrap(), "s3cret");
-        let err = resolve("sasl.password", "env:CRB_KAFKA_TEST_MISSING").unwrap_err();
-        assert!(err.to_string().contains("options.sasl.password"), "{err}");
-        assert!(!err.to_string().contains("s3cret"));
+    fn auth_failures_are_retriable_and_carry_the_cause() {
+        let e = classify(
+            "delivery",
+            KafkaError::MessageProduction(RDKafkaErrorCode::TopicAuthorizationFailed),
+            None,
+        );
+        assert_eq!(e.class, ErrorClass::Retriable);
+        let e = classify(
+            "delivery",
+            KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut),
+            Some("SASL authentication error: invalid credentials".into()),
+        );
+        assert_eq!(e.class, ErrorClass::Retriable);
+        assert!(
+            e.message
+                .ends_with("(last broker error: SASL authentication error: invalid credentials)"),
+            "{e}"
+        );
+        let e = classify(
+            "delivery",
+            KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge),
+            Some("x".into()),
+        );
+        assert_eq!(e.class, ErrorClass::TooLarge);
+        let e = classify(
+            "delivery",
+            KafkaError::MessageProduction(RDKafkaErrorCode::InvalidTopic),
+            None,
+        );
+        assert_eq!(e.class, ErrorClass::Permanent);
+    }
+
+    #[test]
+    fn option_values_resolve_from_env_and_names_the_key() {
+        let mut c: KafkaSinkConfig = serde_yaml_ng::from_str(
+            "brokers: h\ntopic: t\noptions: {sasl.password: \"env:CRB_KAFKA_TEST_MISSING\"}\n",
+        )
+        .unwrap();
+        c.name = "k".into();
+        let err = client::settings(&c, |_| true).unwrap_err();
+        assert_eq!(
+            err,
+            "options.sasl.password: environment variable CRB_KAFKA_TEST_MISSING is not set"
+        );
     }
 }
