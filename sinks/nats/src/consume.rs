@@ -20,7 +20,7 @@ impl NatsConsumer {
         config: &NatsSinkConfig,
         from_start: bool,
     ) -> Result<Self, ConsumeError> {
-        let client = connect_client(&config.url)
+        let client = connect_client(config)
             .await
             .map_err(ConsumeError::client)?;
         let js = jetstream::new(client);
