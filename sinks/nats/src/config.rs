@@ -329,8 +329,7 @@ mod tests {
     }
 
     fn parse(yaml: &str) -> NatsSinkConfig {
-        serde_yaml_ng::from_str(&format!("url: tls://h:1\nstream: S\nsubject: a\n{yaml}"))
-            .unwrap()
+        serde_yaml_ng::from_str(&format!("url: tls://h:1\nstream: S\nsubject: a\n{yaml}")).unwrap()
     }
 
     fn invalid(yaml: &str) -> (String, String) {

@@ -166,12 +166,16 @@ struct Setup {
 /// followed by the client's own words in parentheses.
 fn cause(kind: ConnectErrorKind, detail: &str, setup: &Setup) -> String {
     let alert = |name: &str| detail.contains(&format!("alert: {name}"));
-    let what = if kind == ConnectErrorKind::Tls && !setup.tls {
-        // async-nats upgrades a nats:// connection only when the server demands TLS.
+    let tls_failed = kind == ConnectErrorKind::Tls
+        || detail.contains("peer certificate")
+        || detail.contains("alert: ");
+    let what = if tls_failed && !setup.tls {
+        // Without TLS settings, async-nats tries TLS only when the server demands it.
         "the server requires TLS but this sink connects in plaintext (a nats:// URL without a tls section); use a tls:// URL and set tls.caFile".to_string()
     } else if alert("CertificateRequired")
-        || (alert("HandshakeFailure") && !setup.client_cert)
+        || (!setup.client_cert && (alert("HandshakeFailure") || alert("BadCertificate")))
     {
+        // A Go server (nats-server) answers a missing certificate with BadCertificate.
         "the server requires a client certificate; set tls.certFile and tls.keyFile".into()
     } else if alert("BadCertificate")
         || alert("UnknownCA")
@@ -180,6 +184,12 @@ fn cause(kind: ConnectErrorKind, detail: &str, setup: &Setup) -> String {
         || alert("CertificateExpired")
     {
         "the server refused the client certificate of tls.certFile (not signed by a CA the server trusts, expired, or not matching tls.keyFile)".into()
+    } else if detail.contains("could not add certificate or key")
+        || detail.contains("found certificate, but no key")
+    {
+        "tls.certFile and tls.keyFile are not a certificate and its private key".into()
+    } else if detail.contains("InvalidContentType") {
+        "the server did not answer in TLS (a plaintext port? a tls:// URL or tls.required needs a TLS listener)".into()
     } else if detail.contains("UnknownIssuer") || detail.contains("BadSignature") {
         if setup.ca_file {
             "the server's certificate is not signed by a CA in tls.caFile".into()
@@ -277,12 +287,29 @@ mod tests {
         );
         assert!(c.starts_with("the server's certificate is not signed by a CA in tls.caFile ("));
         assert!(c.ends_with("UnknownIssuer)"), "{c}");
-        let c = cause(ConnectErrorKind::Tls, "invalid peer certificate: UnknownIssuer", &plain);
-        assert!(c.contains("requires TLS but this sink connects in plaintext"), "{c}");
+        let c = cause(
+            ConnectErrorKind::Io,
+            "IO error: invalid peer certificate: UnknownIssuer",
+            &plain,
+        );
+        assert!(
+            c.contains("requires TLS but this sink connects in plaintext"),
+            "{c}"
+        );
         let c = cause(
             ConnectErrorKind::Io,
             "IO error: received fatal alert: CertificateRequired",
             &tls,
+        );
+        assert!(c.contains("requires a client certificate"), "{c}");
+        let no_cert = Setup {
+            client_cert: false,
+            ..tls
+        };
+        let c = cause(
+            ConnectErrorKind::Io,
+            "IO error: received fatal alert: BadCertificate",
+            &no_cert,
         );
         assert!(c.contains("requires a client certificate"), "{c}");
         let c = cause(
@@ -290,15 +317,28 @@ mod tests {
             "IO error: received fatal alert: BadCertificate",
             &tls,
         );
-        assert!(c.contains("refused the client certificate of tls.certFile"), "{c}");
+        assert!(
+            c.contains("refused the client certificate of tls.certFile"),
+            "{c}"
+        );
         let c = cause(
             ConnectErrorKind::AuthorizationViolation,
             "authorization violation: nats: authorization violation",
             &tls,
         );
-        assert!(c.contains("refused the credentials of auth.nkeySeedFile"), "{c}");
-        let c = cause(ConnectErrorKind::Authentication, "failed signing nonce", &tls);
-        assert!(c.contains("auth.nkeySeedFile does not hold a valid nkey seed"), "{c}");
+        assert!(
+            c.contains("refused the credentials of auth.nkeySeedFile"),
+            "{c}"
+        );
+        let c = cause(
+            ConnectErrorKind::Authentication,
+            "failed signing nonce",
+            &tls,
+        );
+        assert!(
+            c.contains("auth.nkeySeedFile does not hold a valid nkey seed"),
+            "{c}"
+        );
         let c = cause(ConnectErrorKind::TimedOut, "timed out", &plain);
         assert!(c.contains("no answer within 5s; a TLS-only server"), "{c}");
     }

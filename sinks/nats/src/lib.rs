@@ -91,11 +91,7 @@ mod tests {
             keys[k] = v;
             keys
         };
-        assert!(configure(with(
-            "auth",
-            serde_json::json!({"nkeySeedFile": "/u.nk"})
-        ))
-        .is_ok());
+        assert!(configure(with("auth", serde_json::json!({"nkeySeedFile": "/u.nk"}))).is_ok());
         let err = configure(with(
             "auth",
             serde_json::json!({"nkeySeedFile": "/u.nk", "credsFile": "/u.creds"}),
@@ -111,7 +107,8 @@ mod tests {
             .err()
             .unwrap();
         assert!(
-            err.to_string().starts_with("sinks.secure.tls.keyFile: missing"),
+            err.to_string()
+                .starts_with("sinks.secure.tls.keyFile: missing"),
             "{err}"
         );
     }

@@ -4,8 +4,8 @@ use async_nats::jetstream::{self, stream};
 use crbridge_sink_api::{BoxFuture, Event, PendingAck, Sink, SinkError};
 use tracing::info;
 
-use crate::encode;
 use crate::connect_client;
+use crate::encode;
 use crate::NatsSinkConfig;
 
 /// A connected JetStream sink.
