@@ -36,6 +36,7 @@ pub async fn connect_client(config: &NatsSinkConfig) -> Result<async_nats::Clien
         ca_file: false,
         client_cert: false,
         auth: None,
+        auth_in_url: false,
     };
     let mut options = ConnectOptions::new()
         .name("crbridge")
@@ -77,10 +78,12 @@ pub async fn connect_client(config: &NatsSinkConfig) -> Result<async_nats::Clien
         }
         (None, Some(user), Some(password)) => {
             setup.auth = Some(AuthMethod::UserPassword);
+            setup.auth_in_url = true;
             options.user_and_password(user, password)
         }
         (None, Some(token), None) => {
             setup.auth = Some(AuthMethod::Token);
+            setup.auth_in_url = true;
             options.token(token)
         }
         (None, None, _) => options,
@@ -160,6 +163,8 @@ struct Setup {
     client_cert: bool,
     /// The authentication method, if any.
     auth: Option<AuthMethod>,
+    /// The credentials come from the URL, not from `auth`.
+    auth_in_url: bool,
 }
 
 /// The cause of a failed connect for an operator: what went wrong and which key to look at,
@@ -204,6 +209,9 @@ fn cause(kind: ConnectErrorKind, detail: &str, setup: &Setup) -> String {
         "TLS setup or handshake failed".into()
     } else if kind == ConnectErrorKind::AuthorizationViolation {
         match setup.auth {
+            Some(_) if setup.auth_in_url => {
+                "the server refused the credentials in url (authorization violation)".into()
+            }
             Some(method) => format!(
                 "the server refused the credentials of {} (authorization violation)",
                 method.keys()
@@ -278,6 +286,7 @@ mod tests {
             ca_file: true,
             client_cert: true,
             auth: Some(AuthMethod::Nkey),
+            auth_in_url: false,
         };
         let plain = Setup::default();
         let c = cause(
@@ -330,6 +339,17 @@ mod tests {
             c.contains("refused the credentials of auth.nkeySeedFile"),
             "{c}"
         );
+        let in_url = Setup {
+            auth: Some(AuthMethod::UserPassword),
+            auth_in_url: true,
+            ..tls
+        };
+        let c = cause(
+            ConnectErrorKind::AuthorizationViolation,
+            "authorization violation",
+            &in_url,
+        );
+        assert!(c.contains("refused the credentials in url"), "{c}");
         let c = cause(
             ConnectErrorKind::Authentication,
             "failed signing nonce",
