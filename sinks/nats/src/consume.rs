@@ -20,9 +20,7 @@ impl NatsConsumer {
         config: &NatsSinkConfig,
         from_start: bool,
     ) -> Result<Self, ConsumeError> {
-        let client = connect_client(&config.url)
-            .await
-            .map_err(ConsumeError::client)?;
+        let client = connect_client(config).await.map_err(ConsumeError::client)?;
         let js = jetstream::new(client);
         let name = &config.stream;
         let stream = js.get_stream(name).await.map_err(|e| {

@@ -10,6 +10,10 @@
 //!   duplicate window.
 //! * Every publish returns the future of its PubAck, so the dispatcher keeps a window of
 //!   publishes in flight.
+//! * TLS (`tls: {caFile, certFile, keyFile, required}`) and authentication (`auth:` one of
+//!   `nkeySeedFile`, `credsFile`, `token`, `username` + `password`) map onto
+//!   `async_nats::ConnectOptions`; a failed connect names its cause (untrusted server
+//!   certificate, client certificate refused, credentials refused, TLS required).
 //! * `crbridge tail` reads the stream with an ordered consumer of its own; it connects as
 //!   the sink does ([`connect_client`]).
 #![forbid(unsafe_code)]
@@ -22,12 +26,14 @@ use crbridge_sink_api::{
 };
 
 mod config;
+mod connect;
 mod consume;
 pub mod encode;
 mod sink;
 
-pub use config::NatsSinkConfig;
-pub use sink::{connect_client, NatsSink};
+pub use config::{AuthMethod, NatsAuth, NatsSinkConfig, NatsTls};
+pub use connect::connect_client;
+pub use sink::NatsSink;
 
 /// `type: nats` in crbridge's sink registry.
 pub struct NatsFactory;
@@ -38,7 +44,12 @@ impl SinkFactory for NatsFactory {
     }
 
     fn configure(&self, section: &Section<'_>) -> Result<Arc<dyn SinkConfig>, SectionError> {
-        Ok(Arc::new(section.parse::<NatsSinkConfig>()?))
+        let mut config = section.parse::<NatsSinkConfig>()?;
+        config
+            .validate()
+            .map_err(|(path, message)| section.invalid(&path, message))?;
+        config.name = section.name().to_string();
+        Ok(Arc::new(config))
     }
 }
 
@@ -57,5 +68,48 @@ impl SinkConfig for NatsSinkConfig {
             let consumer = consume::NatsConsumer::subscribe(&config, from_start).await?;
             Ok(Box::new(consumer) as Box<dyn Consumer>)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn configure(keys: serde_json::Value) -> Result<Arc<dyn SinkConfig>, SectionError> {
+        let word = |path: &_, message: &str| SectionError::Schema {
+            path: format!("sinks.secure.{path}"),
+            message: message.to_owned(),
+        };
+        NatsFactory.configure(&Section::new("secure", keys, &word))
+    }
+
+    #[test]
+    fn configure_names_the_key_path_of_a_broken_rule() {
+        let base = serde_json::json!({"url": "tls://h:1", "stream": "S", "subject": "a"});
+        let with = |k: &str, v: serde_json::Value| {
+            let mut keys = base.clone();
+            keys[k] = v;
+            keys
+        };
+        assert!(configure(with("auth", serde_json::json!({"nkeySeedFile": "/u.nk"}))).is_ok());
+        let err = configure(with(
+            "auth",
+            serde_json::json!({"nkeySeedFile": "/u.nk", "credsFile": "/u.creds"}),
+        ))
+        .err()
+        .unwrap();
+        assert!(
+            err.to_string()
+                .starts_with("sinks.secure.auth.credsFile: nkeySeedFile is set too"),
+            "{err}"
+        );
+        let err = configure(with("tls", serde_json::json!({"certFile": "/c"})))
+            .err()
+            .unwrap();
+        assert!(
+            err.to_string()
+                .starts_with("sinks.secure.tls.keyFile: missing"),
+            "{err}"
+        );
     }
 }

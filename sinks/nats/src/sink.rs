@@ -1,10 +1,10 @@
 use async_nats::jetstream::context::{GetStreamErrorKind, PublishErrorKind};
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::{self, stream};
-use crbridge_sink_api::secret::redact;
 use crbridge_sink_api::{BoxFuture, Event, PendingAck, Sink, SinkError};
 use tracing::info;
 
+use crate::connect_client;
 use crate::encode;
 use crate::NatsSinkConfig;
 
@@ -19,7 +19,7 @@ impl NatsSink {
     /// Connects and creates or verifies the stream. Connection failures are retriable;
     /// a stream that exists but does not capture the subjects is permanent (operator action).
     pub async fn connect(config: NatsSinkConfig) -> Result<Self, SinkError> {
-        let client = connect_client(&config.url).await?;
+        let client = connect_client(&config).await?;
         let js = jetstream::ContextBuilder::new()
             .timeout(config.ack_timeout)
             .max_ack_inflight(config.max_in_flight.max(1))
@@ -90,46 +90,6 @@ impl NatsSink {
     }
 }
 
-/// Connects a NATS client to `url` (`env:`/`file:` resolved; credentials passed as options,
-/// never inside the URL: the client logs server addresses at DEBUG with whatever the URL
-/// holds).
-pub async fn connect_client(url: &str) -> Result<async_nats::Client, SinkError> {
-    let url = crbridge_sink_api::secret::resolve("url", url)
-        .map_err(|m| SinkError::permanent("config", m))?;
-    let (bare, user, password) = split_credentials(&url);
-    let mut options = async_nats::ConnectOptions::new();
-    options = match (user, password) {
-        (Some(u), Some(p)) => options.user_and_password(u, p),
-        (Some(token), None) => options.token(token),
-        _ => options,
-    };
-    options
-        .connection_timeout(std::time::Duration::from_secs(5))
-        .connect(bare.as_str())
-        .await
-        .map_err(|e| {
-            SinkError::retriable("connect", format!("NATS at {}", redact(&url))).with_source(e)
-        })
-}
-
-/// Splits `scheme://user:password@rest` into (`scheme://rest`, user, password).
-fn split_credentials(url: &str) -> (String, Option<String>, Option<String>) {
-    let Some(s) = url.find("://") else {
-        return (url.to_string(), None, None);
-    };
-    let rest = &url[s + 3..];
-    let host_end = rest.find('/').unwrap_or(rest.len());
-    let Some(at) = rest[..host_end].rfind('@') else {
-        return (url.to_string(), None, None);
-    };
-    let creds = &rest[..at];
-    let bare = format!("{}{}", &url[..s + 3], &rest[at + 1..]);
-    match creds.split_once(':') {
-        Some((u, p)) => (bare, Some(u.to_string()), Some(p.to_string())),
-        None => (bare, Some(creds.to_string()), None),
-    }
-}
-
 fn classify(step: &'static str, kind: PublishErrorKind, msg: String) -> SinkError {
     match kind {
         PublishErrorKind::MaxPayloadExceeded => SinkError::too_large(step, msg),
@@ -175,26 +135,5 @@ impl Sink for NatsSink {
 
     fn window(&self) -> usize {
         self.config.max_in_flight.max(1)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn credentials_are_taken_out_of_the_url() {
-        assert_eq!(
-            split_credentials("nats://u:p@h:4222"),
-            ("nats://h:4222".into(), Some("u".into()), Some("p".into()))
-        );
-        assert_eq!(
-            split_credentials("nats://tok@h:4222"),
-            ("nats://h:4222".into(), Some("tok".into()), None)
-        );
-        assert_eq!(
-            split_credentials("nats://h:4222"),
-            ("nats://h:4222".into(), None, None)
-        );
     }
 }
