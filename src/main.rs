@@ -8,6 +8,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crbridge::cmd::Output;
 use crbridge::config;
 use crbridge::replay::{parse_time, ReplayRequest, Start};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// Change data capture for Kubernetes custom resources → CloudEvents on Kafka, NATS, RabbitMQ.
 #[derive(Parser)]
@@ -136,10 +138,19 @@ fn init_logs(format: LogFormat, default: &str) {
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
+    // Whatever CRBRIDGE_LOG asks for, no secret reaches the log: see `holds_secrets`.
+    let cap = tracing_subscriber::filter::filter_fn(|m| !holds_secrets(m));
     match format {
-        LogFormat::Text => b.init(),
-        LogFormat::Json => b.json().flatten_event(true).init(),
+        LogFormat::Text => b.finish().with(cap).init(),
+        LogFormat::Json => b.json().flatten_event(true).finish().with(cap).init(),
     }
+}
+
+/// Log events that can carry credentials, dropped at every setting: lapin prints every frame
+/// it writes at TRACE, and the AMQP connection.start-ok frame holds the broker password
+/// (SASL PLAIN); its DEBUG and higher events print no client frame.
+fn holds_secrets(m: &tracing::Metadata<'_>) -> bool {
+    *m.level() == tracing::Level::TRACE && m.target().starts_with("lapin")
 }
 
 fn main() -> ExitCode {

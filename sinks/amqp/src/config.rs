@@ -1,4 +1,8 @@
+use std::fmt;
+
+use crbridge_sink_api::secret::redact;
 use crbridge_sink_api::template::Template;
+use crbridge_sink_api::tls::TlsConfig;
 use crbridge_sink_api::ContentMode;
 use serde::Deserialize;
 
@@ -16,12 +20,17 @@ pub enum ExchangeKindConfig {
 }
 
 /// `sinks.<name>` with `type: amqp`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct AmqpSinkConfig {
-    /// Broker URL, e.g. `amqp://user:password@host:5672/%2f`, or `env:NAME` / `file:/path`
-    /// to read it from the environment or a file (secrets).
+    /// Broker URL, e.g. `amqps://user:password@host:5671/%2f` (TLS) or
+    /// `amqp://user:password@host:5672/%2f` (plaintext), or `env:NAME` / `file:/path` to read
+    /// it from the environment or a file (secrets).
     pub url: String,
+    /// CA and client certificate for `amqps://` URLs; refused with an `amqp://` URL, which
+    /// would send everything in clear.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
     /// Exchange to publish to.
     pub exchange: String,
     /// Routing key template; variables: cluster group version kind plural namespace name type.
@@ -42,6 +51,59 @@ pub struct AmqpSinkConfig {
     /// events, and a failure re-sends at most this many.
     #[serde(default = "default_in_flight")]
     pub max_in_flight: usize,
+    /// The key under `sinks`, for messages (set by the factory, not read from the file).
+    #[serde(skip)]
+    pub name: String,
+}
+
+/// The URL's password stays out of logs and messages.
+impl fmt::Debug for AmqpSinkConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AmqpSinkConfig")
+            .field("name", &self.name)
+            .field("url", &redact(&self.url))
+            .field("tls", &self.tls)
+            .field("exchange", &self.exchange)
+            .field("exchange_type", &self.exchange_type)
+            .field("declare_exchange", &self.declare_exchange)
+            .field("header_prefix", &self.header_prefix)
+            .field("mode", &self.mode)
+            .field("max_in_flight", &self.max_in_flight)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AmqpSinkConfig {
+    /// Checks what can be checked without I/O or secrets: the `tls` keys, and, when the URL
+    /// is written in the file (not `env:` / `file:`), that it parses and that a `tls` section
+    /// comes with `amqps://`. On error: the key path inside the section and what is wrong.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        if self.exchange.len() > crate::connect::SHORT_STRING_MAX {
+            // An AMQP short string: longer ones cannot be sent (lapin panics on them).
+            return Err((
+                "exchange".into(),
+                format!(
+                    "{} bytes long (expected at most {})",
+                    self.exchange.len(),
+                    crate::connect::SHORT_STRING_MAX
+                ),
+            ));
+        }
+        if let Some(tls) = &self.tls {
+            tls.validate()
+                .map_err(|(key, message)| (format!("tls.{key}"), message))?;
+        }
+        if is_secret_reference(&self.url) {
+            // Checked with the same words when the sink connects (`connect::target`).
+            return Ok(());
+        }
+        crate::connect::check_url(&self.url, self.tls.is_some())
+    }
+}
+
+/// `env:NAME` or `file:/path`: the URL is only known when the sink connects.
+pub(crate) fn is_secret_reference(url: &str) -> bool {
+    url.starts_with("env:") || url.starts_with("file:")
 }
 
 fn default_true() -> bool {
@@ -72,5 +134,81 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("unknown field `queue`"), "{err}");
+    }
+
+    fn parse(yaml: &str) -> AmqpSinkConfig {
+        serde_yaml_ng::from_str(&format!("exchange: x\nroutingKey: k\n{yaml}")).unwrap()
+    }
+
+    #[test]
+    fn tls_with_a_plaintext_url_is_refused_without_the_password() {
+        let c = parse("url: amqp://u:hunter2@h:5672/%2f\ntls: {caFile: /ca.crt}\n");
+        let (path, message) = c.validate().unwrap_err();
+        assert_eq!(path, "tls");
+        assert!(message.contains("amqp://"), "{message}");
+        assert!(message.contains("amqps://"), "{message}");
+        assert!(!message.contains("hunter2"), "{message}");
+        // An empty section asks for TLS too.
+        let c = parse("url: amqp://h\ntls: {}\n");
+        assert_eq!(c.validate().unwrap_err().0, "tls");
+    }
+
+    #[test]
+    fn tls_with_amqps_and_amqps_alone_are_accepted() {
+        let c = parse(
+            "url: amqps://u:p@h:5671/%2f\ntls: {caFile: /ca.crt, certFile: /c.crt, keyFile: /c.key}\n",
+        );
+        assert_eq!(c.validate(), Ok(()));
+        assert_eq!(parse("url: amqps://h\n").validate(), Ok(()));
+        assert_eq!(parse("url: amqp://h\n").validate(), Ok(()));
+    }
+
+    #[test]
+    fn tls_keys_are_checked_with_their_path() {
+        let c = parse("url: amqps://h\ntls: {certFile: /c.crt}\n");
+        assert_eq!(c.validate().unwrap_err().0, "tls.keyFile");
+        let err = serde_yaml_ng::from_str::<AmqpSinkConfig>(
+            "url: amqps://h\nexchange: x\nroutingKey: k\ntls: {ca: /x}\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("unknown field `ca`"), "{err}");
+    }
+
+    #[test]
+    fn urls_from_secrets_are_checked_when_connecting() {
+        let c = parse("url: env:AMQP_URL\ntls: {caFile: /ca.crt}\n");
+        assert_eq!(c.validate(), Ok(()));
+    }
+
+    #[test]
+    fn a_bad_url_is_refused_without_its_password() {
+        let (path, message) = parse("url: \"http://u:hunter2@h\"\n")
+            .validate()
+            .unwrap_err();
+        assert_eq!(path, "url");
+        assert!(message.contains("http://"), "{message}");
+        assert!(!message.contains("hunter2"), "{message}");
+        let (path, message) = parse("url: \"amqp:u:hunter2@h\"\n").validate().unwrap_err();
+        assert_eq!(path, "url");
+        assert!(!message.contains("hunter2"), "{message}");
+    }
+
+    #[test]
+    fn an_exchange_name_longer_than_a_short_string_is_refused() {
+        let long = "x".repeat(256);
+        let c = parse("url: amqp://h\n");
+        let c = AmqpSinkConfig {
+            exchange: long,
+            ..c
+        };
+        assert_eq!(c.validate().unwrap_err().0, "exchange");
+    }
+
+    #[test]
+    fn debug_hides_the_password() {
+        let c = parse("url: amqps://u:hunter2@h:5671/%2f\n");
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("amqps://***@h:5671"), "{shown}");
     }
 }

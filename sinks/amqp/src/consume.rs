@@ -7,7 +7,7 @@ use futures::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{Channel, Connection, ConnectionProperties};
+use lapin::{Channel, Connection};
 
 use crate::{AmqpSinkConfig, ExchangeKindConfig};
 
@@ -24,11 +24,7 @@ pub(crate) struct AmqpConsumer {
 impl AmqpConsumer {
     /// Declares the queue, binds it and starts consuming (without acks: the queue is ours).
     pub(crate) async fn subscribe(config: &AmqpSinkConfig) -> Result<Self, ConsumeError> {
-        let url =
-            crbridge_sink_api::secret::resolve("url", &config.url).map_err(ConsumeError::Failed)?;
-        let connection = Connection::connect(&url, ConnectionProperties::default())
-            .await
-            .map_err(|e| ConsumeError::Failed(format!("connecting to AMQP: {e}")))?;
+        let (connection, _) = crate::connect::connect(config).await?;
         let ch = connection
             .create_channel()
             .await

@@ -11,6 +11,8 @@
 //! * Routing key from a template, values escaped with `escape_token` so a value cannot add a
 //!   word or a wildcard.
 //! * `crbridge tail` reads through an exclusive queue of its own bound to the exchange.
+//! * `amqps://` is real TLS with an optional CA and client certificate (`tls`); a `tls`
+//!   section with a plaintext `amqp://` URL is refused, never downgraded (see `connect`).
 #![forbid(unsafe_code)]
 
 use std::sync::Arc;
@@ -21,6 +23,7 @@ use crbridge_sink_api::{
 };
 
 mod config;
+mod connect;
 mod consume;
 pub mod encode;
 mod sink;
@@ -37,7 +40,12 @@ impl SinkFactory for AmqpFactory {
     }
 
     fn configure(&self, section: &Section<'_>) -> Result<Arc<dyn SinkConfig>, SectionError> {
-        Ok(Arc::new(section.parse::<AmqpSinkConfig>()?))
+        let mut config = section.parse::<AmqpSinkConfig>()?;
+        config.name = section.name().to_string();
+        config
+            .validate()
+            .map_err(|(path, message)| section.invalid(&path, message))?;
+        Ok(Arc::new(config))
     }
 }
 

@@ -1,8 +1,7 @@
-use crbridge_sink_api::secret::redact;
 use crbridge_sink_api::{BoxFuture, Event, PendingAck, Sink, SinkError};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
 use lapin::types::{FieldTable, ShortString};
-use lapin::{Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{Channel, Confirmation, Connection, ExchangeKind};
 use tracing::info;
 
 use crate::{encode, AmqpSinkConfig, ExchangeKindConfig};
@@ -17,14 +16,7 @@ pub struct AmqpSink {
 impl AmqpSink {
     /// Connects, enables publisher confirms and declares (or checks) the exchange.
     pub async fn connect(config: AmqpSinkConfig) -> Result<Self, SinkError> {
-        let secret_url = crbridge_sink_api::secret::resolve("url", &config.url)
-            .map_err(|m| SinkError::permanent("config", m))?;
-        let url = redact(&secret_url);
-        let connection = Connection::connect(&secret_url, ConnectionProperties::default())
-            .await
-            .map_err(|e| {
-                SinkError::retriable("connect", format!("AMQP at {url}")).with_source(e)
-            })?;
+        let (connection, url) = crate::connect::connect(&config).await?;
         let channel = connection
             .create_channel()
             .await
