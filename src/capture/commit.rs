@@ -1,7 +1,8 @@
-//! Committing a batch: wait for room in the outbox (backpressure), then commit and flush,
-//! retrying with backoff (and reopening the store after an I/O error) until it succeeds.
-//! Nothing is dropped while commits fail: the bounded channel from the watches fills and
-//! the watches wait.
+//! Committing a batch: wait for room in the outbox (backpressure), then build the batch,
+//! commit and flush it. A failure at any of these steps fails the whole batch, which is
+//! built again from the same inputs after a backoff (and a reopen of the store after an
+//! I/O error) until it commits. Nothing is dropped while that fails: the bounded channel
+//! from the watches fills and the watches wait.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -9,9 +10,10 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use super::batch::BatchBuilder;
 use super::Capture;
 use crate::backoff::Backoff;
-use crate::store::Batch;
+use crate::store::{Batch, StoreError};
 
 /// Free space the state directory needs before a failed store is reopened: sled writes a
 /// fresh segment (512 KiB) on recovery, and reopening on a full disk only fails again.
@@ -52,39 +54,55 @@ impl Capture {
         true
     }
 
-    /// Commits and announces a batch; returns the durable sequence number after it.
-    pub(super) async fn commit(&self, batch: Batch) -> u64 {
-        if batch.is_empty() {
-            return *self.durable.borrow();
-        }
+    /// Builds a batch with `build` and commits it; returns what `build` returned and the
+    /// durable sequence number after the batch.
+    ///
+    /// A failing store read while building, or a failing commit or flush, fails the whole
+    /// batch: nothing of it is written, so no checkpoint moves. After a backoff (and a
+    /// reopen of the store, which an I/O error leaves failing) the batch is built again
+    /// from the same inputs, against the store as it is then, until it commits.
+    pub(super) async fn commit<T>(
+        &self,
+        build: impl Fn(&mut BatchBuilder<'_>) -> Result<T, StoreError>,
+    ) -> (T, u64) {
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
         loop {
-            let started = std::time::Instant::now();
-            let result = match self.store.commit(&batch) {
-                Ok(last) => self.store.flush().await.map(|_| last),
-                Err(e) => Err(e),
-            };
-            match result {
-                Ok(last) => {
-                    self.metrics
-                        .commit_seconds
-                        .observe(started.elapsed().as_secs_f64());
-                    self.stats.healthy.store(true, Ordering::Relaxed);
-                    if let Some(seq) = last {
-                        self.durable.send_replace(seq);
+            let mut batch = BatchBuilder::new(&self.store);
+            let (step, e) = match build(&mut batch) {
+                Ok(out) => match self.write(batch.into_batch()).await {
+                    Ok(last) => {
+                        self.stats.healthy.store(true, Ordering::Relaxed);
+                        return (out, last);
                     }
-                    return *self.durable.borrow();
-                }
-                Err(e) => {
-                    self.stats.healthy.store(false, Ordering::Relaxed);
-                    self.metrics.error("commit");
-                    let wait = backoff.next_delay();
-                    error!(error = %e, retry_in = ?wait, "committing changes failed; watches are paused until it succeeds");
-                    tokio::time::sleep(wait).await;
-                    self.reopen_if_room().await;
-                }
-            }
+                    Err(e) => ("committing changes", e),
+                },
+                Err(e) => ("reading state", e),
+            };
+            self.stats.healthy.store(false, Ordering::Relaxed);
+            self.metrics.error("commit");
+            let wait = backoff.next_delay();
+            error!(error = %e, retry_in = ?wait, "{step} failed; the batch is built again, watches are paused until it commits");
+            tokio::time::sleep(wait).await;
+            self.reopen_if_room().await;
         }
+    }
+
+    /// Commits and flushes `batch`, then announces it as durable; returns the durable
+    /// sequence number after it.
+    async fn write(&self, batch: Batch) -> Result<u64, StoreError> {
+        if batch.is_empty() {
+            return Ok(*self.durable.borrow());
+        }
+        let started = std::time::Instant::now();
+        let last = self.store.commit(&batch)?;
+        self.store.flush().await?;
+        self.metrics
+            .commit_seconds
+            .observe(started.elapsed().as_secs_f64());
+        if let Some(seq) = last {
+            self.durable.send_replace(seq);
+        }
+        Ok(*self.durable.borrow())
     }
 
     /// sled fails every later operation after an I/O error, even once the cause (a full
