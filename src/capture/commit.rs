@@ -66,43 +66,69 @@ impl Capture {
         build: impl Fn(&mut BatchBuilder<'_>) -> Result<T, StoreError>,
     ) -> (T, u64) {
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+        let mut failed = false;
         loop {
-            let mut batch = BatchBuilder::new(&self.store);
-            let (step, e) = match build(&mut batch) {
-                Ok(out) => match self.write(batch.into_batch()).await {
-                    Ok(last) => {
-                        self.stats.healthy.store(true, Ordering::Relaxed);
-                        return (out, last);
+            match self.attempt(&build, failed).await {
+                Ok((out, last)) => {
+                    self.stats.healthy.store(true, Ordering::Relaxed);
+                    if let Some(seq) = last {
+                        self.durable.send_if_modified(|durable| {
+                            let newer = seq > *durable;
+                            if newer {
+                                *durable = seq;
+                            }
+                            newer
+                        });
                     }
-                    Err(e) => ("committing changes", e),
-                },
-                Err(e) => ("reading state", e),
-            };
-            self.stats.healthy.store(false, Ordering::Relaxed);
-            self.metrics.error("commit");
-            let wait = backoff.next_delay();
-            error!(error = %e, retry_in = ?wait, "{step} failed; the batch is built again, watches are paused until it commits");
-            tokio::time::sleep(wait).await;
-            self.reopen_if_room().await;
+                    return (out, *self.durable.borrow());
+                }
+                Err((step, e)) => {
+                    failed = true;
+                    self.stats.healthy.store(false, Ordering::Relaxed);
+                    self.metrics.error("commit");
+                    let wait = backoff.next_delay();
+                    error!(error = %e, retry_in = ?wait, "{step} failed; the batch is built again, watches are paused until it commits");
+                    tokio::time::sleep(wait).await;
+                    self.reopen_if_room().await;
+                }
+            }
         }
     }
 
-    /// Commits and flushes `batch`, then announces it as durable; returns the durable
-    /// sequence number after it.
-    async fn write(&self, batch: Batch) -> Result<u64, StoreError> {
+    /// One try at building and committing a batch: what `build` returned and the sequence
+    /// number to announce as durable, if any; on failure, which step failed.
+    async fn attempt<T>(
+        &self,
+        build: &impl Fn(&mut BatchBuilder<'_>) -> Result<T, StoreError>,
+        after_failure: bool,
+    ) -> Result<(T, Option<u64>), (&'static str, StoreError)> {
+        let committing = |e| ("committing changes", e);
+        let mut batch = BatchBuilder::new(&self.store);
+        let out = build(&mut batch).map_err(|e| ("reading state", e))?;
+        let mut last = self.write(&batch.into_batch()).await.map_err(committing)?;
+        if after_failure {
+            // A failed try may have committed entries whose flush then failed; a reopen can
+            // recover them, and the batch built again after it, seeing their states, does
+            // not write them again. Announce everything the store holds, now flushed.
+            self.store.flush().await.map_err(committing)?;
+            last = Some(self.store.last_seq().map_err(committing)?);
+        }
+        Ok((out, last))
+    }
+
+    /// Commits and flushes `batch`; returns the sequence number of its last outbox entry,
+    /// if it has any.
+    async fn write(&self, batch: &Batch) -> Result<Option<u64>, StoreError> {
         if batch.is_empty() {
-            return Ok(*self.durable.borrow());
+            return Ok(None);
         }
         let started = std::time::Instant::now();
-        let last = self.store.commit(&batch)?;
+        let last = self.store.commit(batch)?;
         self.store.flush().await?;
         self.metrics
             .commit_seconds
             .observe(started.elapsed().as_secs_f64());
-        if let Some(seq) = last {
-            self.durable.send_replace(seq);
-        }
-        Ok(*self.durable.borrow())
+        Ok(last)
     }
 
     /// sled fails every later operation after an I/O error, even once the cause (a full
