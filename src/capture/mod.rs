@@ -5,8 +5,11 @@
 //! For each observation it looks up the last published state, decides (pure `diff` and
 //! `event` code) whether and what to publish, and appends to a batch. A batch is
 //! committed in one transaction, flushed, and only then announced to the dispatchers as
-//! durable. A failing commit (disk full, I/O error) is retried with backoff and nothing is
-//! dropped: the bounded channel from the watches fills and the watches wait.
+//! durable. A failing store read while the batch is built, or a failing commit (disk full,
+//! I/O error), fails the whole batch: nothing of it is written, so no checkpoint moves past
+//! an observation that did not become state and events. The batch is built again from the
+//! same observations until it commits, and nothing is dropped: the bounded channel from
+//! the watches fills and the watches wait.
 //!
 //! Observations come from the watches; [`Command`]s (on-demand snapshots) come from the
 //! operator on a channel of their own. The parts:
@@ -16,7 +19,8 @@
 //! * `observe.rs`: upserts, deletes, bookmarks;
 //! * `reconcile.rs`: a list's end, deletions inferred for objects the list did not see;
 //! * `snapshot.rs`: on-demand snapshots, one page per batch;
-//! * `commit.rs`: backpressure on a full outbox, commit with retry and reopen;
+//! * `commit.rs`: backpressure on a full outbox; building and committing a batch, again
+//!   after a backoff and a reopen of the store while that fails;
 //! * this file: the loop that fills batches from both channels.
 
 use std::collections::{HashSet, VecDeque};
@@ -27,7 +31,7 @@ use std::time::SystemTime;
 use crbridge_sink_api::ChangeKind;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, warn};
+use tracing::{debug, warn};
 
 mod batch;
 mod command;
@@ -42,10 +46,10 @@ use crate::config::InitialMode;
 use crate::diff::Rules;
 use crate::event::{self, Change, Identity};
 use crate::metrics::{self, Metrics};
-use crate::store::{checkpoint_key, now_ms, OutboxEntry, Store};
+use crate::store::{checkpoint_key, now_ms, OutboxEntry, Store, StoreError};
 use crate::watch::{Observed, ScopeId};
 use batch::BatchBuilder;
-use snapshot::Snapshotting;
+use snapshot::{PageWritten, Snapshotting};
 
 /// How many observations at most go into one transaction.
 const MAX_BATCH: usize = 512;
@@ -94,6 +98,14 @@ pub struct Capture {
 enum Next {
     Observed(Observed),
     Command(Command),
+    /// The next page of a snapshot.
+    Page(Snapshotting),
+}
+
+/// One input of a batch. Kept until the batch is committed: a batch whose building or
+/// commit failed is built again from the same inputs, against the store as it is then.
+enum Input {
+    Observed(Observed),
     /// The next page of a snapshot.
     Page(Snapshotting),
 }
@@ -210,29 +222,34 @@ impl Capture {
             if !self.wait_for_room(&shutdown).await {
                 continue;
             }
-            let mut batch = BatchBuilder::new(&self.store);
-            let finished = self.fill(first, &mut inputs, &mut carry, &mut batch);
-            let last = self.commit(batch.into_batch()).await;
-            for s in finished {
-                s.reply(last);
+            let (taken, deferred) = self.take(first, &mut inputs);
+            // The inputs stay here until their batch is committed: a batch that fails is
+            // built again from them.
+            let (page, last) = self.commit(|batch| self.build(&taken, batch)).await;
+            // A snapshot moves on only once its page is committed.
+            let snapshot = taken.into_iter().find_map(|input| match input {
+                Input::Page(s) => Some(s),
+                Input::Observed(_) => None,
+            });
+            if let (Some(mut s), Some(page)) = (snapshot, page) {
+                if s.advance(page) {
+                    carry.push_back(s);
+                } else {
+                    s.reply(last);
+                }
             }
+            carry.extend(deferred);
         }
         debug!("capture stopped: all watches ended");
     }
 
-    /// Builds one batch from `first` and whatever else is waiting, up to [`MAX_BATCH`]
-    /// inputs. Snapshots with pages left go to `carry`; the finished ones are returned, to
-    /// be told once the batch is committed.
-    fn fill(
-        &self,
-        first: Next,
-        inputs: &mut Inputs,
-        carry: &mut VecDeque<Snapshotting>,
-        batch: &mut BatchBuilder<'_>,
-    ) -> Vec<Snapshotting> {
-        let mut finished = Vec::new();
-        // At most one snapshot page per batch: a batch stays within one page plus
-        // MAX_BATCH observations however many snapshots are requested at once.
+    /// Takes `first` and whatever else is waiting, up to [`MAX_BATCH`] inputs, for one
+    /// batch. At most one snapshot page goes into a batch, so a batch stays within one page
+    /// plus [`MAX_BATCH`] observations however many snapshots are requested at once; the
+    /// other snapshots are returned apart, in the order they came, to start later batches.
+    fn take(&self, first: Next, inputs: &mut Inputs) -> (Vec<Input>, Vec<Snapshotting>) {
+        let mut taken = Vec::new();
+        let mut deferred = Vec::new();
         let mut paged = false;
         let mut pending = Some(first);
         let mut n = 0;
@@ -248,30 +265,40 @@ impl Capture {
                         .observed
                         .get_or_create(&metrics::watch(&self.scopes[obs.scope()].watch))
                         .inc();
-                    if let Err(e) = self.observe(obs, batch) {
-                        error!(error = %e, "reading state failed; observation dropped, the next relist reconciles it");
-                    }
+                    taken.push(Input::Observed(obs));
                     None
                 }
             };
-            if let Some(mut s) = snapshot {
+            if let Some(s) = snapshot {
                 if std::mem::replace(&mut paged, true) {
-                    carry.push_back(s);
+                    deferred.push(s);
                 } else {
-                    match self.snapshot_page(&mut s, batch) {
-                        Ok(true) => carry.push_back(s),
-                        Ok(false) => finished.push(s),
-                        Err(e) => {
-                            error!(error = %e, snapshot = %s.id(), events = s.events(), "reading state failed; snapshot stopped");
-                        }
-                    }
+                    taken.push(Input::Page(s));
                 }
             }
             if n < MAX_BATCH {
                 pending = inputs.try_recv();
             }
         }
-        finished
+        (taken, deferred)
+    }
+
+    /// Adds what `taken` changes to `batch`, in order; returns what the snapshot page among
+    /// them wrote, if there is one. A failing store read fails the whole batch: skipping
+    /// one observation would let the batch's checkpoints move past it.
+    fn build(
+        &self,
+        taken: &[Input],
+        batch: &mut BatchBuilder<'_>,
+    ) -> Result<Option<PageWritten>, StoreError> {
+        let mut written = None;
+        for input in taken {
+            match input {
+                Input::Observed(obs) => self.observe(obs, batch)?,
+                Input::Page(s) => written = Some(self.snapshot_page(s, batch)?),
+            }
+        }
+        Ok(written)
     }
 
     /// Moves the scope's checkpoint to `rv` when the batch commits.

@@ -19,10 +19,11 @@ use crate::store::{object_key, StoreError, StoredObject};
 use crate::watch::{ListMode, Observed, Origin, ScopeId};
 
 impl Capture {
-    /// Adds what `obs` changes to the batch.
+    /// Adds what `obs` changes to the batch. `obs` is only read: if the batch fails, it
+    /// is built again from the same observations.
     pub(super) fn observe(
         &self,
-        obs: Observed,
+        obs: &Observed,
         batch: &mut BatchBuilder<'_>,
     ) -> Result<(), StoreError> {
         match obs {
@@ -31,17 +32,17 @@ impl Capture {
                 object,
                 origin,
                 received,
-            } => self.upsert(scope, object, origin, received, batch),
+            } => self.upsert(*scope, object, *origin, *received, batch),
             Observed::Delete {
                 scope,
                 object,
                 received,
-            } => self.delete(scope, object, received, batch),
+            } => self.delete(*scope, object, *received, batch),
             Observed::Bookmark {
                 scope,
                 resource_version,
             } => {
-                self.checkpoint(scope, resource_version, batch);
+                self.checkpoint(*scope, resource_version.clone(), batch);
                 Ok(())
             }
             // A list's end scans stored state, which must not miss this batch's writes: it
@@ -51,20 +52,20 @@ impl Capture {
                 resource_version,
                 seen,
                 mode,
-            } => self.reconcile(scope, resource_version, &seen, mode, batch),
+            } => self.reconcile(*scope, resource_version.clone(), seen, *mode, batch),
         }
     }
 
     fn upsert(
         &self,
         scope: ScopeId,
-        mut object: Value,
+        object: &Value,
         origin: Origin,
         received: SystemTime,
         batch: &mut BatchBuilder<'_>,
     ) -> Result<(), StoreError> {
         let s = &self.scopes[scope];
-        let Some(id) = ObjectId::of(&object) else {
+        let Some(id) = ObjectId::of(object) else {
             warn!(watch = %s.watch, "object without metadata.uid / resourceVersion ignored");
             return Ok(());
         };
@@ -90,7 +91,8 @@ impl Capture {
                 return Ok(());
             }
         }
-        let changed_by = diff::changed_by(&object);
+        let changed_by = diff::changed_by(object);
+        let mut object = object.clone();
         diff::clean(&mut object);
         let inferred = matches!(origin, Origin::List(_));
         let (kind, patch) = match (&prev, origin) {
@@ -140,12 +142,12 @@ impl Capture {
     fn delete(
         &self,
         scope: ScopeId,
-        mut object: Value,
+        object: &Value,
         received: SystemTime,
         batch: &mut BatchBuilder<'_>,
     ) -> Result<(), StoreError> {
         let s = &self.scopes[scope];
-        let Some(id) = ObjectId::of(&object) else {
+        let Some(id) = ObjectId::of(object) else {
             return Ok(());
         };
         self.checkpoint(scope, id.rv.clone(), batch);
@@ -156,6 +158,7 @@ impl Capture {
             // Never published (e.g. filtered or skipped): nothing to retract.
             return Ok(());
         };
+        let mut object = object.clone();
         diff::clean(&mut object);
         let change = Change::new(ChangeKind::Deleted, &object, &id.rv, received)
             .with_previous(Some(&prev_rv));

@@ -34,14 +34,13 @@ impl Snapshotting {
         }
     }
 
-    /// The request's id.
-    pub(super) fn id(&self) -> &str {
-        &self.request.id
-    }
-
-    /// Events written so far.
-    pub(super) fn events(&self) -> usize {
-        self.events
+    /// Moves past the page `written`, now committed. True when objects remain.
+    pub(super) fn advance(&mut self, written: PageWritten) -> bool {
+        if written.after.is_some() {
+            self.after = written.after;
+        }
+        self.events += written.events;
+        written.more
     }
 
     /// Tells the requester, if it still listens, that every page is committed, up to
@@ -56,17 +55,30 @@ impl Snapshotting {
     }
 }
 
+/// What one page of a snapshot wrote into a batch; the snapshot moves past it with
+/// [`Snapshotting::advance`] once the batch is committed (a batch that fails is built
+/// again, and writes the same page).
+pub(super) struct PageWritten {
+    /// The page's last key.
+    after: Option<ObjectKey>,
+    /// Events the page wrote.
+    events: usize,
+    /// True when objects remain after the page.
+    more: bool,
+}
+
 impl Capture {
     /// Writes the next page of `s` into `batch`: the current (last published) state of the
-    /// next objects in key order, as the batch leaves them. True when objects remain.
+    /// next objects in key order, as the batch leaves them.
     pub(super) fn snapshot_page(
         &self,
-        s: &mut Snapshotting,
+        s: &Snapshotting,
         batch: &mut BatchBuilder<'_>,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<PageWritten, StoreError> {
         let scope = &self.scopes[s.scope];
         let prefix = object_prefix(&scope.watch, scope.namespace.as_deref());
         let (page, more) = batch.page(&prefix, s.after.as_ref(), self.snapshot_page)?;
+        let mut events = 0;
         for (_, state) in &page {
             let change = Change::new(
                 ChangeKind::Snapshot,
@@ -79,12 +91,13 @@ impl Capture {
             if let Some(mut entry) = self.entry(s.scope, &change) {
                 entry.sinks = s.request.sinks.clone();
                 batch.emit(entry);
-                s.events += 1;
+                events += 1;
             }
         }
-        if let Some((key, _)) = page.into_iter().last() {
-            s.after = Some(key);
-        }
-        Ok(more)
+        Ok(PageWritten {
+            after: page.into_iter().last().map(|(key, _)| key),
+            events,
+            more,
+        })
     }
 }

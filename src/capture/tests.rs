@@ -443,3 +443,151 @@ async fn inputs_take_commands_first_and_end_when_both_channels_close() {
     drop(otx);
     assert!(inputs.recv().await.is_none());
 }
+
+impl Fixture {
+    /// The scope's committed checkpoint.
+    fn checkpoint(&self) -> Option<String> {
+        self.store
+            .checkpoint(&checkpoint_key("widgets", None))
+            .unwrap()
+    }
+
+    /// Waits until the outbox holds `seq` entries, committed and announced.
+    async fn committed(&self, seq: u64, what: &str) {
+        let mut durable = self.durable.clone();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            durable.wait_for(|s| *s >= seq),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{what} was not committed within 10 s"))
+        .unwrap();
+    }
+
+    /// (type, subject, resourceVersion) of every committed event, read from the outbox.
+    fn committed_events(&self) -> Vec<(String, String, String)> {
+        let durable = *self.durable.borrow();
+        self.store
+            .outbox_range(1, durable)
+            .map(|r| {
+                let e = r.unwrap().1.event;
+                let rv = match e.extension("sequence") {
+                    Some(crbridge_sink_api::Extension::String(rv)) => rv.clone(),
+                    other => panic!("event without a resourceVersion: {other:?}"),
+                };
+                (e.ty.rsplit('.').next().unwrap().to_string(), e.subject, rv)
+            })
+            .collect()
+    }
+
+    /// With the store's reads failing since before the observations of a change were sent:
+    /// the checkpoint stays at `before` and the change's event `(type, name, rv)` is not
+    /// committed while the reads fail, capture reports itself unhealthy; once the reads
+    /// answer, the event is committed and the checkpoint reaches `after`.
+    async fn holds_then_recovers(&self, before: &str, after: &str, event: (&str, &str, &str)) {
+        let expected = (
+            event.0.to_string(),
+            format!("ns/w-{}", event.1),
+            event.2.to_string(),
+        );
+        let held = self.committed_events().len() as u64;
+        // A second failed read means the batch was built again, after the first attempt
+        // had ended; a checkpoint that moved means it was committed without the change.
+        let polled = async {
+            while self.store.failed_reads() < 2 && self.checkpoint().as_deref() == Some(before) {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(10), polled)
+            .await
+            .expect("capture neither retried the failed read nor moved the checkpoint in 10 s");
+        assert_eq!(
+            self.checkpoint().as_deref(),
+            Some(before),
+            "the checkpoint moved past a change whose stored state could not be read"
+        );
+        assert!(
+            !self.committed_events().contains(&expected),
+            "the change was committed although its stored state could not be read"
+        );
+        assert!(
+            !self.stats.healthy.load(Ordering::Relaxed),
+            "capture reports itself healthy while its batch cannot be built"
+        );
+        self.store.fail_reads(false);
+        self.committed(held + 1, "the change, once the store answered again,")
+            .await;
+        assert!(
+            self.committed_events().contains(&expected),
+            "{expected:?} missing from the outbox: {:?}",
+            self.committed_events()
+        );
+        assert_eq!(self.checkpoint().as_deref(), Some(after));
+        assert!(self.stats.healthy.load(Ordering::Relaxed));
+    }
+}
+
+#[tokio::test]
+async fn a_watch_update_whose_state_read_fails_is_retried_not_skipped() {
+    let f = fixture(InitialMode::Snapshot);
+    f.upsert(widget("a", 10, 1), Origin::Watch).await;
+    f.committed(1, "a's creation").await;
+    f.store.fail_reads(true);
+    f.upsert(widget("a", 11, 2), Origin::Watch).await;
+    f.holds_then_recovers("10", "11", ("updated", "a", "11"))
+        .await;
+    let (events, _, _) = f.finish().await;
+    assert_eq!(
+        events,
+        vec![ev("created", "a", false), ev("updated", "a", false)]
+    );
+}
+
+#[tokio::test]
+async fn a_delete_whose_state_read_fails_is_retried_not_skipped() {
+    let f = fixture(InitialMode::Snapshot);
+    f.upsert(widget("a", 10, 1), Origin::Watch).await;
+    f.committed(1, "a's creation").await;
+    f.store.fail_reads(true);
+    f.delete(widget("a", 12, 1)).await;
+    f.holds_then_recovers("10", "12", ("deleted", "a", "12"))
+        .await;
+    let (events, store, _) = f.finish().await;
+    assert_eq!(
+        events,
+        vec![ev("created", "a", false), ev("deleted", "a", false)]
+    );
+    assert_eq!(store.count_objects(&object_prefix("widgets", None)), 0);
+}
+
+#[tokio::test]
+async fn a_list_end_whose_scan_fails_is_retried_not_skipped() {
+    let f = fixture(InitialMode::Snapshot);
+    f.upsert(widget("a", 10, 1), Origin::List(ListMode::Initial))
+        .await;
+    f.upsert(widget("b", 11, 1), Origin::List(ListMode::Initial))
+        .await;
+    f.list_done("12", &["a", "b"], ListMode::Initial).await;
+    f.committed(2, "the initial list").await;
+    // A relist that no longer sees b, then the watch's progress after it: the bookmark
+    // must not carry the checkpoint past the list whose end could not be reconciled.
+    f.store.fail_reads(true);
+    f.list_done("20", &["a"], ListMode::Relist).await;
+    f.send(Observed::Bookmark {
+        scope: 0,
+        resource_version: "21".into(),
+    })
+    .await;
+    f.holds_then_recovers("12", "21", ("deleted", "b", "11"))
+        .await;
+    let (events, store, _) = f.finish().await;
+    assert_eq!(
+        events,
+        vec![
+            ev("snapshot", "a", false),
+            ev("snapshot", "b", false),
+            ev("deleted", "b", true),
+        ]
+    );
+    assert_eq!(store.count_objects(&object_prefix("widgets", None)), 1);
+}

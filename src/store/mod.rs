@@ -163,6 +163,9 @@ pub struct Store {
     trees: Arc<RwLock<Option<Arc<Trees>>>>,
     path: PathBuf,
     opts: StoreOptions,
+    /// Injected read failures (tests only); shared by every clone, kept across reopens.
+    #[cfg(test)]
+    faults: Arc<objects::ReadFaults>,
 }
 
 const NEXT_SEQ: &[u8] = b"next_seq";
@@ -209,6 +212,8 @@ impl Store {
             trees: Arc::new(RwLock::new(Some(Arc::new(Self::open_trees(path, opts)?)))),
             path: path.to_path_buf(),
             opts: opts.clone(),
+            #[cfg(test)]
+            faults: Arc::default(),
         })
     }
 

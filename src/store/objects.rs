@@ -1,10 +1,37 @@
 //! Reads of object states, their resourceVersions and watch checkpoints.
 
+#[cfg(test)]
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
 use super::{codec, io, ObjectKey, Store, StoreError, StoredObject};
+
+/// Read failures injected by tests ([`Store::fail_reads`]).
+#[cfg(test)]
+#[derive(Debug, Default)]
+pub(super) struct ReadFaults {
+    on: AtomicBool,
+    failed: AtomicU64,
+}
+
+#[cfg(test)]
+impl ReadFaults {
+    /// An I/O error for `step` while failures are on.
+    fn check(&self, step: &'static str) -> Result<(), StoreError> {
+        if !self.on.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        self.failed.fetch_add(1, Ordering::SeqCst);
+        Err(io(step)(sled::Error::Io(std::io::Error::other(
+            "injected read failure",
+        ))))
+    }
+}
 
 impl Store {
     /// The stored state of one object.
     pub fn object(&self, key: &ObjectKey) -> Result<Option<StoredObject>, StoreError> {
+        #[cfg(test)]
+        self.faults.check("read object")?;
         match self
             .t()?
             .objects
@@ -18,6 +45,8 @@ impl Store {
 
     /// The resourceVersion of one object's stored state, without reading the state.
     pub fn version(&self, key: &ObjectKey) -> Result<Option<String>, StoreError> {
+        #[cfg(test)]
+        self.faults.check("read version")?;
         Ok(self
             .t()?
             .versions
@@ -37,6 +66,19 @@ impl Store {
             .unwrap();
     }
 
+    /// While `on`, every read of object states and versions fails as an I/O error would:
+    /// lets tests show what a failing read does to the batch being built.
+    #[cfg(test)]
+    pub(crate) fn fail_reads(&self, on: bool) {
+        self.faults.on.store(on, Ordering::SeqCst);
+    }
+
+    /// How many reads [`Store::fail_reads`] has failed so far.
+    #[cfg(test)]
+    pub(crate) fn failed_reads(&self) -> u64 {
+        self.faults.failed.load(Ordering::SeqCst)
+    }
+
     /// Stored objects whose key starts with `prefix` (see
     /// [`object_prefix`](super::object_prefix)), in key order, from the first key after
     /// `after` (all of them when `None`). States are read as the iterator advances.
@@ -45,6 +87,10 @@ impl Store {
         prefix: &[u8],
         after: Option<&ObjectKey>,
     ) -> Box<dyn Iterator<Item = Result<(ObjectKey, StoredObject), StoreError>> + Send + '_> {
+        #[cfg(test)]
+        if let Err(e) = self.faults.check("scan objects") {
+            return Box::new(std::iter::once(Err(e)));
+        }
         let t = match self.t() {
             Ok(t) => t,
             Err(e) => return Box::new(std::iter::once(Err(e))),
@@ -75,6 +121,10 @@ impl Store {
         &self,
         prefix: &[u8],
     ) -> Box<dyn Iterator<Item = Result<ObjectKey, StoreError>> + Send + '_> {
+        #[cfg(test)]
+        if let Err(e) = self.faults.check("scan objects") {
+            return Box::new(std::iter::once(Err(e)));
+        }
         let t = match self.t() {
             Ok(t) => t,
             Err(e) => return Box::new(std::iter::once(Err(e))),
