@@ -59,6 +59,16 @@ pub enum Exit {
     Panicked(String),
 }
 
+impl Exit {
+    /// How a spawned task ended, from its `JoinHandle`'s result.
+    pub fn of(result: Result<(), JoinError>) -> Exit {
+        match result {
+            Ok(()) => Exit::Returned,
+            Err(e) => Exit::Panicked(panic_message(e)),
+        }
+    }
+}
+
 impl fmt::Display for Exit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -236,10 +246,7 @@ impl Supervisor {
             while let Some(handle) = start() {
                 restarts.started();
                 this.tasks.set_up(&name);
-                let exit = match handle.await {
-                    Ok(()) => Exit::Returned,
-                    Err(e) => Exit::Panicked(panic_message(e)),
-                };
+                let exit = Exit::of(handle.await);
                 let stop_requested = cancel.is_cancelled() || this.stopping.is_cancelled();
                 match restarts.decide(&exit, stop_requested) {
                     Decision::Done => return,
@@ -310,17 +317,22 @@ where
             (t == task).then(|| n.parse::<u64>().ok()).flatten()
         });
         if let Some(after) = after.filter(|_| !FIRED.load(Ordering::Relaxed)) {
-            tokio::pin!(fut);
-            loop {
-                tokio::select! {
-                    out = &mut fut => return out,
-                    _ = tokio::time::sleep(Duration::from_millis(20)) => {
-                        if progress() >= after && !FIRED.swap(true, Ordering::Relaxed) {
-                            panic!("test panic injected into {task} after {after} events");
-                        }
-                    }
+            // Checked around every poll: the counters move inside the task's own polls.
+            let check = || {
+                if progress() >= after && !FIRED.swap(true, Ordering::Relaxed) {
+                    panic!("test panic injected into {task} after {after} events");
                 }
-            }
+            };
+            let mut fut = std::pin::pin!(fut);
+            return std::future::poll_fn(|cx| {
+                check();
+                let polled = fut.as_mut().poll(cx);
+                if polled.is_pending() {
+                    check();
+                }
+                polled
+            })
+            .await;
         }
     }
     #[cfg(not(debug_assertions))]

@@ -1,7 +1,8 @@
 //! Supervision of the long-running tasks: a panic injected (debug builds only, through
 //! `CRBRIDGE_TEST_PANIC`) into a dispatcher restarts it and shows in `/healthz` within
 //! seconds; one injected into capture stops the process with a non-zero exit, and the next
-//! run delivers everything.
+//! run delivers everything; one in the dispatcher of a stopped-instance snapshot fails the
+//! command instead of leaving it waiting.
 
 mod support;
 
@@ -163,4 +164,55 @@ async fn a_panicking_capture_stops_the_process_and_the_next_run_loses_nothing() 
         .until(WAIT, |got| created(got).is_superset(&want))
         .await;
     assert!(bridge.stop().await.success());
+}
+
+#[tokio::test]
+async fn a_dispatcher_panicking_in_a_stopped_snapshot_fails_the_command_instead_of_hanging() {
+    let client = support::kube_client().await;
+    let crd = support::crd(&client, "Widget").await;
+    let ns = support::namespace(&client, "sup-snapshot").await;
+    let api: Api<DynamicObject> = Api::namespaced_with(client, &ns, &crd.resource);
+    let dir = tempfile::tempdir().unwrap();
+    let stream = support::unique("SUPS").to_uppercase().replace('-', "_");
+    let mut bridge = Bridge::new(
+        dir.path(),
+        &support::nats_config(dir.path(), &crd, &ns, &stream),
+    );
+    bridge.start();
+    let mut reader = Reader::open(&stream).await;
+    for n in ["s-1", "s-2", "s-3"] {
+        support::create_widget(&api, &crd, n, json!({"size": 1})).await;
+    }
+    reader.take(3, WAIT).await;
+    assert!(bridge.stop().await.success());
+
+    // Stopped: the command publishes the snapshot itself; its dispatcher panics at once.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_crbridge"))
+        .args(["snapshot", "-c"])
+        .arg(&bridge.config)
+        .args(["--watch", "widgets"])
+        .env("CRBRIDGE_TEST_PANIC", "dispatch/nats:0")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawning crbridge snapshot");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            child.kill().ok();
+            child.wait().ok();
+            panic!("the snapshot command still runs after {WAIT:?}: it hangs");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(!status.success(), "{err}");
+    assert!(
+        err.contains("sink nats: the dispatcher panicked: test panic injected into dispatch/nats"),
+        "{err}"
+    );
 }
