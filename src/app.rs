@@ -233,7 +233,8 @@ pub async fn run(config: Config, file: &str) -> anyhow::Result<()> {
         crate::admin::serve(admin_listener, admin.clone(), token, http_cancel.clone()),
     );
 
-    // Without it SIGTERM would not stop the process in order: that is worth a restart.
+    // Without it SIGTERM would not stop the process in order: stop, and a new process
+    // installs the handlers again.
     supervisor.stop_on_failure("signals", http_cancel.clone(), {
         let shutdown = shutdown.clone();
         async move {
