@@ -4,6 +4,9 @@
 //! Shutdown order: watches stop first (no new observations), capture commits what it has
 //! and ends, dispatchers drain in-flight acks up to a deadline and write their cursors, the
 //! store is flushed. A second signal exits at once.
+//!
+//! Every long-running task runs under a [`Supervisor`] with a fixed name; what happens when
+//! one panics or exits early is decided per task where it is spawned in [`run`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +29,7 @@ use crate::event::Identity;
 use crate::leader::{ElectionConfig, Elector, Held};
 use crate::stats::Stats;
 use crate::store::{Store, StoreOptions};
+use crate::supervise::{with_test_panic, Supervisor};
 use crate::watch::{Scope, ScopeHealth};
 use crate::wiring::SinkSetup;
 use std::sync::atomic::Ordering;
@@ -205,6 +209,7 @@ pub async fn run(config: Config, file: &str) -> anyhow::Result<()> {
         by_watch.entry(s.watch.clone()).or_default().push(s.id);
     }
     let shutdown = CancellationToken::new();
+    let supervisor = Supervisor::new(stats.tasks.clone(), stats.metrics.clone(), shutdown.clone());
     let admin = Arc::new(crate::admin::Admin {
         store: store.clone(),
         config: config.clone(),
@@ -215,10 +220,22 @@ pub async fn run(config: Config, file: &str) -> anyhow::Result<()> {
         shutdown: shutdown.clone(),
     });
     let http_cancel = CancellationToken::new();
-    let http = crate::http::serve(listener, stats.clone(), http_cancel.clone());
-    let admin_http = crate::admin::serve(admin_listener, admin.clone(), token, http_cancel.clone());
+    // The servers own their listeners, so they cannot start twice; without them Kubernetes
+    // cannot see the process, so a server that dies stops it and a new one binds again.
+    let http = supervisor.observe(
+        "http",
+        http_cancel.clone(),
+        crate::http::serve(listener, stats.clone(), http_cancel.clone()),
+    );
+    let admin_http = supervisor.observe(
+        "admin",
+        http_cancel.clone(),
+        crate::admin::serve(admin_listener, admin.clone(), token, http_cancel.clone()),
+    );
 
-    tokio::spawn({
+    // Without it SIGTERM would not stop the process in order: stop, and a new process
+    // installs the handlers again.
+    supervisor.stop_on_failure("signals", http_cancel.clone(), {
         let shutdown = shutdown.clone();
         async move {
             wait_for_signal().await;
@@ -264,53 +281,121 @@ pub async fn run(config: Config, file: &str) -> anyhow::Result<()> {
     }
     let (durable_tx, durable_rx) = watch::channel(last);
     let watch_cancel = CancellationToken::new();
-    let capture = tokio::spawn(
-        Capture::new(store.clone(), rules, durable_tx, stats.capture.clone())
-            .with_metrics(stats.metrics.clone())
-            .with_max_outbox_bytes(config.state.outbox.max_bytes)
-            .run(obs_rx, cmd_rx, watch_cancel.clone()),
+    // Capture stops the process when it fails: it is the single writer, and a half-built
+    // batch in its memory cannot be repaired in place. A new process resumes from the
+    // durable checkpoints, and the watches replay what the lost batch held.
+    let committed = {
+        let durable = durable_rx.clone();
+        move || durable.borrow().saturating_sub(last)
+    };
+    let capture = supervisor.stop_on_failure(
+        "capture",
+        watch_cancel.clone(),
+        with_test_panic(
+            "capture",
+            committed,
+            Capture::new(store.clone(), rules, durable_tx, stats.capture.clone())
+                .with_metrics(stats.metrics.clone())
+                .with_max_outbox_bytes(config.state.outbox.max_bytes)
+                .run(obs_rx, cmd_rx, watch_cancel.clone()),
+        ),
     );
 
+    // A dispatcher restarts: everything it knows is its cursor in the store, so a new one
+    // resends from the cursor with the same event ids (duplicates, never gaps).
     let sinks_cancel = CancellationToken::new();
+    let config = Arc::new(config);
     let mut dispatchers = Vec::new();
     for (sink, (_, ds)) in sinks.into_iter().zip(&stats.sinks) {
-        let d = sink.dispatcher(
-            &config,
+        let task = format!("dispatch/{}", sink.name);
+        let (config, store, durable, ds, metrics, cancel) = (
+            config.clone(),
             store.clone(),
             durable_rx.clone(),
             ds.clone(),
             stats.metrics.clone(),
+            sinks_cancel.clone(),
         );
-        dispatchers.push(tokio::spawn(d.run(sinks_cancel.clone())));
+        dispatchers.push(supervisor.restart(&task, sinks_cancel.clone(), {
+            let task = task.clone();
+            move || {
+                let published = {
+                    let (metrics, label) = (metrics.clone(), crate::metrics::sink(&sink.name));
+                    move || metrics.published.get_or_create(&label).get()
+                };
+                let d = sink.clone().dispatcher(
+                    &config,
+                    store.clone(),
+                    durable.clone(),
+                    ds.clone(),
+                    metrics.clone(),
+                );
+                let task = task.clone();
+                let cancel = cancel.clone();
+                async move { with_test_panic(&task, published, d.run(cancel)).await }
+            }
+        }));
     }
 
-    let gc = tokio::spawn(collect_garbage(
-        store.clone(),
-        config.sinks.keys().cloned().collect(),
-        config.state.outbox.retention,
-        config.state.outbox.max_bytes,
-        sinks_cancel.clone(),
-    ));
-    let gauges = tokio::spawn(update_gauges(
-        store.clone(),
-        stats.clone(),
-        http_cancel.clone(),
-    ));
+    // GC and the gauges restart: they keep nothing between rounds.
+    let gc = supervisor.restart("gc", sinks_cancel.clone(), {
+        let (store, sinks, cancel) = (
+            store.clone(),
+            config.sinks.keys().cloned().collect::<Vec<_>>(),
+            sinks_cancel.clone(),
+        );
+        let (retention, max_bytes) = (config.state.outbox.retention, config.state.outbox.max_bytes);
+        move || {
+            collect_garbage(
+                store.clone(),
+                sinks.clone(),
+                retention,
+                max_bytes,
+                cancel.clone(),
+            )
+        }
+    });
+    let gauges = supervisor.restart("gauges", http_cancel.clone(), {
+        let (store, stats, cancel) = (store.clone(), stats.clone(), http_cancel.clone());
+        move || update_gauges(store.clone(), stats.clone(), cancel.clone())
+    });
 
+    // A watch loop restarts from the checkpoint capture last committed for its scope:
+    // what it had sent but capture had not committed comes again, and capture drops what
+    // it already has as stale.
     let mut watches = Vec::new();
     for (scope, (_, _, health)) in scopes.into_iter().zip(&stats.scopes) {
-        let checkpoint = store.checkpoint(&crate::store::checkpoint_key(
-            &scope.watch,
-            scope.namespace.as_deref(),
-        ))?;
-        watches.push(tokio::spawn(crate::watch::run(
-            scope,
-            checkpoint,
+        let key = crate::store::checkpoint_key(&scope.watch, scope.namespace.as_deref());
+        let mut first = Some(store.checkpoint(&key)?);
+        // Named by the config only: the watch, and the namespace when it lists several.
+        let task = match &scope.namespace {
+            Some(ns) => format!("watch/{}/{ns}", scope.watch),
+            None => format!("watch/{}", scope.watch),
+        };
+        let (store, tx, health, metrics, cancel) = (
+            store.clone(),
             obs_tx.clone(),
             health.clone(),
             stats.metrics.clone(),
             watch_cancel.clone(),
-        )));
+        );
+        watches.push(supervisor.restart(&task, watch_cancel.clone(), move || {
+            let checkpoint = first.take().unwrap_or_else(|| {
+                store.checkpoint(&key).unwrap_or_else(|e| {
+                    // Without a checkpoint the scope lists again: slower, nothing lost.
+                    tracing::warn!(error = %e, "reading the watch checkpoint failed: relisting");
+                    None
+                })
+            });
+            crate::watch::run(
+                scope.clone(),
+                checkpoint,
+                tx.clone(),
+                health.clone(),
+                metrics.clone(),
+                cancel.clone(),
+            )
+        }));
     }
     drop(obs_tx);
     info!(
@@ -359,6 +444,9 @@ pub async fn run(config: Config, file: &str) -> anyhow::Result<()> {
     let _ = admin_http.await;
     let _ = gauges.await;
     info!("stopped");
+    if let Some(failure) = supervisor.failure() {
+        anyhow::bail!("{failure}");
+    }
     if lost {
         anyhow::bail!("leadership lost (lease could not be renewed within renewDeadline)");
     }

@@ -3,8 +3,9 @@
 //! The stages, each its own module: [`watch`] (list / watch with checkpoint resume) →
 //! [`capture`] (normalize, [`diff`], [`event`], one [`store`] transaction per batch) →
 //! [`dispatch`] (one per sink: publish a window of events, advance the cursor over acks).
-//! [`config`] reads `crbridge.yaml`; [`app`] wires the stages together, with the pieces
-//! the operator commands share in [`wiring`]; [`stats`] is what the [`http`] endpoints read.
+//! [`config`] reads `crbridge.yaml`; [`app`] wires the stages together and runs each
+//! long-running task under [`supervise`], with the pieces the operator commands share in
+//! [`wiring`]; [`stats`] is what the [`http`] endpoints read.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -27,5 +28,6 @@ pub mod sinks;
 pub mod stats;
 pub mod status;
 pub mod store;
+pub mod supervise;
 pub mod watch;
 pub mod wiring;

@@ -31,6 +31,13 @@ pub struct SinkLabel {
     pub sink: String,
 }
 
+/// Labels: a supervised task.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TaskLabel {
+    /// Task name: a fixed string (`capture`, `dispatch/<sink>`, `watch/<watch>`, `gc`, ...).
+    pub task: String,
+}
+
 /// Labels: an error kind.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorKind {
@@ -73,6 +80,8 @@ pub struct Metrics {
     pub gone: Family<WatchLabel, Counter>,
     /// Errors by kind.
     pub errors: Family<ErrorKind, Counter>,
+    /// Supervised tasks restarted after a panic or an unexpected exit.
+    pub task_restarts: Family<TaskLabel, Counter>,
 }
 
 /// `crbridge_events_observed_total`
@@ -107,6 +116,8 @@ pub const RELISTS: &str = "crbridge_relists";
 pub const GONE: &str = "crbridge_watch_gone";
 /// `crbridge_errors_total`
 pub const ERRORS: &str = "crbridge_errors";
+/// `crbridge_task_restarts_total`
+pub const TASK_RESTARTS: &str = "crbridge_task_restarts";
 
 /// 100 µs .. ~27 s in steps of 25 %: fine enough to read p50 / p99 of sub-millisecond
 /// acks and flushes, and outages still show in the top buckets.
@@ -143,6 +154,7 @@ impl Metrics {
             relists: Family::default(),
             gone: Family::default(),
             errors: Family::default(),
+            task_restarts: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -218,6 +230,11 @@ impl Metrics {
             m.gone.clone(),
         );
         r.register(ERRORS, "Errors by kind", m.errors.clone());
+        r.register(
+            TASK_RESTARTS,
+            "Supervised tasks restarted after a panic or an unexpected exit",
+            m.task_restarts.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -257,6 +274,13 @@ pub fn watch_type(w: &str, t: &str) -> WatchType {
 pub fn sink(s: &str) -> SinkLabel {
     SinkLabel {
         sink: s.to_string(),
+    }
+}
+
+/// Labels for a supervised task.
+pub fn task(t: &str) -> TaskLabel {
+    TaskLabel {
+        task: t.to_string(),
     }
 }
 

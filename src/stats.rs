@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::capture::CaptureStats;
 use crate::dispatch::DispatchStats;
 use crate::metrics::Metrics;
+use crate::supervise::Tasks;
 use crate::watch::ScopeHealth;
 
 /// A watch loop silent for this long (no page, no event, no bookmark, no reopen) is
@@ -26,19 +27,35 @@ pub struct Stats {
     pub sinks: Vec<(String, Arc<DispatchStats>)>,
     /// True while waiting for leadership (watches and sinks not started).
     pub standby: AtomicBool,
+    /// Supervised tasks that are down (restarting, or stopping the process).
+    pub tasks: Arc<Tasks>,
 }
 
-/// Problems that make the process unhealthy (it should be restarted).
+/// One line per supervised task that is down: it died and has not run again yet.
+fn tasks_down(stats: &Stats) -> impl Iterator<Item = String> {
+    stats
+        .tasks
+        .down()
+        .into_iter()
+        .map(|(task, why)| format!("task {task} {why}"))
+}
+
+/// Problems that make the process unhealthy (it should be restarted): a stalled watch, or
+/// a supervised task that died (shown from its death until it runs again, so within
+/// seconds, whether it is restarting or stopping the process).
 pub fn liveness_problems(stats: &Stats) -> Vec<String> {
     let now = crate::store::now_ms();
-    stats
-        .scopes
-        .iter()
-        .filter(|(_, _, h)| {
-            now.saturating_sub(h.last_progress_ms.load(Ordering::Relaxed)) > STALLED_MS
-        })
-        .map(|(w, ns, _)| format!("watch {w} ({ns}) stalled"))
-        .collect()
+    let mut out: Vec<String> = tasks_down(stats).collect();
+    out.extend(
+        stats
+            .scopes
+            .iter()
+            .filter(|(_, _, h)| {
+                now.saturating_sub(h.last_progress_ms.load(Ordering::Relaxed)) > STALLED_MS
+            })
+            .map(|(w, ns, _)| format!("watch {w} ({ns}) stalled")),
+    );
+    out
 }
 
 /// Reasons the process is not ready (should not receive traffic / is not caught up).
@@ -48,12 +65,14 @@ pub fn readiness_problems(stats: &Stats) -> Vec<String> {
     if stats.standby.load(Ordering::Relaxed) {
         return Vec::new();
     }
-    let mut out: Vec<String> = stats
-        .scopes
-        .iter()
-        .filter(|(_, _, h)| !h.synced.load(Ordering::Relaxed))
-        .map(|(w, ns, _)| format!("watch {w} ({ns}) not synced"))
-        .collect();
+    let mut out: Vec<String> = tasks_down(stats).collect();
+    out.extend(
+        stats
+            .scopes
+            .iter()
+            .filter(|(_, _, h)| !h.synced.load(Ordering::Relaxed))
+            .map(|(w, ns, _)| format!("watch {w} ({ns}) not synced")),
+    );
     out.extend(
         stats
             .sinks
@@ -107,5 +126,26 @@ mod tests {
         stats.capture.healthy.store(true, Ordering::Relaxed);
         assert!(readiness_problems(&stats).is_empty());
         assert!(liveness_problems(&stats).is_empty());
+    }
+
+    #[test]
+    fn a_dead_task_is_named_by_both_checks_until_it_runs_again() {
+        let stats = stats();
+        stats.scopes[0].2.synced.store(true, Ordering::Relaxed);
+        stats.scopes[0]
+            .2
+            .last_progress_ms
+            .store(crate::store::now_ms(), Ordering::Relaxed);
+        stats.sinks[0].1.healthy.store(true, Ordering::Relaxed);
+        stats.capture.healthy.store(true, Ordering::Relaxed);
+        stats
+            .tasks
+            .set_down("dispatch/s", "panicked: boom; restarting".into());
+        let want = ["task dispatch/s panicked: boom; restarting"];
+        assert_eq!(liveness_problems(&stats), want);
+        assert_eq!(readiness_problems(&stats), want);
+        stats.tasks.set_up("dispatch/s");
+        assert!(liveness_problems(&stats).is_empty());
+        assert!(readiness_problems(&stats).is_empty());
     }
 }

@@ -119,17 +119,38 @@ async fn publish_until(
             continue;
         }
         let stats = Arc::new(DispatchStats::default());
+        let metrics = Arc::new(crate::metrics::Metrics::new());
         let d = SinkSetup::new(file, section)?.dispatcher(
             config,
             store.clone(),
             durable.clone(),
             stats.clone(),
-            Arc::new(crate::metrics::Metrics::new()),
+            metrics.clone(),
         );
-        running.push((name.clone(), stats, tokio::spawn(d.run(cancel.clone()))));
+        let published = {
+            let label = crate::metrics::sink(name);
+            move || metrics.published.get_or_create(&label).get()
+        };
+        let (task, run) = (format!("dispatch/{name}"), d.run(cancel.clone()));
+        let run = async move { crate::supervise::with_test_panic(&task, published, run).await };
+        running.push((name.clone(), stats, tokio::spawn(run)));
     }
     let mut last_report = std::time::Instant::now();
     loop {
+        // A dispatcher that ended on its own (a panic) would leave this loop waiting forever.
+        let ended = running.iter().position(|(_, s, t)| {
+            t.is_finished() && s.cursor.load(std::sync::atomic::Ordering::Relaxed) < upto
+        });
+        if let Some(i) = ended {
+            let (name, _, t) = running.swap_remove(i);
+            let exit = crate::supervise::Exit::of(t.await);
+            cancel.cancel();
+            for (_, _, t) in running {
+                let _ = t.await;
+            }
+            store.flush().await?;
+            bail!("sink {name}: the dispatcher {exit} before the snapshot was published (its events are in the outbox: the next `crbridge run` publishes them)");
+        }
         let behind: Vec<(String, u64)> = running
             .iter()
             .map(|(n, s, _)| {

@@ -48,6 +48,29 @@ impl Bridge {
         self.dir.join(format!("run-{run}.log"))
     }
 
+    /// Unsets an environment variable set with [`Bridge::env`] for the next runs.
+    pub fn remove_env(&mut self, key: &str) {
+        self.envs.retain(|(k, _)| k != key);
+    }
+
+    /// Waits until the current run's process exits on its own, or panics with the log.
+    pub async fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if let Some(s) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
+                self.child = None;
+                return s;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                panic!(
+                    "crbridge did not exit within {limit:?}; log:\n{}",
+                    self.raw_log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Starts a new run; its log is separate from earlier runs'.
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "bridge already running");
