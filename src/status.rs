@@ -2,10 +2,13 @@
 //! cursor, lag and dead letters; the outbox size. Computed from the state store (directly on
 //! a stopped instance, by the running daemon for its admin endpoint).
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 use crate::store::{checkpoint_key, now_ms, object_prefix, Store, StoreError};
+use crate::watch::ScopeHealth;
 
 /// The whole status.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,6 +38,10 @@ pub struct WatchStatus {
     pub objects: usize,
     /// When its last event was written (RFC 3339).
     pub last_event: Option<String>,
+    /// Why its kind is unavailable, per scope that reports it (running instance only):
+    /// `kind example.com/v1 Widget is not served (404)`, `forbidden: …`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unavailable: Vec<String>,
 }
 
 /// One sink.
@@ -79,6 +86,7 @@ pub fn collect(store: &Store, config: &Config, running: bool) -> Result<Status, 
             checkpoints,
             objects: store.count_objects(&object_prefix(&w.name, None)),
             last_event: store.last_event_ms(&w.name)?.map(rfc3339),
+            unavailable: Vec::new(),
         });
     }
     let mut sinks = Vec::new();
@@ -107,6 +115,23 @@ pub fn collect(store: &Store, config: &Config, running: bool) -> Result<Status, 
     })
 }
 
+/// Adds what the running watch loops report: why a watch's kind is unavailable. `scopes`
+/// is the daemon's (watch, namespace or `*`, health) table.
+pub fn add_health(status: &mut Status, scopes: &[(String, String, Arc<ScopeHealth>)]) {
+    for w in &mut status.watches {
+        for (name, ns, h) in scopes {
+            if let (true, Some(u)) = (name == &w.name, h.unavailable()) {
+                let line = if ns == "*" {
+                    u.message
+                } else {
+                    format!("{ns}: {}", u.message)
+                };
+                w.unavailable.push(line);
+            }
+        }
+    }
+}
+
 /// The status for humans.
 pub fn render(s: &Status) -> String {
     let mut out = format!(
@@ -129,6 +154,9 @@ pub fn render(s: &Status) -> String {
             w.last_event.as_deref().unwrap_or("-"),
             cps.join(" ")
         ));
+        for u in &w.unavailable {
+            out.push_str(&format!("    unavailable: {u}\n"));
+        }
     }
     out.push_str("\nSINK\n");
     for k in &s.sinks {
