@@ -171,3 +171,54 @@ pub fn render(s: &Status) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::watch::{Reason, Unavailable};
+
+    #[test]
+    fn an_unavailable_kind_is_shown_under_its_watch() {
+        let mut status = Status {
+            running: true,
+            last_seq: 0,
+            first_seq: None,
+            outbox_bytes: 0,
+            watches: ["good", "bad"]
+                .map(|name| WatchStatus {
+                    name: name.into(),
+                    checkpoints: vec![("ns".into(), None)],
+                    objects: 0,
+                    last_event: None,
+                    unavailable: Vec::new(),
+                })
+                .to_vec(),
+            sinks: Vec::new(),
+        };
+        let bad = Arc::new(ScopeHealth::default());
+        *bad.unavailable.lock().unwrap() = Some(Unavailable {
+            reason: Reason::Forbidden,
+            message: "forbidden: no".into(),
+        });
+        let scopes = vec![
+            ("good".into(), "ns".into(), Arc::new(ScopeHealth::default())),
+            ("bad".into(), "ns".into(), bad),
+        ];
+        add_health(&mut status, &scopes);
+        assert!(status.watches[0].unavailable.is_empty());
+        assert_eq!(status.watches[1].unavailable, ["ns: forbidden: no"]);
+        let text = render(&status);
+        assert!(
+            text.contains("\n    unavailable: ns: forbidden: no\n"),
+            "{text}"
+        );
+        // The JSON of a status without it (an older instance) still reads.
+        let mut json = serde_json::to_value(&status).unwrap();
+        json["watches"][1]
+            .as_object_mut()
+            .unwrap()
+            .remove("unavailable");
+        let back: Status = serde_json::from_value(json).unwrap();
+        assert!(back.watches[1].unavailable.is_empty());
+    }
+}

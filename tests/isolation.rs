@@ -59,7 +59,10 @@ async fn until(reader: &mut Reader, name: &str, change: &str, limit: Duration) -
     let deadline = tokio::time::Instant::now() + limit;
     loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        assert!(!left.is_zero(), "no {change} event for {name} within {limit:?}");
+        assert!(
+            !left.is_zero(),
+            "no {change} event for {name} within {limit:?}"
+        );
         let e = reader.take(1, left).await.remove(0);
         if e.change() == change && e.attr("subject").ends_with(&format!("/{name}")) {
             return e;
@@ -99,16 +102,27 @@ async fn a_kind_missing_at_start_is_reported_and_picked_up_once_installed() {
     let missing = format!("watch gadgets: kind {group}/v1 Gadget is not served (404)");
     readyz(&base, 503, &missing, WAIT).await;
     assert_eq!(support::http_get(&format!("{base}/healthz")).0, 200);
-    assert_eq!(metric(&base, "crbridge_watch_up{watch=\"gadgets\"}"), Some(0.0));
-    assert_eq!(metric(&base, "crbridge_watch_up{watch=\"widgets\"}"), Some(1.0));
-    let logged = bridge.wait_logged("watch unavailable; other watches go on, retrying", WAIT).await;
+    assert_eq!(
+        metric(&base, "crbridge_watch_up{watch=\"gadgets\"}"),
+        Some(0.0)
+    );
+    assert_eq!(
+        metric(&base, "crbridge_watch_up{watch=\"widgets\"}"),
+        Some(1.0)
+    );
+    let logged = bridge
+        .wait_logged("watch unavailable; other watches go on, retrying", WAIT)
+        .await;
     assert_eq!(logged["watch"], "gadgets", "{logged}");
     assert_eq!(logged["reason"], "not_found", "{logged}");
 
     // Installed after the start: found without a restart.
     let gadgets = support::crd_in(&client, &group, "Gadget").await;
     readyz(&base, 200, "ok", RESOLVE_WAIT).await;
-    assert_eq!(metric(&base, "crbridge_watch_up{watch=\"gadgets\"}"), Some(1.0));
+    assert_eq!(
+        metric(&base, "crbridge_watch_up{watch=\"gadgets\"}"),
+        Some(1.0)
+    );
     create(&client, &gadgets, &ns, "g1").await;
     let e = until(&mut reader, "g1", "created", WAIT).await;
     assert!(e.attr("source").contains(&group), "{e:?}");
@@ -150,7 +164,10 @@ async fn a_watched_kind_deleted_while_running_leaves_the_other_watch_publishing(
     create(&client, &widgets, &ns, "w-after").await;
     until(&mut reader, "w-after", "created", WAIT).await;
     assert_eq!(support::http_get(&format!("{base}/healthz")).0, 200);
-    assert_eq!(metric(&base, "crbridge_watch_up{watch=\"gadgets\"}"), Some(0.0));
+    assert_eq!(
+        metric(&base, "crbridge_watch_up{watch=\"gadgets\"}"),
+        Some(0.0)
+    );
     assert!(bridge.is_running(), "{}", bridge.raw_log());
     assert_eq!(bridge.stop().await.code(), Some(0));
 }
@@ -217,9 +234,14 @@ async fn a_forbidden_kind_is_reported_and_picked_up_once_rbac_allows_it() {
     until(&mut reader, "w1", "created", WAIT).await;
 
     let body = readyz(&base, 503, "watch gadgets: forbidden: ", WAIT).await;
-    assert!(body.contains(&user), "the RBAC message names the user: {body}");
+    assert!(
+        body.contains(&user),
+        "the RBAC message names the user: {body}"
+    );
     assert_eq!(support::http_get(&format!("{base}/healthz")).0, 200);
-    let logged = bridge.wait_logged("watch unavailable; other watches go on, retrying", WAIT).await;
+    let logged = bridge
+        .wait_logged("watch unavailable; other watches go on, retrying", WAIT)
+        .await;
     assert_eq!(logged["reason"], "forbidden", "{logged}");
 
     // Granted while running: picked up without a restart.

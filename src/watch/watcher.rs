@@ -123,7 +123,7 @@ pub async fn run<A: ListWatch>(
                     let wait = backoff.next_delay();
                     if failure == Failure::Undecodable {
                         let relist = matches!(next, State::Listing { .. });
-                        warn!(watch = %scope.watch, namespace = ns, error = %message, relist, "undecodable watch event");
+                        warn!(watch = %scope.watch, namespace = ns, error = %message, relist, "undecodable answer from the API server");
                     } else {
                         warn!(watch = %scope.watch, namespace = ns, error = %message, retry_in = ?wait, "watch request failed");
                     }
