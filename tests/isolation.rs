@@ -89,6 +89,14 @@ async fn a_kind_missing_at_start_is_reported_and_picked_up_once_installed() {
     let group = unique_group("late");
     let cfg = support::nats_config(dir.path(), &widgets, &ns, &stream);
     let cfg = with_second_watch(&cfg, "gadgets", &group, "Gadget", &ns);
+    // `crbridge status` finds a running instance by its admin port.
+    let admin = "admin:\n  listen: 127.0.0.1:0";
+    assert!(cfg.contains(admin), "{cfg}");
+    let cfg = cfg.replacen(
+        admin,
+        &format!("admin:\n  listen: 127.0.0.1:{}", support::free_port()),
+        1,
+    );
     let mut bridge = Bridge::new(dir.path(), &cfg);
     bridge.start();
     let base = http_base(&mut bridge).await;
@@ -115,6 +123,15 @@ async fn a_kind_missing_at_start_is_reported_and_picked_up_once_installed() {
         .await;
     assert_eq!(logged["watch"], "gadgets", "{logged}");
     assert_eq!(logged["reason"], "not_found", "{logged}");
+    let config = bridge.config.to_str().unwrap().to_string();
+    let (st, out, err) = support::bridge::run_cli(&["status", "-c", &config]);
+    assert!(st.success(), "{out}{err}");
+    assert!(
+        out.contains(&format!(
+            "unavailable: {ns}: kind {group}/v1 Gadget is not served (404)"
+        )),
+        "{out}"
+    );
 
     // Installed after the start: found without a restart.
     let gadgets = support::crd_in(&client, &group, "Gadget").await;
@@ -127,6 +144,13 @@ async fn a_kind_missing_at_start_is_reported_and_picked_up_once_installed() {
     let e = until(&mut reader, "g1", "created", WAIT).await;
     assert!(e.attr("source").contains(&group), "{e:?}");
     bridge.wait_logged("watch available again", WAIT).await;
+    // Logged once per reason, not once per retry.
+    let warned = bridge
+        .logged("watch unavailable; other watches go on, retrying")
+        .into_iter()
+        .filter(|l| l["watch"] == "gadgets")
+        .count();
+    assert_eq!(warned, 1, "{}", bridge.raw_log());
     assert!(bridge.is_running());
     assert_eq!(bridge.stop().await.code(), Some(0));
 }
