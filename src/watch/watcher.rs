@@ -89,6 +89,7 @@ pub async fn run<A: ListWatch>(
                 message,
                 resume,
             }) => {
+                let was_watching = matches!(resume, State::Watching { .. });
                 let next = resume.after_failure(failure);
                 if failure == Failure::Gone {
                     metrics
@@ -122,7 +123,7 @@ pub async fn run<A: ListWatch>(
                     metrics.error("watch");
                     let wait = backoff.next_delay();
                     if failure == Failure::Undecodable {
-                        let relist = matches!(next, State::Listing { .. });
+                        let relist = was_watching && matches!(next, State::Listing { .. });
                         warn!(watch = %scope.watch, namespace = ns, error = %message, relist, "undecodable answer from the API server");
                     } else {
                         warn!(watch = %scope.watch, namespace = ns, error = %message, retry_in = ?wait, "watch request failed");
