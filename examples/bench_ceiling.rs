@@ -32,7 +32,7 @@ use crbridge::dispatch::{DispatchStats, Dispatcher};
 use crbridge::event::Identity;
 use crbridge::metrics::Metrics;
 use crbridge::store::{Store, StoreOptions};
-use crbridge::watch::{self, RawApi, Scope, ScopeHealth};
+use crbridge::watch::{self, KindRef, RawApi, Scope, ScopeHealth};
 use crbridge_sink_api::{BoxFuture, ChangeKind, Event, PendingAck, Sink, SinkError};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -176,10 +176,16 @@ async fn bridge(objects: usize, updates: usize) -> anyhow::Result<()> {
         watch: "widgets".into(),
         namespace: Some(NAMESPACE.into()),
         resource: common::api_resource(),
-        api: RawApi::new(client, &common::api_resource(), Some(NAMESPACE)),
+        api: RawApi::new(
+            client,
+            KindRef::of(&common::api_resource()),
+            &common::api_resource(),
+            Some(NAMESPACE),
+        ),
         label_selector: None,
         field_selector: None,
         page_size: 500,
+        resolved: true,
     };
     let rules = vec![ScopeRules {
         watch: "widgets".into(),

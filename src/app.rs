@@ -13,8 +13,6 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use crbridge_sink_api::ChangeKind;
-use kube::api::{ApiResource, GroupVersionKind};
-use kube::discovery::Scope as KubeScope;
 use kube::Client;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -30,7 +28,7 @@ use crate::leader::{ElectionConfig, Elector, Held};
 use crate::stats::Stats;
 use crate::store::{Store, StoreOptions};
 use crate::supervise::{with_test_panic, Supervisor};
-use crate::watch::{Scope, ScopeHealth};
+use crate::watch::{KindRef, Scope, ScopeHealth};
 use crate::wiring::SinkSetup;
 use std::sync::atomic::Ordering;
 
@@ -48,17 +46,33 @@ pub async fn kube_client(config: &Config) -> anyhow::Result<Client> {
 }
 
 /// A watched kind as the server describes it.
-pub struct Resolved {
-    /// The resource (plural from discovery unless configured).
-    pub resource: ApiResource,
-    /// True for namespaced kinds.
-    pub namespaced: bool,
+pub use crate::watch::Discovered as Resolved;
+
+/// The kind a watch names, for discovery.
+fn kind_ref(w: &WatchConfig) -> KindRef {
+    KindRef {
+        group: w.group.clone(),
+        version: w.version.clone(),
+        kind: w.kind.clone(),
+        plural: w.plural.clone(),
+    }
+}
+
+/// A cluster-scoped kind cannot be watched in namespaces: a config error.
+fn check_scope(w: &WatchConfig, r: &Resolved) -> anyhow::Result<()> {
+    if !r.namespaced && !w.namespaces.is_empty() {
+        bail!(
+            "watch {}: kind {} is cluster-scoped; remove `namespaces`",
+            w.name,
+            w.kind
+        );
+    }
+    Ok(())
 }
 
 /// Resolves a watch's kind by discovery.
 pub async fn resolve(client: &Client, w: &WatchConfig) -> anyhow::Result<Resolved> {
-    let gvk = GroupVersionKind::gvk(&w.group, &w.version, &w.kind);
-    let (mut resource, caps) = kube::discovery::pinned_kind(client, &gvk)
+    let r = crate::watch::discover(client, &kind_ref(w))
         .await
         .with_context(|| {
             format!(
@@ -69,21 +83,14 @@ pub async fn resolve(client: &Client, w: &WatchConfig) -> anyhow::Result<Resolve
                 w.version
             )
         })?;
-    if let Some(p) = &w.plural {
-        resource.plural = p.clone();
-    }
-    let namespaced = caps.scope == KubeScope::Namespaced;
-    if !namespaced && !w.namespaces.is_empty() {
-        bail!(
-            "watch {}: kind {} is cluster-scoped; remove `namespaces`",
-            w.name,
-            w.kind
-        );
-    }
-    Ok(Resolved {
-        resource,
-        namespaced,
-    })
+    check_scope(w, &r)?;
+    Ok(r)
+}
+
+/// True for the answers that make a kind unavailable rather than the start impossible: not
+/// served (404) or not allowed (403). The watch resolves it again while it runs.
+fn unavailable(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404 || s.code == 403)
 }
 
 fn change_kind(c: ChangeType) -> ChangeKind {
@@ -95,7 +102,10 @@ fn change_kind(c: ChangeType) -> ChangeKind {
 }
 
 /// Resolves every watch by discovery into scopes (one per namespace, or all) and the rules
-/// capture applies to each.
+/// capture applies to each. A kind that is not served or not allowed yet does not fail the
+/// plan: its scopes start unresolved (one per configured namespace, or all) and their loops
+/// resolve it while the others run; until then its plural is the configured one or the
+/// conventional guess.
 pub async fn plan(
     config: &Config,
     client: &Client,
@@ -103,7 +113,26 @@ pub async fn plan(
     let mut scopes = Vec::new();
     let mut rules = Vec::new();
     for w in &config.watches {
-        let r = resolve(client, w).await?;
+        let kind = kind_ref(w);
+        let (r, resolved) = match crate::watch::discover(client, &kind).await {
+            Ok(r) => {
+                check_scope(w, &r)?;
+                (r, true)
+            }
+            Err(e) if unavailable(&e) => {
+                info!(watch = %w.name, error = %e, "kind not available at start; its watch retries");
+                let guessed = Resolved {
+                    resource: kind.guessed(),
+                    namespaced: !w.namespaces.is_empty(),
+                };
+                (guessed, false)
+            }
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!("watch {}: resolving kind {}", w.name, kind.describe())
+                })
+            }
+        };
         let namespaces: Vec<Option<String>> = if !r.namespaced || w.namespaces.is_empty() {
             vec![None]
         } else {
@@ -112,7 +141,8 @@ pub async fn plan(
         let norm = Rules::new(w.include_status, &w.ignore)
             .with_context(|| format!("watch {}: ignore", w.name))?;
         for ns in namespaces {
-            let api = crate::watch::RawApi::new(client.clone(), &r.resource, ns.as_deref());
+            let api =
+                crate::watch::RawApi::new(client.clone(), kind.clone(), &r.resource, ns.as_deref());
             let id = scopes.len();
             scopes.push(Scope {
                 id,
@@ -123,6 +153,7 @@ pub async fn plan(
                 label_selector: w.label_selector.clone(),
                 field_selector: w.field_selector.clone(),
                 page_size: PAGE_SIZE,
+                resolved,
             });
             rules.push(ScopeRules {
                 watch: w.name.clone(),
@@ -141,7 +172,9 @@ pub async fn plan(
                 initial: w.initial,
             });
         }
-        info!(watch = %w.name, plural = %r.resource.plural, namespaced = r.namespaced, "resolved kind");
+        if resolved {
+            info!(watch = %w.name, plural = %r.resource.plural, namespaced = r.namespaced, "resolved kind");
+        }
     }
     Ok((scopes, rules))
 }
@@ -215,6 +248,7 @@ pub async fn run(config: Config, file: &str) -> anyhow::Result<()> {
         config: config.clone(),
         sinks: sinks.iter().map(|s| (s.name.clone(), s.clone())).collect(),
         scopes: by_watch,
+        health: stats.scopes.clone(),
         capture: std::sync::Mutex::new(None),
         busy: Arc::new(tokio::sync::Semaphore::new(1)),
         shutdown: shutdown.clone(),

@@ -62,6 +62,7 @@ pub fn serve(
 }
 
 async fn metrics(State(stats): State<Arc<Stats>>) -> impl IntoResponse {
+    stats.refresh_watch_gauges();
     (
         [(
             header::CONTENT_TYPE,

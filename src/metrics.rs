@@ -24,6 +24,15 @@ pub struct WatchType {
     pub r#type: String,
 }
 
+/// Labels: a watch and why it is unavailable (a fixed set: forbidden, not_found, other).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WatchReason {
+    /// Watch name.
+    pub watch: String,
+    /// forbidden / not_found / other.
+    pub reason: String,
+}
+
 /// Labels: a sink.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SinkLabel {
@@ -82,6 +91,10 @@ pub struct Metrics {
     pub errors: Family<ErrorKind, Counter>,
     /// Supervised tasks restarted after a panic or an unexpected exit.
     pub task_restarts: Family<TaskLabel, Counter>,
+    /// 1 while every scope of the watch has its kind served and allowed, else 0.
+    pub watch_up: Family<WatchLabel, Gauge>,
+    /// Scopes of the watch whose kind is unavailable, by reason.
+    pub watch_unavailable: Family<WatchReason, Gauge>,
 }
 
 /// `crbridge_events_observed_total`
@@ -118,6 +131,10 @@ pub const GONE: &str = "crbridge_watch_gone";
 pub const ERRORS: &str = "crbridge_errors";
 /// `crbridge_task_restarts_total`
 pub const TASK_RESTARTS: &str = "crbridge_task_restarts";
+/// `crbridge_watch_up`
+pub const WATCH_UP: &str = "crbridge_watch_up";
+/// `crbridge_watch_unavailable_scopes`
+pub const WATCH_UNAVAILABLE: &str = "crbridge_watch_unavailable_scopes";
 
 /// 100 µs .. ~27 s in steps of 25 %: fine enough to read p50 / p99 of sub-millisecond
 /// acks and flushes, and outages still show in the top buckets.
@@ -155,6 +172,8 @@ impl Metrics {
             gone: Family::default(),
             errors: Family::default(),
             task_restarts: Family::default(),
+            watch_up: Family::default(),
+            watch_unavailable: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -235,6 +254,16 @@ impl Metrics {
             "Supervised tasks restarted after a panic or an unexpected exit",
             m.task_restarts.clone(),
         );
+        r.register(
+            WATCH_UP,
+            "1 while the watch's kind is served and allowed in every scope, else 0",
+            m.watch_up.clone(),
+        );
+        r.register(
+            WATCH_UNAVAILABLE,
+            "Scopes of the watch whose kind is unavailable, by reason (forbidden, not_found, other)",
+            m.watch_unavailable.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -267,6 +296,14 @@ pub fn watch_type(w: &str, t: &str) -> WatchType {
     WatchType {
         watch: w.to_string(),
         r#type: t.to_string(),
+    }
+}
+
+/// Labels for a watch and an unavailability reason.
+pub fn watch_reason(w: &str, reason: &str) -> WatchReason {
+    WatchReason {
+        watch: w.to_string(),
+        reason: reason.to_string(),
     }
 }
 

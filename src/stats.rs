@@ -8,7 +8,7 @@ use crate::capture::CaptureStats;
 use crate::dispatch::DispatchStats;
 use crate::metrics::Metrics;
 use crate::supervise::Tasks;
-use crate::watch::ScopeHealth;
+use crate::watch::{Reason, ScopeHealth};
 
 /// A watch loop silent for this long (no page, no event, no bookmark, no reopen) is
 /// stalled: it reopens an idle watch every 330 s at the latest, so twice that is a hang.
@@ -31,6 +31,34 @@ pub struct Stats {
     pub tasks: Arc<Tasks>,
 }
 
+impl Stats {
+    /// Sets `crbridge_watch_up` and `crbridge_watch_unavailable_scopes` from the scopes'
+    /// health (one watch may have several scopes, so per watch, at read time).
+    pub fn refresh_watch_gauges(&self) {
+        let m = &self.metrics;
+        let mut watches: Vec<&str> = self.scopes.iter().map(|(w, _, _)| w.as_str()).collect();
+        watches.sort_unstable();
+        watches.dedup();
+        for w in watches {
+            let reasons: Vec<Reason> = self
+                .scopes
+                .iter()
+                .filter(|(name, _, _)| name == w)
+                .filter_map(|(_, _, h)| h.unavailable().map(|u| u.reason))
+                .collect();
+            m.watch_up
+                .get_or_create(&crate::metrics::watch(w))
+                .set(i64::from(reasons.is_empty()));
+            for r in [Reason::Forbidden, Reason::NotFound, Reason::Other] {
+                let n = reasons.iter().filter(|x| **x == r).count();
+                m.watch_unavailable
+                    .get_or_create(&crate::metrics::watch_reason(w, r.as_str()))
+                    .set(n as i64);
+            }
+        }
+    }
+}
+
 /// One line per supervised task that is down: it died and has not run again yet.
 fn tasks_down(stats: &Stats) -> impl Iterator<Item = String> {
     stats
@@ -42,7 +70,9 @@ fn tasks_down(stats: &Stats) -> impl Iterator<Item = String> {
 
 /// Problems that make the process unhealthy (it should be restarted): a stalled watch, or
 /// a supervised task that died (shown from its death until it runs again, so within
-/// seconds, whether it is restarting or stopping the process).
+/// seconds, whether it is restarting or stopping the process). A scope whose kind is
+/// unavailable is not one: its loop is alive, re-resolving with backoff, and a restart
+/// would not bring the kind back.
 pub fn liveness_problems(stats: &Stats) -> Vec<String> {
     let now = crate::store::now_ms();
     let mut out: Vec<String> = tasks_down(stats).collect();
@@ -52,6 +82,7 @@ pub fn liveness_problems(stats: &Stats) -> Vec<String> {
             .iter()
             .filter(|(_, _, h)| {
                 now.saturating_sub(h.last_progress_ms.load(Ordering::Relaxed)) > STALLED_MS
+                    && h.unavailable().is_none()
             })
             .map(|(w, ns, _)| format!("watch {w} ({ns}) stalled")),
     );
@@ -66,13 +97,17 @@ pub fn readiness_problems(stats: &Stats) -> Vec<String> {
         return Vec::new();
     }
     let mut out: Vec<String> = tasks_down(stats).collect();
-    out.extend(
-        stats
-            .scopes
-            .iter()
-            .filter(|(_, _, h)| !h.synced.load(Ordering::Relaxed))
-            .map(|(w, ns, _)| format!("watch {w} ({ns}) not synced")),
-    );
+    for (w, ns, h) in &stats.scopes {
+        let problem = match h.unavailable() {
+            Some(u) => format!("watch {w}: {}", u.message),
+            None if !h.synced.load(Ordering::Relaxed) => format!("watch {w} ({ns}) not synced"),
+            None => continue,
+        };
+        // Scopes of one watch in several namespaces often share the reason.
+        if !out.contains(&problem) {
+            out.push(problem);
+        }
+    }
     out.extend(
         stats
             .sinks
@@ -112,6 +147,64 @@ mod tests {
         assert_eq!(liveness_problems(&stats), ["watch w (*) stalled"]);
         stats.standby.store(true, Ordering::Relaxed);
         assert!(readiness_problems(&stats).is_empty());
+    }
+
+    fn unavailable(h: &ScopeHealth, reason: Reason, message: &str) {
+        *h.unavailable.lock().unwrap() = Some(crate::watch::Unavailable {
+            reason,
+            message: message.into(),
+        });
+    }
+
+    #[test]
+    fn an_unavailable_kind_is_named_in_readiness_not_liveness_and_in_the_gauges() {
+        let stats = Stats {
+            scopes: vec![
+                ("good".into(), "*".into(), Arc::new(ScopeHealth::default())),
+                ("bad".into(), "a".into(), Arc::new(ScopeHealth::default())),
+                ("bad".into(), "b".into(), Arc::new(ScopeHealth::default())),
+            ],
+            ..Default::default()
+        };
+        stats.capture.healthy.store(true, Ordering::Relaxed);
+        for (_, _, h) in &stats.scopes {
+            h.last_progress_ms.store(0, Ordering::Relaxed);
+        }
+        stats.scopes[0].2.synced.store(true, Ordering::Relaxed);
+        stats.scopes[0]
+            .2
+            .last_progress_ms
+            .store(crate::store::now_ms(), Ordering::Relaxed);
+        let message = "kind example.com/v1 Widget is not served (404)";
+        unavailable(&stats.scopes[1].2, Reason::NotFound, message);
+        unavailable(&stats.scopes[2].2, Reason::NotFound, message);
+        // Both scopes say the same: one line.
+        assert_eq!(
+            readiness_problems(&stats),
+            [format!("watch bad: {message}")]
+        );
+        // Long without progress, but alive and retrying.
+        assert!(liveness_problems(&stats).is_empty());
+
+        unavailable(&stats.scopes[2].2, Reason::Forbidden, "forbidden: no");
+        stats.refresh_watch_gauges();
+        let text = stats.metrics.encode();
+        for line in [
+            "crbridge_watch_up{watch=\"good\"} 1",
+            "crbridge_watch_up{watch=\"bad\"} 0",
+            "crbridge_watch_unavailable_scopes{watch=\"bad\",reason=\"not_found\"} 1",
+            "crbridge_watch_unavailable_scopes{watch=\"bad\",reason=\"forbidden\"} 1",
+            "crbridge_watch_unavailable_scopes{watch=\"good\",reason=\"not_found\"} 0",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+        *stats.scopes[1].2.unavailable.lock().unwrap() = None;
+        *stats.scopes[2].2.unavailable.lock().unwrap() = None;
+        stats.refresh_watch_gauges();
+        assert!(stats
+            .metrics
+            .encode()
+            .contains("crbridge_watch_up{watch=\"bad\"} 1"));
     }
 
     #[test]

@@ -2,10 +2,13 @@
 //! cursor, lag and dead letters; the outbox size. Computed from the state store (directly on
 //! a stopped instance, by the running daemon for its admin endpoint).
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 use crate::store::{checkpoint_key, now_ms, object_prefix, Store, StoreError};
+use crate::watch::ScopeHealth;
 
 /// The whole status.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,6 +38,10 @@ pub struct WatchStatus {
     pub objects: usize,
     /// When its last event was written (RFC 3339).
     pub last_event: Option<String>,
+    /// Why its kind is unavailable, per scope that reports it (running instance only):
+    /// `kind example.com/v1 Widget is not served (404)`, `forbidden: …`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unavailable: Vec<String>,
 }
 
 /// One sink.
@@ -79,6 +86,7 @@ pub fn collect(store: &Store, config: &Config, running: bool) -> Result<Status, 
             checkpoints,
             objects: store.count_objects(&object_prefix(&w.name, None)),
             last_event: store.last_event_ms(&w.name)?.map(rfc3339),
+            unavailable: Vec::new(),
         });
     }
     let mut sinks = Vec::new();
@@ -107,6 +115,23 @@ pub fn collect(store: &Store, config: &Config, running: bool) -> Result<Status, 
     })
 }
 
+/// Adds what the running watch loops report: why a watch's kind is unavailable. `scopes`
+/// is the daemon's (watch, namespace or `*`, health) table.
+pub fn add_health(status: &mut Status, scopes: &[(String, String, Arc<ScopeHealth>)]) {
+    for w in &mut status.watches {
+        for (name, ns, h) in scopes {
+            if let (true, Some(u)) = (name == &w.name, h.unavailable()) {
+                let line = if ns == "*" {
+                    u.message
+                } else {
+                    format!("{ns}: {}", u.message)
+                };
+                w.unavailable.push(line);
+            }
+        }
+    }
+}
+
 /// The status for humans.
 pub fn render(s: &Status) -> String {
     let mut out = format!(
@@ -129,6 +154,9 @@ pub fn render(s: &Status) -> String {
             w.last_event.as_deref().unwrap_or("-"),
             cps.join(" ")
         ));
+        for u in &w.unavailable {
+            out.push_str(&format!("    unavailable: {u}\n"));
+        }
     }
     out.push_str("\nSINK\n");
     for k in &s.sinks {
@@ -142,4 +170,55 @@ pub fn render(s: &Status) -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::watch::{Reason, Unavailable};
+
+    #[test]
+    fn an_unavailable_kind_is_shown_under_its_watch() {
+        let mut status = Status {
+            running: true,
+            last_seq: 0,
+            first_seq: None,
+            outbox_bytes: 0,
+            watches: ["good", "bad"]
+                .map(|name| WatchStatus {
+                    name: name.into(),
+                    checkpoints: vec![("ns".into(), None)],
+                    objects: 0,
+                    last_event: None,
+                    unavailable: Vec::new(),
+                })
+                .to_vec(),
+            sinks: Vec::new(),
+        };
+        let bad = Arc::new(ScopeHealth::default());
+        *bad.unavailable.lock().unwrap() = Some(Unavailable {
+            reason: Reason::Forbidden,
+            message: "forbidden: no".into(),
+        });
+        let scopes = vec![
+            ("good".into(), "ns".into(), Arc::new(ScopeHealth::default())),
+            ("bad".into(), "ns".into(), bad),
+        ];
+        add_health(&mut status, &scopes);
+        assert!(status.watches[0].unavailable.is_empty());
+        assert_eq!(status.watches[1].unavailable, ["ns: forbidden: no"]);
+        let text = render(&status);
+        assert!(
+            text.contains("\n    unavailable: ns: forbidden: no\n"),
+            "{text}"
+        );
+        // The JSON of a status without it (an older instance) still reads.
+        let mut json = serde_json::to_value(&status).unwrap();
+        json["watches"][1]
+            .as_object_mut()
+            .unwrap()
+            .remove("unavailable");
+        let back: Status = serde_json::from_value(json).unwrap();
+        assert!(back.watches[1].unavailable.is_empty());
+    }
 }

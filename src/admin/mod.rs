@@ -34,7 +34,7 @@ use crate::capture::{Command, SnapshotRequest};
 use crate::config::Config;
 use crate::replay::{Progress, ReplayRequest};
 use crate::store::Store;
-use crate::watch::ScopeId;
+use crate::watch::{ScopeHealth, ScopeId};
 use crate::wiring::{sink_watches, SinkSetup};
 
 /// What the admin endpoints need from the running daemon.
@@ -47,6 +47,8 @@ pub struct Admin {
     pub sinks: HashMap<String, SinkSetup>,
     /// Scopes of each watch.
     pub scopes: HashMap<String, Vec<ScopeId>>,
+    /// Health of every scope: (watch, namespace or `*`, health), for `status`.
+    pub health: Vec<(String, String, Arc<ScopeHealth>)>,
     /// Capture's command channel, once it runs (not while standing by, not after
     /// shutdown).
     pub capture: Mutex<Option<mpsc::Sender<Command>>>,
@@ -143,7 +145,10 @@ fn fail(code: StatusCode, msg: String) -> Response {
 
 async fn status(State(admin): State<Arc<Admin>>) -> Response {
     match crate::status::collect(&admin.store, &admin.config, true) {
-        Ok(s) => Json(s).into_response(),
+        Ok(mut s) => {
+            crate::status::add_health(&mut s, &admin.health);
+            Json(s).into_response()
+        }
         Err(e) => fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
@@ -294,6 +299,7 @@ mod tests {
             config,
             sinks,
             scopes: HashMap::new(),
+            health: Vec::new(),
             capture: Mutex::new(None),
             busy: Arc::new(Semaphore::new(1)),
             shutdown: CancellationToken::new(),

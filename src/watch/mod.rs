@@ -12,8 +12,8 @@ mod raw;
 mod state;
 mod watcher;
 
-pub use raw::{ListWatch, RawApi, WatchStream};
-pub use state::{Failure, ListMode, State};
+pub use raw::{discover, Discovered, KindRef, ListWatch, RawApi, WatchStream};
+pub use state::{Failure, ListMode, State, MAX_UNDECODABLE};
 pub use watcher::run;
 
 use std::time::SystemTime;
@@ -22,6 +22,7 @@ use kube::api::ApiResource;
 use serde_json::Value;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
 
 /// Index of a scope in the capture stage's table.
 pub type ScopeId = usize;
@@ -109,6 +110,8 @@ pub struct Scope<A = RawApi> {
     pub field_selector: Option<String>,
     /// Objects per list page.
     pub page_size: u32,
+    /// False when discovery did not find the kind at start: the loop resolves it first.
+    pub resolved: bool,
 }
 
 /// Liveness and readiness of one scope's loop, read by `/healthz` and `/readyz`.
@@ -119,12 +122,62 @@ pub struct ScopeHealth {
     /// Last time (ms since the epoch) the loop made progress: a page, a watch opened, an
     /// event or a bookmark.
     pub last_progress_ms: AtomicU64,
+    /// Set while the kind is not served or not allowed, and the loop re-resolves it.
+    pub unavailable: Mutex<Option<Unavailable>>,
+}
+
+/// Why a scope's kind is unavailable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unavailable {
+    /// The class, for metric labels.
+    pub reason: Reason,
+    /// What the server said, for people: `kind example.com/v1 Widget is not served (404)`,
+    /// `forbidden: <RBAC message>`.
+    pub message: String,
+}
+
+/// Why a kind is unavailable, as a fixed set (metric label values, never free text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// 403 from RBAC.
+    Forbidden,
+    /// 404: not served.
+    NotFound,
+    /// Discovery itself failed while resolving again (network, 5xx).
+    Other,
+}
+
+impl Reason {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Forbidden => "forbidden",
+            Reason::NotFound => "not_found",
+            Reason::Other => "other",
+        }
+    }
 }
 
 impl ScopeHealth {
     fn progress(&self) {
         self.last_progress_ms
             .store(crate::store::now_ms(), Ordering::Relaxed);
+    }
+
+    /// Why the scope is unavailable, if it is.
+    pub fn unavailable(&self) -> Option<Unavailable> {
+        self.unavailable
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Records the scope unavailable for `why`; the previous reason, if any.
+    fn set_unavailable(&self, why: Option<Unavailable>) -> Option<Unavailable> {
+        std::mem::replace(
+            &mut *self.unavailable.lock().unwrap_or_else(|p| p.into_inner()),
+            why,
+        )
     }
 }
 

@@ -7,7 +7,17 @@
 //!     └──── no ── Listing(Initial) │  └ stream ended, idle,│──────┘
 //!                                  │    other errors       │
 //!                                  └──── 410 Gone ─────────┘ Listing(Relist)
+//!                                        or 3 undecodable events in a row
+//!
+//!   Listing / Watching ── 404 (kind not served) or 403 (forbidden) ──> Unavailable
+//!   Unavailable ── resolved by discovery ──> the state it left (a list starts over; a watch
+//!                                            resumes from its resourceVersion, and a 410
+//!                                            then relists)
 //! ```
+//!
+//! A kind that is not served (CRD missing or deleted, version no longer served) or not
+//! allowed (RBAC) takes only its own scope to `Unavailable`; the loop re-resolves it with a
+//! long backoff while every other scope carries on (issue 15).
 //!
 //! Within `Watching`, each event and bookmark moves the resourceVersion forward while the
 //! stream stays open ([`Then::Read`]); the loop resumes from it after any interruption.
@@ -18,6 +28,10 @@
 //! pipeline reconciles against stored state.
 
 use std::collections::HashSet;
+
+/// Undecodable watch events in a row after which the watch relists: reopening from the same
+/// resourceVersion would only fetch the same broken event again.
+pub const MAX_UNDECODABLE: u32 = 3;
 
 /// Why a list is running, which decides how its objects are reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +62,14 @@ pub enum State {
     Watching {
         /// The last resourceVersion seen (event or bookmark).
         rv: String,
+        /// Undecodable events since the last decoded one (each ended the stream).
+        undecodable: u32,
+    },
+    /// The kind is not served or not allowed: resolve it again (discovery), then go on
+    /// with `resume`.
+    Unavailable {
+        /// Where to go on once the kind is served.
+        resume: Box<State>,
     },
 }
 
@@ -56,6 +78,12 @@ pub enum State {
 pub enum Failure {
     /// 410 Gone / "too old resource version" / expired continue token.
     Gone,
+    /// 404: the kind is not served (CRD missing or deleted, version no longer served).
+    NotServed,
+    /// 403: RBAC does not allow the request.
+    Forbidden,
+    /// A watch event that could not be decoded.
+    Undecodable,
     /// Anything else: network, timeout, 5xx, 429. Retried after backoff.
     Other,
 }
@@ -87,6 +115,8 @@ pub enum Input {
     Ended,
     /// The watch stream was silent for too long: presumed dead.
     Idle,
+    /// Discovery found the kind (in `Unavailable`).
+    Resolved,
 }
 
 /// What the loop does after a transition.
@@ -112,8 +142,15 @@ impl Failure {
     pub fn from_code(code: u16) -> Failure {
         match code {
             410 => Failure::Gone,
+            404 => Failure::NotServed,
+            403 => Failure::Forbidden,
             _ => Failure::Other,
         }
+    }
+
+    /// True for the failures that make a kind unavailable until it resolves again.
+    pub fn unavailable(self) -> bool {
+        matches!(self, Failure::NotServed | Failure::Forbidden)
     }
 }
 
@@ -128,11 +165,38 @@ impl State {
         }
     }
 
+    /// A watch from `rv`, with no undecodable events behind it.
+    pub fn watching(rv: impl Into<String>) -> State {
+        State::Watching {
+            rv: rv.into(),
+            undecodable: 0,
+        }
+    }
+
     /// The first state after reading the checkpoint.
     pub fn start(checkpoint: Option<String>) -> State {
         match checkpoint {
-            Some(rv) if !rv.is_empty() => State::Watching { rv },
+            Some(rv) if !rv.is_empty() => State::watching(rv),
             _ => State::list(ListMode::Initial),
+        }
+    }
+
+    /// Resolve the kind first, then go on with `self` (a kind not served at start).
+    pub fn after_resolving(self) -> State {
+        State::Unavailable {
+            resume: Box::new(self),
+        }
+    }
+
+    /// Where to go on once the kind is served again: a list starts over (its continue
+    /// token belongs to a snapshot of a resource that went away); a watch resumes from
+    /// its resourceVersion.
+    fn resume_point(self) -> State {
+        match self {
+            State::Listing { mode, .. } => State::list(mode),
+            State::Watching { rv, .. } => State::watching(rv),
+            State::Unavailable { resume } => *resume,
+            State::Start => State::Start,
         }
     }
 
@@ -169,7 +233,7 @@ impl State {
                     None => {
                         let rv = rv.unwrap_or_default();
                         (
-                            State::Watching { rv: rv.clone() },
+                            State::watching(rv.clone()),
                             Then::ListDone {
                                 resource_version: rv,
                                 seen,
@@ -179,22 +243,16 @@ impl State {
                     }
                 }
             }
-            (State::Watching { rv }, Input::Changed { resource_version }) => (
-                State::Watching {
-                    rv: resource_version.unwrap_or(rv),
-                },
-                Then::Read,
-            ),
-            (State::Watching { .. }, Input::Bookmark { resource_version }) => (
-                State::Watching {
-                    rv: resource_version,
-                },
-                Then::Read,
-            ),
-            // Reopen from the last resourceVersion seen: nothing in between is lost.
-            (State::Watching { rv }, Input::Ended | Input::Idle) => {
-                (State::Watching { rv }, Then::Request)
+            // A decoded event: the undecodable streak is over.
+            (State::Watching { rv, .. }, Input::Changed { resource_version }) => {
+                (State::watching(resource_version.unwrap_or(rv)), Then::Read)
             }
+            (State::Watching { .. }, Input::Bookmark { resource_version }) => {
+                (State::watching(resource_version), Then::Read)
+            }
+            // Reopen from the last resourceVersion seen: nothing in between is lost.
+            (s @ State::Watching { .. }, Input::Ended | Input::Idle) => (s, Then::Request),
+            (State::Unavailable { resume }, Input::Resolved) => (*resume, Then::Request),
             (s, _) => (s, Then::Request),
         }
     }
@@ -205,6 +263,21 @@ impl State {
             (State::Watching { .. }, Failure::Gone) => State::list(ListMode::Relist),
             // An expired continue token: the snapshot is gone, list again from the start.
             (State::Listing { mode, .. }, Failure::Gone) => State::list(mode),
+            // Still unavailable (or discovery failed): resolve again later.
+            (s @ State::Unavailable { .. }, _) => s,
+            (s @ (State::Listing { .. } | State::Watching { .. }), f) if f.unavailable() => {
+                s.resume_point().after_resolving()
+            }
+            (State::Watching { rv, undecodable }, Failure::Undecodable) => {
+                if undecodable + 1 >= MAX_UNDECODABLE {
+                    State::list(ListMode::Relist)
+                } else {
+                    State::Watching {
+                        rv,
+                        undecodable: undecodable + 1,
+                    }
+                }
+            }
             (s, _) => s,
         }
     }
@@ -269,7 +342,7 @@ mod tests {
             assert_eq!(
                 first.clone().next(page(Some("11"), &["b"], token)),
                 (
-                    State::Watching { rv: "10".into() },
+                    State::watching("10"),
                     Then::ListDone {
                         resource_version: "10".into(),
                         seen: set(&["a", "b"]),
@@ -285,7 +358,7 @@ mod tests {
         assert_eq!(
             State::list(ListMode::Initial).next(page(None, &[], None)),
             (
-                State::Watching { rv: String::new() },
+                State::watching(""),
                 Then::ListDone {
                     resource_version: String::new(),
                     seen: HashSet::new(),
@@ -297,13 +370,13 @@ mod tests {
 
     #[test]
     fn watch_events_and_bookmarks_move_the_rv_and_keep_reading() {
-        let w = State::Watching { rv: "7".into() };
+        let w = State::watching("7");
         let changed = |rv: Option<&str>| Input::Changed {
             resource_version: rv.map(str::to_string),
         };
         assert_eq!(
             w.clone().next(changed(Some("8"))),
-            (State::Watching { rv: "8".into() }, Then::Read)
+            (State::watching("8"), Then::Read)
         );
         // An object without a resourceVersion keeps the last one.
         assert_eq!(w.clone().next(changed(None)), (w.clone(), Then::Read));
@@ -311,20 +384,20 @@ mod tests {
             w.clone().next(Input::Bookmark {
                 resource_version: "9".into()
             }),
-            (State::Watching { rv: "9".into() }, Then::Read)
+            (State::watching("9"), Then::Read)
         );
     }
 
     #[test]
     fn ended_or_idle_watch_reopens_from_the_same_rv() {
-        let w = State::Watching { rv: "7".into() };
+        let w = State::watching("7");
         assert_eq!(w.clone().next(Input::Ended), (w.clone(), Then::Request));
         assert_eq!(w.clone().next(Input::Idle), (w.clone(), Then::Request));
     }
 
     #[test]
     fn inputs_foreign_to_a_state_change_nothing() {
-        let w = State::Watching { rv: "7".into() };
+        let w = State::watching("7");
         assert_eq!(
             w.clone().next(page(Some("1"), &["a"], None)),
             (w, Then::Request)
@@ -347,10 +420,7 @@ mod tests {
 
     #[test]
     fn checkpoint_resumes_without_list() {
-        assert_eq!(
-            State::start(Some("42".into())),
-            State::Watching { rv: "42".into() }
-        );
+        assert_eq!(State::start(Some("42".into())), State::watching("42"));
         assert_eq!(State::start(None), State::list(ListMode::Initial));
         assert_eq!(
             State::start(Some(String::new())),
@@ -360,7 +430,7 @@ mod tests {
 
     #[test]
     fn gone_while_watching_relists_other_errors_retry() {
-        let w = State::Watching { rv: "7".into() };
+        let w = State::watching("7");
         assert_eq!(
             w.clone().after_failure(Failure::Gone),
             State::list(ListMode::Relist)
@@ -383,5 +453,92 @@ mod tests {
             State::list(ListMode::Initial)
         );
         assert_eq!(l.clone().after_failure(Failure::Other), l);
+    }
+
+    #[test]
+    fn not_served_or_forbidden_makes_the_scope_unavailable_keeping_where_it_was() {
+        for f in [Failure::NotServed, Failure::Forbidden] {
+            // A watch keeps its resourceVersion (a stale one costs a 410 and a relist later).
+            let w = State::watching("7");
+            let u = w.clone().after_failure(f);
+            assert_eq!(u, w.clone().after_resolving());
+            assert_eq!(u.clone().next(Input::Resolved), (w.clone(), Then::Request));
+            // A list starts over in its mode: its continue token is worthless now.
+            let l = State::Listing {
+                mode: ListMode::Relist,
+                continue_token: Some("t".into()),
+                list_rv: Some("5".into()),
+                seen: set(&["u"]),
+            };
+            let u = l.after_failure(f);
+            assert_eq!(
+                u.next(Input::Resolved),
+                (State::list(ListMode::Relist), Then::Request)
+            );
+        }
+    }
+
+    #[test]
+    fn unavailable_stays_so_until_resolved() {
+        let u = State::watching("7").after_resolving();
+        for f in [
+            Failure::NotServed,
+            Failure::Forbidden,
+            Failure::Other,
+            Failure::Gone,
+        ] {
+            assert_eq!(u.clone().after_failure(f), u);
+        }
+        // Watch inputs do not belong to it.
+        assert_eq!(u.clone().next(Input::Ended), (u.clone(), Then::Request));
+    }
+
+    #[test]
+    fn a_kind_missing_at_start_resolves_before_the_checkpoint_is_used() {
+        let u = State::start(Some("42".into())).after_resolving();
+        assert_eq!(
+            u.next(Input::Resolved),
+            (State::watching("42"), Then::Request)
+        );
+        let u = State::start(None).after_resolving();
+        assert_eq!(
+            u.next(Input::Resolved),
+            (State::list(ListMode::Initial), Then::Request)
+        );
+    }
+
+    #[test]
+    fn undecodable_events_retry_then_relist_and_a_decoded_one_resets_the_count() {
+        let w = State::watching("7");
+        let once = w.clone().after_failure(Failure::Undecodable);
+        assert_eq!(
+            once,
+            State::Watching {
+                rv: "7".into(),
+                undecodable: 1
+            }
+        );
+        // A decoded event in between: the streak starts over.
+        let (reset, _) = once.clone().next(Input::Changed {
+            resource_version: Some("8".into()),
+        });
+        assert_eq!(reset, State::watching("8"));
+        let mut s = w;
+        for _ in 1..MAX_UNDECODABLE {
+            s = s.after_failure(Failure::Undecodable);
+            assert!(matches!(s, State::Watching { .. }), "{s:?}");
+        }
+        assert_eq!(
+            s.after_failure(Failure::Undecodable),
+            State::list(ListMode::Relist)
+        );
+    }
+
+    #[test]
+    fn forbidden_and_not_found_codes_classify_as_unavailable() {
+        assert_eq!(Failure::from_code(404), Failure::NotServed);
+        assert_eq!(Failure::from_code(403), Failure::Forbidden);
+        assert!(Failure::NotServed.unavailable() && Failure::Forbidden.unavailable());
+        assert!(!Failure::Other.unavailable() && !Failure::Undecodable.unavailable());
     }
 }

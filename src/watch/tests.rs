@@ -1,5 +1,6 @@
 //! The watch loop's I/O against a scripted API: lists in pages, watch events, bookmarks,
-//! 410 Gone, failed requests and silent watches, under paused time. The real API server is
+//! 410 Gone, failed requests and silent watches, kinds that are not served or forbidden and
+//! come back, undecodable events, under paused time. The real API server is
 //! exercised in `tests/smoke_kube.rs`.
 
 use std::collections::VecDeque;
@@ -23,6 +24,7 @@ use crate::metrics::{self, Metrics};
 enum Request {
     List(Option<String>),
     Watch(String),
+    Resolve,
 }
 
 /// The reply to one request, in script order.
@@ -30,6 +32,8 @@ enum Reply {
     Page(kube::Result<ObjectList<Value>>),
     /// A watch that opens (or not) and delivers these events, then closes or stays silent.
     Watch(kube::Result<Vec<kube::Result<WatchEvent<Value>>>>, End),
+    /// Discovery's answer.
+    Resolve(kube::Result<()>),
 }
 
 /// How a scripted watch stream ends.
@@ -53,6 +57,17 @@ impl ScriptedApi {
 }
 
 impl ListWatch for Arc<ScriptedApi> {
+    fn resolve(&self) -> impl Future<Output = kube::Result<()>> + Send {
+        let reply = self.take(Request::Resolve);
+        async move {
+            match reply {
+                Some(Reply::Resolve(r)) => r,
+                Some(_) => panic!("script expected a list or watch, got a resolve"),
+                None => std::future::pending().await,
+            }
+        }
+    }
+
     fn list(
         &self,
         lp: &ListParams,
@@ -61,7 +76,7 @@ impl ListWatch for Arc<ScriptedApi> {
         async move {
             match reply {
                 Some(Reply::Page(page)) => page,
-                Some(Reply::Watch(..)) => panic!("script expected a watch, got a list"),
+                Some(_) => panic!("script expected something else, got a list"),
                 None => std::future::pending().await,
             }
         }
@@ -82,7 +97,7 @@ impl ListWatch for Arc<ScriptedApi> {
                         End::Silent => events.chain(futures::stream::pending()).boxed(),
                     })
                 }
-                Some(Reply::Page(_)) => panic!("script expected a list, got a watch"),
+                Some(_) => panic!("script expected something else, got a watch"),
                 None => std::future::pending().await,
             }
         }
@@ -114,11 +129,30 @@ fn gone_event() -> kube::Result<WatchEvent<Value>> {
 }
 
 fn api_error(code: u16) -> kube::Error {
+    api_error_saying(code, "scripted")
+}
+
+fn api_error_saying(code: u16, message: &str) -> kube::Error {
     kube::Error::Api(
-        kube::core::Status::failure("scripted", "Scripted")
+        kube::core::Status::failure(message, "Scripted")
             .with_code(code)
             .boxed(),
     )
+}
+
+/// What discovery answers for a kind that is not served.
+fn not_served() -> kube::Error {
+    api_error_saying(404, NOT_SERVED)
+}
+
+const NOT_SERVED: &str = "kind example.com/v1 Widget is not served (404)";
+const FORBIDDEN: &str =
+    r#"widgets.example.com is forbidden: User "u" cannot list resource "widgets""#;
+
+fn undecodable() -> kube::Result<WatchEvent<Value>> {
+    Err(kube::Error::SerdeError(
+        serde_json::from_str::<Value>("{not json").unwrap_err(),
+    ))
 }
 
 /// One scope's loop running against a script.
@@ -132,6 +166,10 @@ struct Running {
 }
 
 fn start(script: Vec<Reply>, checkpoint: Option<&str>) -> Running {
+    start_scope(script, checkpoint, true)
+}
+
+fn start_scope(script: Vec<Reply>, checkpoint: Option<&str>, resolved: bool) -> Running {
     let (requests_tx, requests) = watch::channel(Vec::new());
     let api = Arc::new(ScriptedApi {
         script: Mutex::new(script.into()),
@@ -152,6 +190,7 @@ fn start(script: Vec<Reply>, checkpoint: Option<&str>) -> Running {
         label_selector: None,
         field_selector: None,
         page_size: 2,
+        resolved,
     };
     let (tx, rx) = mpsc::channel(64);
     let health = Arc::new(ScopeHealth::default());
@@ -487,4 +526,169 @@ async fn the_loop_ends_when_capture_is_gone() {
         .await
         .expect("loop still running")
         .unwrap();
+}
+
+impl Running {
+    fn unavailable(&self) -> Option<String> {
+        self.health.unavailable().map(|u| u.message)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_kind_deleted_mid_watch_is_re_resolved_with_backoff_and_resumes_from_its_rv() {
+    let mut r = start(
+        vec![
+            // The CRD is deleted: the server ends the watch, and the kind is gone.
+            Reply::Watch(Ok(vec![event("ADDED", object("x", "6"))]), End::Close),
+            Reply::Watch(Err(api_error(404)), End::Close),
+            Reply::Resolve(Err(not_served())),
+            // Installed again.
+            Reply::Resolve(Ok(())),
+            // The old resourceVersion means nothing to the new resource.
+            Reply::Watch(Err(api_error(410)), End::Close),
+            page("30", &[("y", "29")], None),
+            Reply::Watch(Ok(vec![]), End::Silent),
+        ],
+        Some("5"),
+    );
+    assert_eq!(r.observe(1).await, ["upsert x Watch"]);
+    let requests = r.requests(3).await;
+    assert_eq!(
+        r.unavailable().as_deref(),
+        Some(NOT_SERVED),
+        "the list/watch 404 names the kind"
+    );
+    assert!(!r.health.synced.load(Ordering::Relaxed));
+    // Backoff from 5 s, each delay jittered to between half and all of it.
+    let first = requests[2].1 - requests[1].1;
+    assert!(first >= Duration::from_millis(2500), "{first:?}");
+    let requests = r.requests(4).await;
+    let second = requests[3].1 - requests[2].1;
+    assert!(second >= Duration::from_secs(5), "{second:?}");
+    assert_eq!(
+        r.observe(2).await,
+        ["upsert y List(Relist)", r#"list-done 30 ["y"] Relist"#]
+    );
+    assert_eq!(r.unavailable(), None, "served again");
+    assert_eq!(
+        only_requests(&r.requests(7).await),
+        [
+            watch_from("5"),
+            watch_from("6"),
+            Request::Resolve,
+            Request::Resolve,
+            watch_from("6"),
+            list(None),
+            watch_from("30"),
+        ]
+    );
+    r.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_forbidden_list_is_reported_and_retried_until_rbac_allows_it() {
+    let mut r = start(
+        vec![
+            Reply::Page(Err(api_error_saying(403, FORBIDDEN))),
+            Reply::Resolve(Ok(())),
+            Reply::Page(Err(api_error_saying(403, FORBIDDEN))),
+            Reply::Resolve(Ok(())),
+            page("10", &[("a", "3")], None),
+            Reply::Watch(Ok(vec![]), End::Silent),
+        ],
+        None,
+    );
+    let requests = r.requests(3).await;
+    assert_eq!(
+        r.unavailable(),
+        Some(format!("forbidden: {FORBIDDEN}")),
+        "the RBAC message is reported"
+    );
+    assert_eq!(r.health.unavailable().unwrap().reason, Reason::Forbidden);
+    assert!(requests[1].1 - requests[0].1 >= Duration::from_millis(2500));
+    assert_eq!(
+        r.observe(2).await,
+        ["upsert a List(Initial)", r#"list-done 10 ["a"] Initial"#]
+    );
+    let requests = r.requests(6).await;
+    // A resolve that succeeds is not "served": the backoff kept growing across the 403s.
+    let second = requests[3].1 - requests[2].1;
+    assert!(second >= Duration::from_secs(5), "{second:?}");
+    assert_eq!(
+        only_requests(&requests),
+        [
+            list(None),
+            Request::Resolve,
+            list(None),
+            Request::Resolve,
+            list(None),
+            watch_from("10")
+        ]
+    );
+    assert_eq!(r.unavailable(), None);
+    r.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_kind_missing_at_start_is_resolved_before_its_first_list() {
+    let mut r = start_scope(
+        vec![
+            Reply::Resolve(Err(not_served())),
+            Reply::Resolve(Ok(())),
+            page("10", &[("a", "3")], None),
+        ],
+        None,
+        false,
+    );
+    // The first attempt is made at once, and reported while the loop waits.
+    r.requests(1).await;
+    assert_eq!(r.unavailable().as_deref(), Some(NOT_SERVED));
+    assert!(!r.health.synced.load(Ordering::Relaxed));
+    let requests = r.requests(2).await;
+    assert!(requests[1].1 - requests[0].1 >= Duration::from_millis(2500));
+    assert_eq!(
+        r.observe(2).await,
+        ["upsert a List(Initial)", r#"list-done 10 ["a"] Initial"#]
+    );
+    assert_eq!(
+        only_requests(&r.requests(4).await),
+        [
+            Request::Resolve,
+            Request::Resolve,
+            list(None),
+            watch_from("10")
+        ]
+    );
+    assert_eq!(r.unavailable(), None);
+    r.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn undecodable_events_reopen_then_relist_after_a_few() {
+    let mut r = start(
+        vec![
+            Reply::Watch(Ok(vec![undecodable()]), End::Silent),
+            Reply::Watch(Ok(vec![undecodable()]), End::Silent),
+            Reply::Watch(Ok(vec![undecodable()]), End::Silent),
+            page("20", &[("x", "19")], None),
+            Reply::Watch(Ok(vec![]), End::Silent),
+        ],
+        Some("5"),
+    );
+    assert_eq!(
+        r.observe(2).await,
+        ["upsert x List(Relist)", r#"list-done 20 ["x"] Relist"#]
+    );
+    assert_eq!(
+        only_requests(&r.requests(5).await),
+        [
+            watch_from("5"),
+            watch_from("5"),
+            watch_from("5"),
+            list(None),
+            watch_from("20")
+        ]
+    );
+    assert_eq!(MAX_UNDECODABLE, 3);
+    r.stop().await;
 }

@@ -3,6 +3,11 @@
 //! `step` makes one request (a list page, or a watch read until it ends), reports what it
 //! saw to capture, and lets the pure [`State::next`] decide the next state; `run` repeats
 //! steps, applies backoff after failures and [`State::after_failure`].
+//!
+//! A kind that is not served or not allowed is this scope's problem only: the loop reports
+//! it in [`ScopeHealth::unavailable`] (read by `/readyz`, `status` and the metrics), logs
+//! each change of reason once, and re-resolves with [`UNAVAILABLE_MIN`]..[`UNAVAILABLE_MAX`]
+//! backoff, never ending.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -16,7 +21,7 @@ use tracing::{debug, info, warn};
 
 use super::raw::{self, ListWatch};
 use super::state::{Failure, Input, ListMode, State, Then};
-use super::{Observed, Origin, Scope, ScopeHealth};
+use super::{Observed, Origin, Reason, Scope, ScopeHealth, Unavailable};
 use crate::backoff::Backoff;
 use crate::metrics::{self, Metrics};
 
@@ -24,6 +29,14 @@ use crate::metrics::{self, Metrics};
 /// timeout) for this long is presumed dead and reopened: the server closes every watch
 /// after 290 s, so silence beyond that means a lost connection.
 pub(super) const IDLE_WATCH: Duration = Duration::from_secs(330);
+
+/// First retry after a kind turned out unavailable: a CRD applied just after crbridge
+/// started is picked up within seconds.
+pub(super) const UNAVAILABLE_MIN: Duration = Duration::from_secs(5);
+/// Longest wait between resolutions of an unavailable kind: a CRD or an RBAC rule comes
+/// back by an operator's hand, so a few minutes is soon enough, and a cluster with many
+/// missing kinds is not asked every second.
+pub(super) const UNAVAILABLE_MAX: Duration = Duration::from_secs(300);
 
 /// The channel to capture closed: the pipeline is shutting down.
 #[derive(Debug)]
@@ -47,18 +60,27 @@ pub async fn run<A: ListWatch>(
     };
     let ns = scope.namespace.as_deref().unwrap_or("*");
     let mut state = State::start(checkpoint);
-    if let State::Watching { rv } = &state {
+    if let State::Watching { rv, .. } = &state {
         info!(watch = %scope.watch, namespace = ns, resource_version = %rv, "watch resumed from checkpoint");
     }
+    if !scope.resolved {
+        state = state.after_resolving();
+    }
     let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
+    let mut unavailable_backoff = Backoff::new(UNAVAILABLE_MIN, UNAVAILABLE_MAX);
     loop {
+        let resolving = matches!(state, State::Unavailable { .. });
         let step = tokio::select! {
             _ = cancel.cancelled() => return,
             r = step(&ctx, state.clone()) => r,
         };
         state = match step {
             Ok(next) => {
-                backoff.reset();
+                // Resolving is not being served: a 403 shows only on the next request.
+                if !resolving {
+                    backoff.reset();
+                    unavailable_backoff.reset();
+                }
                 next
             }
             Err(StepError::Closed) => return,
@@ -67,22 +89,51 @@ pub async fn run<A: ListWatch>(
                 message,
                 resume,
             }) => {
+                let was_watching = matches!(resume, State::Watching { .. });
+                let next = resume.after_failure(failure);
                 if failure == Failure::Gone {
                     metrics
                         .gone
                         .get_or_create(&metrics::watch(&scope.watch))
                         .inc();
                     warn!(watch = %scope.watch, namespace = ns, error = %message, "resourceVersion expired (410 Gone), relisting");
+                } else if let State::Unavailable { .. } = next {
+                    metrics.error("watch");
+                    let wait = unavailable_backoff.next_delay();
+                    let why = Unavailable {
+                        reason: match failure {
+                            Failure::Forbidden => Reason::Forbidden,
+                            Failure::NotServed => Reason::NotFound,
+                            _ => Reason::Other,
+                        },
+                        message,
+                    };
+                    health.synced.store(false, Ordering::Relaxed);
+                    let before = health.set_unavailable(Some(why.clone()));
+                    if before.as_ref() != Some(&why) {
+                        warn!(watch = %scope.watch, namespace = ns, reason = why.reason.as_str(), error = %why.message, retry_in = ?wait, "watch unavailable; other watches go on, retrying");
+                    } else {
+                        debug!(watch = %scope.watch, namespace = ns, error = %why.message, retry_in = ?wait, "watch still unavailable");
+                    }
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
                 } else {
                     metrics.error("watch");
                     let wait = backoff.next_delay();
-                    warn!(watch = %scope.watch, namespace = ns, error = %message, retry_in = ?wait, "watch request failed");
+                    if failure == Failure::Undecodable {
+                        let relist = was_watching && matches!(next, State::Listing { .. });
+                        warn!(watch = %scope.watch, namespace = ns, error = %message, relist, "undecodable answer from the API server");
+                    } else {
+                        warn!(watch = %scope.watch, namespace = ns, error = %message, retry_in = ?wait, "watch request failed");
+                    }
                     tokio::select! {
                         _ = cancel.cancelled() => return,
                         _ = tokio::time::sleep(wait) => {}
                     }
                 }
-                resume.after_failure(failure)
+                next
             }
         };
     }
@@ -99,11 +150,33 @@ enum StepError {
     },
 }
 
-fn failed(e: &kube::Error, resume: State) -> StepError {
+fn failed<A>(ctx: &Ctx<'_, A>, e: &kube::Error, resume: State) -> StepError {
+    let failure = classify(e);
+    let message = match e {
+        kube::Error::Api(s) => describe(ctx, failure, &s.message, &resume),
+        _ => e.to_string(),
+    };
     StepError::Failed {
-        failure: classify(e),
-        message: e.to_string(),
+        failure,
+        message,
         resume,
+    }
+}
+
+/// The words for a failure: what a person reads in `/readyz`, `status` and the log.
+fn describe<A>(ctx: &Ctx<'_, A>, failure: Failure, server: &str, resume: &State) -> String {
+    let r = &ctx.scope.resource;
+    match failure {
+        Failure::Forbidden => format!("forbidden: {server}"),
+        // Discovery's own answer already names the kind.
+        Failure::NotServed if matches!(resume, State::Unavailable { .. }) => server.to_string(),
+        Failure::NotServed => format!(
+            "kind {}/{} {} is not served (404)",
+            if r.group.is_empty() { "core" } else { &r.group },
+            r.version,
+            r.kind
+        ),
+        _ => server.to_string(),
     }
 }
 
@@ -116,6 +189,7 @@ impl From<Closed> for StepError {
 fn classify(e: &kube::Error) -> Failure {
     match e {
         kube::Error::Api(s) => Failure::from_code(s.code),
+        kube::Error::SerdeError(_) => Failure::Undecodable,
         _ => Failure::Other,
     }
 }
@@ -138,6 +212,19 @@ async fn step<A: ListWatch>(ctx: &Ctx<'_, A>, state: State) -> Result<State, Ste
         State::Start => Ok(State::list(ListMode::Initial)),
         State::Listing { .. } => list_page(ctx, state).await,
         State::Watching { .. } => watch(ctx, state).await,
+        State::Unavailable { .. } => match ctx.scope.api.resolve().await {
+            Ok(()) => Ok(state.next(Input::Resolved).0),
+            Err(e) => Err(failed(ctx, &e, state)),
+        },
+    }
+}
+
+impl<A> Ctx<'_, A> {
+    /// A list or watch request succeeded: the kind is served and allowed.
+    fn served(&self) {
+        if let Some(was) = self.health.set_unavailable(None) {
+            info!(watch = %self.scope.watch, namespace = self.scope.namespace.as_deref().unwrap_or("*"), was = %was.message, "watch available again");
+        }
     }
 }
 
@@ -171,8 +258,9 @@ async fn list_page<A: ListWatch>(ctx: &Ctx<'_, A>, state: State) -> Result<State
     lp.continue_token = continue_token.clone();
     let page = match scope.api.list(&lp).await {
         Ok(page) => page,
-        Err(e) => return Err(failed(&e, state)),
+        Err(e) => return Err(failed(ctx, &e, state)),
     };
+    ctx.served();
     health.progress();
     let uids = page
         .items
@@ -226,7 +314,7 @@ async fn watch<A: ListWatch>(ctx: &Ctx<'_, A>, mut state: State) -> Result<State
         metrics,
         ..
     } = *ctx;
-    let State::Watching { rv } = &state else {
+    let State::Watching { rv, .. } = &state else {
         return Ok(state);
     };
     metrics
@@ -238,8 +326,9 @@ async fn watch<A: ListWatch>(ctx: &Ctx<'_, A>, mut state: State) -> Result<State
     wp.field_selector = scope.field_selector.clone();
     let mut stream = match scope.api.watch(&wp, rv).await {
         Ok(s) => s,
-        Err(e) => return Err(failed(&e, state)),
+        Err(e) => return Err(failed(ctx, &e, state)),
     };
+    ctx.served();
     health.progress();
     health.synced.store(true, Ordering::Relaxed);
     loop {
@@ -254,10 +343,21 @@ async fn watch<A: ListWatch>(ctx: &Ctx<'_, A>, mut state: State) -> Result<State
                 Input::Ended
             }
             Ok(Err(e)) => {
-                health.progress();
+                let failed = failed(ctx, &e, state);
+                // An undecodable event is no progress: a stream of them must not look
+                // alive, and the machine relists after a few.
+                if !matches!(
+                    failed,
+                    StepError::Failed {
+                        failure: Failure::Undecodable,
+                        ..
+                    }
+                ) {
+                    health.progress();
+                }
                 // Progress made so far is kept: retry from the last resourceVersion.
                 debug!(watch = %scope.watch, error = %e, "watch stream error");
-                return Err(failed(&e, state));
+                return Err(failed);
             }
             Ok(Ok(Some(ev))) => {
                 health.progress();
@@ -325,9 +425,15 @@ async fn report<A: ListWatch>(
             }
         }
         WatchEvent::Error(status) => {
+            let failure = Failure::from_code(status.code);
+            let message = if failure.unavailable() {
+                describe(ctx, failure, &status.message, state)
+            } else {
+                format!("{} (code {})", status.message, status.code)
+            };
             return Err(StepError::Failed {
-                failure: Failure::from_code(status.code),
-                message: format!("{} (code {})", status.message, status.code),
+                failure,
+                message,
                 resume: state.clone(),
             });
         }

@@ -100,7 +100,13 @@ pub struct TestCrd {
 
 /// Creates a CRD `kind` in a unique group and waits until the server reports it Established.
 pub async fn crd(client: &Client, kind: &str) -> TestCrd {
-    let group = format!("{}.crbridge.test", unique("g"));
+    crd_in(client, &format!("{}.crbridge.test", unique("g")), kind).await
+}
+
+/// Creates a CRD `kind` in `group` (a group no other test uses) and waits until the server
+/// reports it Established.
+pub async fn crd_in(client: &Client, group: &str, kind: &str) -> TestCrd {
+    let group = group.to_string();
     let plural = format!("{}s", kind.to_lowercase());
     let name = format!("{plural}.{group}");
     let crd: CustomResourceDefinition = serde_json::from_value(json!({
