@@ -193,7 +193,7 @@ mod tests {
             PublishErrorKind::BrokenPipe,
             PublishErrorKind::StreamNotFound,
         ] {
-            let e = classify("ack", PublishError::new(kind.clone()));
+            let e = classify("ack", PublishError::new(kind));
             assert_eq!(e.class, ErrorClass::Retriable, "{kind}");
         }
         let e = PublishError::with_source(
