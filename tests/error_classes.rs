@@ -117,10 +117,8 @@ impl User {
     }
 
     fn url(&self) -> String {
-        support::env("CRBRIDGE_AMQP_URL").replace(
-            "guest:guest",
-            &format!("{}:{}", self.name, self.password),
-        )
+        support::env("CRBRIDGE_AMQP_URL")
+            .replace("guest:guest", &format!("{}:{}", self.name, self.password))
     }
 }
 
@@ -173,13 +171,17 @@ async fn http_base(bridge: &mut Bridge) -> String {
 
 /// Waits until the current run logged a failed publish whose error contains `cause`.
 async fn wait_retrying(bridge: &Bridge, cause: &str) -> Value {
-    support::eventually(&format!("a retried publish failing with {cause:?}"), WAIT, || {
-        let hit = bridge
-            .logged(RETRYING)
-            .into_iter()
-            .find(|l| l.to_string().contains(cause));
-        async move { hit }
-    })
+    support::eventually(
+        &format!("a retried publish failing with {cause:?}"),
+        WAIT,
+        || {
+            let hit = bridge
+                .logged(RETRYING)
+                .into_iter()
+                .find(|l| l.to_string().contains(cause));
+            async move { hit }
+        },
+    )
     .await
 }
 
@@ -232,7 +234,11 @@ async fn a_max_message_size_refusal_sends_the_event_without_its_object() {
         .wait_logged("event too large; sent without data.object", WAIT)
         .await;
     assert_eq!(trimmed["sink"], "rabbit");
-    assert!(bridge.logged(DEAD_LETTER).is_empty(), "{}", bridge.raw_log());
+    assert!(
+        bridge.logged(DEAD_LETTER).is_empty(),
+        "{}",
+        bridge.raw_log()
+    );
     bridge.stop().await;
 }
 
@@ -270,7 +276,11 @@ async fn access_refused_halts_the_sink_until_the_permission_is_granted() {
     let (code, body) = support::http_get(&format!("{base}/readyz"));
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("sink rabbit unhealthy"), "{body}");
-    assert!(bridge.logged(DEAD_LETTER).is_empty(), "{}", bridge.raw_log());
+    assert!(
+        bridge.logged(DEAD_LETTER).is_empty(),
+        "{}",
+        bridge.raw_log()
+    );
 
     // The operator grants the permission: everything arrives, in order.
     user.permit(".*", ".*", ".*");
@@ -282,7 +292,11 @@ async fn access_refused_halts_the_sink_until_the_permission_is_granted() {
         async move { (support::http_get(&format!("{base}/readyz")).0 == 200).then_some(()) }
     })
     .await;
-    assert!(bridge.logged(DEAD_LETTER).is_empty(), "{}", bridge.raw_log());
+    assert!(
+        bridge.logged(DEAD_LETTER).is_empty(),
+        "{}",
+        bridge.raw_log()
+    );
     bridge.stop().await;
 }
 
@@ -314,7 +328,11 @@ async fn an_unroutable_message_is_retried_until_a_queue_is_bound() {
         failed.to_string().contains("unroutable: retry"),
         "the log names the setting: {failed}"
     );
-    assert!(bridge.logged(DEAD_LETTER).is_empty(), "{}", bridge.raw_log());
+    assert!(
+        bridge.logged(DEAD_LETTER).is_empty(),
+        "{}",
+        bridge.raw_log()
+    );
 
     // A consumer binds its queue: the event arrives.
     let conn = lapin::Connection::connect(
@@ -345,6 +363,10 @@ async fn an_unroutable_message_is_retried_until_a_queue_is_bound() {
     .unwrap();
     let got = take(&ch, &queue, 1, RECOVER).await;
     assert_eq!(got[0].0, "lonely");
-    assert!(bridge.logged(DEAD_LETTER).is_empty(), "{}", bridge.raw_log());
+    assert!(
+        bridge.logged(DEAD_LETTER).is_empty(),
+        "{}",
+        bridge.raw_log()
+    );
     bridge.stop().await;
 }

@@ -96,7 +96,8 @@ mod tests {
 
     #[test]
     fn rabbitmq_max_message_size_is_too_large_for_the_message_over_it() {
-        let text = "PRECONDITION_FAILED - message size 5000 is larger than configured max size 4096";
+        let text =
+            "PRECONDITION_FAILED - message size 5000 is larger than configured max size 4096";
         assert_eq!(
             publish("confirm", closed(406, text), 5000).class,
             ErrorClass::TooLarge
@@ -106,7 +107,8 @@ mod tests {
             publish("confirm", closed(406, text), 100).class,
             ErrorClass::Retriable
         );
-        let builtin = "PRECONDITION_FAILED - message size 600000000 is larger than max size 536870912";
+        let builtin =
+            "PRECONDITION_FAILED - message size 600000000 is larger than max size 536870912";
         assert_eq!(
             publish("confirm", closed(406, builtin), 600_000_000).class,
             ErrorClass::TooLarge
@@ -151,6 +153,9 @@ mod tests {
             max_size_in("message size 5000 is larger than configured max size 4096"),
             Some(4096)
         );
-        assert_eq!(max_size_in("PRECONDITION_FAILED - unknown delivery mode 3"), None);
+        assert_eq!(
+            max_size_in("PRECONDITION_FAILED - unknown delivery mode 3"),
+            None
+        );
     }
 }

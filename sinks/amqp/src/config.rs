@@ -256,7 +256,10 @@ mod tests {
             "url: amqp://h\nexchange: x\nroutingKey: k\nunroutable: deadletter\n",
         )
         .unwrap_err();
-        assert!(err.to_string().contains("unknown variant `deadletter`"), "{err}");
+        assert!(
+            err.to_string().contains("unknown variant `deadletter`"),
+            "{err}"
+        );
         assert!(err.to_string().contains("retry"), "{err}");
     }
 

@@ -131,11 +131,8 @@ impl Sink for NatsSink {
                 )
                 .await
                 .map_err(|e| classify("publish", e))?;
-            let pending: PendingAck = Box::pin(async move {
-                ack.await
-                    .map(|_| ())
-                    .map_err(|e| classify("ack", e))
-            });
+            let pending: PendingAck =
+                Box::pin(async move { ack.await.map(|_| ()).map_err(|e| classify("ack", e)) });
             Ok(pending)
         })
     }
