@@ -1,6 +1,6 @@
-//! Broker refusals take the path an operator can act on, against the local RabbitMQ:
-//! its `max_message_size` refusal takes the oversize path (the event arrives without
-//! `data.object`), an access refusal halts the sink until the permission is granted (then
+//! Broker refusals take the path an operator can act on, against the local RabbitMQ and
+//! NATS: a size refusal (RabbitMQ's `max_message_size`, a JetStream stream's
+//! `max_msg_size`) takes the oversize path (the event arrives without `data.object`), an access refusal halts the sink until the permission is granted (then
 //! everything arrives, nothing is dead-lettered), and an unroutable message is retried
 //! until a queue is bound (the default `unroutable: retry`), never dropped silently.
 //!
@@ -219,7 +219,8 @@ async fn a_max_message_size_refusal_sends_the_event_without_its_object() {
     support::create_widget(&api, &crd, "big", json!({"blob": "x".repeat(2500)})).await;
     support::create_widget(&api, &crd, "small", json!({"size": 1})).await;
 
-    let got = take(&ch, &queue, 2, WAIT).await;
+    let mut got = take(&ch, &queue, 2, WAIT).await;
+    got.sort_by(|a, b| a.0.cmp(&b.0));
     assert_eq!(got[0].0, "big");
     assert!(got[0].1.get("object").is_none(), "sent without data.object");
     assert_eq!(
@@ -369,4 +370,64 @@ async fn an_unroutable_message_is_retried_until_a_queue_is_bound() {
         bridge.raw_log()
     );
     bridge.stop().await;
+}
+
+#[tokio::test]
+async fn a_stream_max_msg_size_refusal_sends_the_event_without_its_object() {
+    let client = support::kube_client().await;
+    let crd = support::crd(&client, "Widget").await;
+    let ns = support::namespace(&client, "nats-size").await;
+    let api: Api<DynamicObject> = Api::namespaced_with(client, &ns, &crd.resource);
+    let dir = tempfile::tempdir().unwrap();
+    let stream = support::unique("SIZE").to_uppercase().replace('-', "_");
+    // The stream exists with a 4 KiB message limit, far under the server's max_payload:
+    // the refusal comes from JetStream in the PubAck, not from the client's own check.
+    let js = async_nats::jetstream::new(
+        async_nats::connect(support::env("CRBRIDGE_NATS_URL"))
+            .await
+            .expect("connecting to NATS"),
+    );
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: stream.clone(),
+        subjects: vec![format!("{stream}.>")],
+        max_message_size: 4096,
+        ..Default::default()
+    })
+    .await
+    .expect("creating the stream");
+    let mut bridge = Bridge::new(
+        dir.path(),
+        &support::nats_config(dir.path(), &crd, &ns, &stream),
+    );
+    bridge.start();
+    bridge.wait_logged("list reconciled", WAIT).await;
+    let mut reader = support::nats::Reader::open(&stream).await;
+
+    support::create_widget(&api, &crd, "big", json!({"blob": "x".repeat(2500)})).await;
+    support::create_widget(&api, &crd, "small", json!({"size": 1})).await;
+    // Two objects, both in flight at once: the stream may hold them in either order.
+    let mut got = reader.take(2, WAIT).await;
+    got.sort_by(|a, b| a.attr("crbname").cmp(b.attr("crbname")));
+    assert_eq!(got[0].attr("crbname"), "big");
+    assert!(
+        got[0].data.get("object").is_none(),
+        "sent without data.object"
+    );
+    assert_eq!(
+        got[0].data["patch"][0]["value"]["spec"]["blob"]
+            .as_str()
+            .map(str::len),
+        Some(2500)
+    );
+    assert_eq!(got[1].attr("crbname"), "small");
+    assert!(got[1].data.get("object").is_some());
+    assert!(
+        bridge.logged(DEAD_LETTER).is_empty(),
+        "{}",
+        bridge.raw_log()
+    );
+    bridge.stop().await;
+    js.delete_stream(&stream)
+        .await
+        .expect("deleting the stream");
 }
