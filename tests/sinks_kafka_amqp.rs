@@ -295,10 +295,11 @@ async fn amqp_confirmed_persistent_events_with_cloudevents_headers() {
 #[tokio::test]
 async fn amqp_unroutable_event_is_a_dead_letter_not_a_success() {
     let f = fixture().await;
-    // An exchange no queue is bound to: every publish comes back (basic.return).
+    // An exchange no queue is bound to: every publish comes back (basic.return), and
+    // `unroutable: refuse` hands it to `onError` (the default retries: tests/error_classes.rs).
     let exchange = support::unique("crb-unbound");
     let sinks = format!(
-        "  rabbit:\n    type: amqp\n    url: \"{}\"\n    exchange: {exchange}\n    routingKey: \"{{kind}}.{{name}}\"\n    headerPrefix: \"ce-\"\n",
+        "  rabbit:\n    type: amqp\n    url: \"{}\"\n    exchange: {exchange}\n    routingKey: \"{{kind}}.{{name}}\"\n    unroutable: refuse\n    headerPrefix: \"ce-\"\n",
         support::env("CRBRIDGE_AMQP_URL")
     );
     let mut bridge = Bridge::new(

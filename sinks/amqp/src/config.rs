@@ -19,6 +19,37 @@ pub enum ExchangeKindConfig {
     Fanout,
 }
 
+/// What happens to a message that no queue is bound for (`unroutable`). crbridge publishes
+/// with `mandatory` set, so RabbitMQ returns such a message (312 NO_ROUTE) instead of
+/// dropping it silently; this says what the sink makes of the return.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum UnroutablePolicy {
+    /// The default: a retriable failure. The sink waits at the event (with backoff, the sink
+    /// unhealthy in `/readyz`) until a queue is bound, then delivers it and everything after
+    /// it. Chosen because a missing binding is usually a deploy-order or consumer outage the
+    /// operator fixes, after which nothing needs redriving, and nothing is ever lost.
+    #[default]
+    Retry,
+    /// Refused for good: the sink's `onError` applies (a dead letter by default, or halt).
+    /// For exchanges where some routing keys are bound by nobody on purpose but should
+    /// still be kept.
+    Refuse,
+    /// Counted as delivered and logged at DEBUG: RabbitMQ's own behaviour without
+    /// `mandatory`. Only for exchanges whose bindings select events on purpose.
+    Drop,
+}
+
+impl fmt::Display for UnroutablePolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            UnroutablePolicy::Retry => "retry",
+            UnroutablePolicy::Refuse => "refuse",
+            UnroutablePolicy::Drop => "drop",
+        })
+    }
+}
+
 /// `sinks.<name>` with `type: amqp`.
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -51,6 +82,10 @@ pub struct AmqpSinkConfig {
     /// events, and a failure re-sends at most this many.
     #[serde(default = "default_in_flight")]
     pub max_in_flight: usize,
+    /// A message no queue is bound for: `retry` (default), `refuse` or `drop`
+    /// ([`UnroutablePolicy`]).
+    #[serde(default)]
+    pub unroutable: UnroutablePolicy,
     /// The key under `sinks`, for messages (set by the factory, not read from the file).
     #[serde(skip)]
     pub name: String,
@@ -69,6 +104,7 @@ impl fmt::Debug for AmqpSinkConfig {
             .field("header_prefix", &self.header_prefix)
             .field("mode", &self.mode)
             .field("max_in_flight", &self.max_in_flight)
+            .field("unroutable", &self.unroutable)
             .finish_non_exhaustive()
     }
 }
@@ -129,6 +165,7 @@ mod tests {
         assert_eq!(c.header_prefix, "cloudEvents:");
         assert!(c.declare_exchange);
         assert_eq!(c.exchange_type, ExchangeKindConfig::Topic);
+        assert_eq!(c.unroutable, UnroutablePolicy::Retry);
         let err = serde_yaml_ng::from_str::<AmqpSinkConfig>(
             "url: u\nexchange: x\nroutingKey: k\nqueue: q\n",
         )
@@ -202,6 +239,28 @@ mod tests {
             ..c
         };
         assert_eq!(c.validate().unwrap_err().0, "exchange");
+    }
+
+    #[test]
+    fn unroutable_takes_three_words() {
+        for (word, policy) in [
+            ("retry", UnroutablePolicy::Retry),
+            ("refuse", UnroutablePolicy::Refuse),
+            ("drop", UnroutablePolicy::Drop),
+        ] {
+            let c = parse(&format!("url: amqp://h\nunroutable: {word}\n"));
+            assert_eq!(c.unroutable, policy);
+            assert_eq!(policy.to_string(), word);
+        }
+        let err = serde_yaml_ng::from_str::<AmqpSinkConfig>(
+            "url: amqp://h\nexchange: x\nroutingKey: k\nunroutable: deadletter\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("unknown variant `deadletter`"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("retry"), "{err}");
     }
 
     #[test]

@@ -1,8 +1,12 @@
 //! crbridge's AMQP 0-9-1 (RabbitMQ) sink.
 //!
 //! * Publisher confirms: an event counts as delivered only when the broker confirms it.
-//! * `mandatory`: a message no queue is bound for comes back (basic.return) and is a
-//!   failure, not a success.
+//! * `mandatory`: a message no queue is bound for comes back (basic.return) and is never
+//!   counted as delivered silently: `unroutable` says whether the sink retries it (default),
+//!   refuses it (`onError`) or drops it on purpose.
+//! * Broker refusals are classified in `classify`: access refused is retriable (the sink
+//!   waits for the permission), RabbitMQ's `max_message_size` refusal is too large (the
+//!   `oversize` policy). A refusal closes the channel; the next publish opens a new one.
 //! * Persistent delivery mode, `message_id` = event id, `content_type`.
 //! * CloudEvents attributes as headers named `cloudEvents:{attr}` (the AMQP binding's
 //!   prefix) or `ce-{attr}` (`headerPrefix`), binary mode by default, structured mode
@@ -22,13 +26,14 @@ use crbridge_sink_api::{
     SinkFactory,
 };
 
+mod classify;
 mod config;
 mod connect;
 mod consume;
 pub mod encode;
 mod sink;
 
-pub use config::{AmqpSinkConfig, ExchangeKindConfig};
+pub use config::{AmqpSinkConfig, ExchangeKindConfig, UnroutablePolicy};
 pub use sink::AmqpSink;
 
 /// `type: amqp` in crbridge's sink registry.

@@ -1,30 +1,44 @@
+use std::sync::Mutex;
+
 use crbridge_sink_api::{BoxFuture, Event, PendingAck, Sink, SinkError};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
 use lapin::types::{FieldTable, ShortString};
 use lapin::{Channel, Confirmation, Connection, ExchangeKind};
-use tracing::info;
+use tracing::{debug, info};
 
-use crate::{encode, AmqpSinkConfig, ExchangeKindConfig};
+use crate::{classify, encode, AmqpSinkConfig, ExchangeKindConfig, UnroutablePolicy};
 
 /// A connected AMQP sink: one connection, one confirm-mode channel.
 pub struct AmqpSink {
     connection: Connection,
-    channel: Channel,
+    /// The confirm-mode channel, opened again when the broker closed it (a refused
+    /// publish closes the channel, not the connection): the oversize policy's patch-only
+    /// resend and the retries after an access refusal go out on the same connection.
+    channel: Mutex<Channel>,
     config: AmqpSinkConfig,
+}
+
+/// A channel in confirm mode on `connection`.
+async fn confirm_channel(connection: &Connection) -> Result<Channel, SinkError> {
+    let channel = connection
+        .create_channel()
+        .await
+        .map_err(|e| SinkError::retriable("open channel", e.to_string()).with_source(e))?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .map_err(|e| SinkError::retriable("confirm.select", e.to_string()).with_source(e))?;
+    Ok(channel)
 }
 
 impl AmqpSink {
     /// Connects, enables publisher confirms and declares (or checks) the exchange.
     pub async fn connect(config: AmqpSinkConfig) -> Result<Self, SinkError> {
         let (connection, url) = crate::connect::connect(&config).await?;
-        let channel = connection
-            .create_channel()
-            .await
-            .map_err(|e| SinkError::retriable("open channel", url.clone()).with_source(e))?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .map_err(|e| SinkError::retriable("confirm.select", url.clone()).with_source(e))?;
+        let channel = confirm_channel(&connection).await.map_err(|mut e| {
+            e.message = format!("{url}: {}", e.message);
+            e
+        })?;
         let kind = match config.exchange_type {
             ExchangeKindConfig::Topic => ExchangeKind::Topic,
             ExchangeKindConfig::Direct => ExchangeKind::Direct,
@@ -48,14 +62,35 @@ impl AmqpSink {
                 } else {
                     "check exchange"
                 };
-                SinkError::permanent(what, format!("exchange {}", config.exchange)).with_source(e)
+                classify::declare(what, &config.exchange, e)
             })?;
         info!(exchange = %config.exchange, "AMQP exchange ready");
         Ok(AmqpSink {
             connection,
-            channel,
+            channel: Mutex::new(channel),
             config,
         })
+    }
+
+    /// The confirm channel, opened anew if the broker closed the last one. Publishes come
+    /// one at a time from the dispatcher, so two reopens do not race in practice; if they
+    /// did, the later channel wins and the other is dropped (closed) unused.
+    async fn channel(&self) -> Result<Channel, SinkError> {
+        let current = self
+            .channel
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        if current.status().connected() {
+            return Ok(current);
+        }
+        let fresh = confirm_channel(&self.connection).await?;
+        info!(sink = %self.config.name, exchange = %self.config.exchange, "AMQP channel reopened after the broker closed it");
+        *self
+            .channel
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = fresh.clone();
+        Ok(fresh)
     }
 }
 
@@ -65,8 +100,9 @@ impl Sink for AmqpSink {
             let key = encode::routing_key(&self.config.routing_key, &event.route);
             let (props, body) =
                 encode::message(event, self.config.mode, &self.config.header_prefix);
-            let confirm = self
-                .channel
+            let channel = self.channel().await?;
+            let len = body.len();
+            let confirm = channel
                 .basic_publish(
                     ShortString::from(self.config.exchange.as_str()),
                     ShortString::from(key.as_str()),
@@ -78,18 +114,26 @@ impl Sink for AmqpSink {
                     props,
                 )
                 .await
-                .map_err(|e| SinkError::retriable("publish", e.to_string()).with_source(e))?;
+                .map_err(|e| classify::publish("publish", e, len))?;
             let exchange = self.config.exchange.clone();
+            let unroutable = self.config.unroutable;
             let pending: PendingAck = Box::pin(async move {
                 match confirm.await {
                     Ok(Confirmation::Ack(None)) => Ok(()),
-                    Ok(Confirmation::Ack(Some(ret))) => Err(SinkError::permanent(
-                        "route",
-                        format!(
-                            "unroutable: no queue is bound to exchange {exchange} for routing key {key} ({} {})",
+                    Ok(Confirmation::Ack(Some(ret))) => {
+                        let what = format!(
+                            "unroutable: no queue is bound to exchange {exchange} for routing key {key} ({} {}; unroutable: {unroutable})",
                             ret.reply_code, ret.reply_text
-                        ),
-                    )),
+                        );
+                        match unroutable {
+                            UnroutablePolicy::Retry => Err(SinkError::retriable("route", what)),
+                            UnroutablePolicy::Refuse => Err(SinkError::permanent("route", what)),
+                            UnroutablePolicy::Drop => {
+                                debug!(%exchange, routing_key = %key, "unroutable message dropped (unroutable: drop)");
+                                Ok(())
+                            }
+                        }
+                    }
                     Ok(Confirmation::Nack(_)) => {
                         Err(SinkError::retriable("confirm", "broker nacked the message"))
                     }
@@ -97,7 +141,7 @@ impl Sink for AmqpSink {
                         "confirm",
                         "publisher confirms are off on this channel",
                     )),
-                    Err(e) => Err(SinkError::retriable("confirm", e.to_string()).with_source(e)),
+                    Err(e) => Err(classify::publish("confirm", e, len)),
                 }
             });
             Ok(pending)
@@ -137,7 +181,9 @@ impl Sink for AmqpSink {
         self.config.max_in_flight.max(1)
     }
 
+    /// The connection, not the channel: a channel the broker closed is opened again by the
+    /// next publish.
     fn is_connected(&self) -> bool {
-        self.channel.status().connected()
+        self.connection.status().connected()
     }
 }

@@ -3,10 +3,13 @@ use std::fmt;
 /// How the dispatcher must treat a failed publish.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorClass {
-    /// Try again later with backoff: connection lost, timeout, broker unavailable.
+    /// Try again later with backoff: connection lost, timeout, broker unavailable, and
+    /// not authorized (an operator grants the permission, then the events go through; none
+    /// is dead-lettered meanwhile).
     Retriable,
-    /// Trying again cannot succeed: rejected, unroutable by configuration, not authorized.
-    /// The sink's permanent-error policy applies (dead-letter or halt).
+    /// Trying again cannot succeed: rejected, invalid, unroutable when the sink is
+    /// configured to refuse that. The sink's permanent-error policy applies (dead-letter or
+    /// halt).
     Permanent,
     /// The event is larger than the broker accepts: permanent, but the sink's oversize
     /// policy may first try the event without its `object` (patch only).

@@ -1,6 +1,6 @@
-use async_nats::jetstream::context::{GetStreamErrorKind, PublishErrorKind};
+use async_nats::jetstream::context::{GetStreamErrorKind, PublishError, PublishErrorKind};
 use async_nats::jetstream::message::PublishMessage;
-use async_nats::jetstream::{self, stream};
+use async_nats::jetstream::{self, stream, ErrorCode};
 use crbridge_sink_api::{BoxFuture, Event, PendingAck, Sink, SinkError};
 use tracing::info;
 
@@ -90,11 +90,32 @@ impl NatsSink {
     }
 }
 
-fn classify(step: &'static str, kind: PublishErrorKind, msg: String) -> SinkError {
-    match kind {
-        PublishErrorKind::MaxPayloadExceeded => SinkError::too_large(step, msg),
-        _ => SinkError::retriable(step, msg),
-    }
+/// The class of a failed publish or PubAck.
+///
+/// * Too large: the client's own check against the server's `max_payload`
+///   (`MaxPayloadExceeded`), or JetStream refusing a message over the stream's
+///   `max_msg_size` (error code 10054, "message size exceeds maximum allowed").
+/// * Everything else is retriable. A publish the account may not make (a permissions
+///   violation) is dropped by the server with an `-ERR` on the connection and never acked:
+///   it times out here, so the sink waits at the event until the permission is granted.
+fn classify(step: &'static str, e: PublishError) -> SinkError {
+    let msg = e.to_string();
+    let too_large = match e.kind() {
+        PublishErrorKind::MaxPayloadExceeded => true,
+        PublishErrorKind::Other => std::error::Error::source(&e)
+            .and_then(|s| s.downcast_ref::<jetstream::Error>())
+            .is_some_and(|j| {
+                j.error_code() == ErrorCode::STREAM_MESSAGE_EXCEEDS_MAXIMUM
+                    || j.to_string().contains("exceeds maximum allowed")
+            }),
+        _ => false,
+    };
+    let err = if too_large {
+        SinkError::too_large(step, msg)
+    } else {
+        SinkError::retriable(step, msg)
+    };
+    err.with_source(e)
 }
 
 impl Sink for NatsSink {
@@ -109,12 +130,9 @@ impl Sink for NatsSink {
                     PublishMessage::build().headers(headers).payload(body),
                 )
                 .await
-                .map_err(|e| classify("publish", e.kind(), e.to_string()))?;
-            let pending: PendingAck = Box::pin(async move {
-                ack.await
-                    .map(|_| ())
-                    .map_err(|e| classify("ack", e.kind(), e.to_string()))
-            });
+                .map_err(|e| classify("publish", e))?;
+            let pending: PendingAck =
+                Box::pin(async move { ack.await.map(|_| ()).map_err(|e| classify("ack", e)) });
             Ok(pending)
         })
     }
@@ -135,5 +153,50 @@ impl Sink for NatsSink {
 
     fn window(&self) -> usize {
         self.config.max_in_flight.max(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crbridge_sink_api::ErrorClass;
+
+    /// A JetStream API error as the server sends it in a PubAck.
+    fn api_error(code: u64, description: &str) -> jetstream::Error {
+        serde_json::from_value(serde_json::json!({
+            "code": 400, "err_code": code, "description": description
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn size_refusals_are_too_large() {
+        let e = PublishError::new(PublishErrorKind::MaxPayloadExceeded);
+        assert_eq!(classify("publish", e).class, ErrorClass::TooLarge);
+        let e = PublishError::with_source(
+            PublishErrorKind::Other,
+            api_error(10054, "message size exceeds maximum allowed"),
+        );
+        let e = classify("ack", e);
+        assert_eq!(e.class, ErrorClass::TooLarge);
+        assert!(e.message.contains("exceeds maximum allowed"), "{e}");
+    }
+
+    #[test]
+    fn unacked_and_other_failures_are_retriable() {
+        // A permissions violation is never acked: the PubAck times out.
+        for kind in [
+            PublishErrorKind::TimedOut,
+            PublishErrorKind::BrokenPipe,
+            PublishErrorKind::StreamNotFound,
+        ] {
+            let e = classify("ack", PublishError::new(kind));
+            assert_eq!(e.class, ErrorClass::Retriable, "{kind}");
+        }
+        let e = PublishError::with_source(
+            PublishErrorKind::Other,
+            api_error(10077, "maximum messages exceeded"),
+        );
+        assert_eq!(classify("ack", e).class, ErrorClass::Retriable);
     }
 }
