@@ -114,17 +114,21 @@ impl AmqpSinkConfig {
     /// is written in the file (not `env:` / `file:`), that it parses and that a `tls` section
     /// comes with `amqps://`. On error: the key path inside the section and what is wrong.
     pub fn validate(&self) -> Result<(), (String, String)> {
-        if self.exchange.len() > crate::connect::SHORT_STRING_MAX {
+        if self.exchange.len() > crate::encode::SHORT_STRING_MAX {
             // An AMQP short string: longer ones cannot be sent (lapin panics on them).
             return Err((
                 "exchange".into(),
                 format!(
                     "{} bytes long (expected at most {})",
                     self.exchange.len(),
-                    crate::connect::SHORT_STRING_MAX
+                    crate::encode::SHORT_STRING_MAX
                 ),
             ));
         }
+        crate::encode::check_header_prefix(&self.header_prefix)
+            .map_err(|message| ("headerPrefix".to_owned(), message))?;
+        crate::encode::check_routing_key_template(&self.routing_key)
+            .map_err(|message| ("routingKey".to_owned(), message))?;
         if let Some(tls) = &self.tls {
             tls.validate()
                 .map_err(|(key, message)| (format!("tls.{key}"), message))?;
@@ -261,6 +265,28 @@ mod tests {
             "{err}"
         );
         assert!(err.to_string().contains("retry"), "{err}");
+    }
+
+    #[test]
+    fn a_long_header_prefix_or_routing_key_template_is_refused() {
+        let c = parse("url: amqp://h\n");
+        let c = AmqpSinkConfig {
+            header_prefix: "p".repeat(236),
+            ..c
+        };
+        let (path, message) = c.validate().unwrap_err();
+        assert_eq!(path, "headerPrefix");
+        assert!(message.contains("at most 235"), "{message}");
+        let c = AmqpSinkConfig {
+            header_prefix: "p".repeat(235),
+            ..c
+        };
+        assert_eq!(c.validate(), Ok(()));
+        let c = AmqpSinkConfig {
+            routing_key: format!("{}.{{name}}", "r".repeat(240)).parse().unwrap(),
+            ..c
+        };
+        assert_eq!(c.validate().unwrap_err().0, "routingKey");
     }
 
     #[test]

@@ -27,8 +27,7 @@ use rustls::{AlertDescription, CertificateError};
 use crate::config::is_secret_reference;
 use crate::AmqpSinkConfig;
 
-/// The longest AMQP short string (exchange, vhost, routing key): a length byte.
-pub(crate) const SHORT_STRING_MAX: usize = 255;
+use crate::encode::SHORT_STRING_MAX;
 
 /// Why a connection could not be opened.
 #[derive(Debug)]

@@ -14,6 +14,12 @@
 //! * Exchange declared (durable) at start, or only checked (`declareExchange: false`).
 //! * Routing key from a template, values escaped with `escape_token` so a value cannot add a
 //!   word or a wildcard.
+//! * No value reaches lapin as a short string over 255 bytes (lapin panics on one), see
+//!   [`encode`]: a routing key too long has its longest values shortened to a prefix plus
+//!   `-` and a 16-hex-digit hash of the whole value (the same for every event of an object);
+//!   `exchange`, `headerPrefix` (at most 235 bytes) and a routing-key template that could
+//!   never fit are config errors with their key path; a header name or message id over the
+//!   limit is a permanent error for that event.
 //! * `crbridge tail` reads through an exclusive queue of its own bound to the exchange.
 //! * `amqps://` is real TLS with an optional CA and client certificate (`tls`); a `tls`
 //!   section with a plaintext `amqp://` URL is refused, never downgraded (see `connect`).

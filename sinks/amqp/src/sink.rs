@@ -97,9 +97,9 @@ impl AmqpSink {
 impl Sink for AmqpSink {
     fn publish<'a>(&'a self, event: &'a Event) -> BoxFuture<'a, Result<PendingAck, SinkError>> {
         Box::pin(async move {
-            let key = encode::routing_key(&self.config.routing_key, &event.route);
+            let key = encode::routing_key(&self.config.routing_key, &event.route)?;
             let (props, body) =
-                encode::message(event, self.config.mode, &self.config.header_prefix);
+                encode::message(event, self.config.mode, &self.config.header_prefix)?;
             let channel = self.channel().await?;
             let len = body.len();
             let confirm = channel

@@ -59,6 +59,8 @@ impl KafkaSinkConfig {
         } else {
             format!("sinks.{}.", self.name)
         };
+        crate::encode::check_topic_template(&self.topic)
+            .map_err(|message| ("topic".to_owned(), message))?;
         security::check(
             &at,
             self.tls.as_ref(),

@@ -3,7 +3,11 @@
 //! * Idempotent producer (`enable.idempotence=true`, `acks=all`): librdkafka retries without
 //!   duplicating or reordering within a partition.
 //! * Record key = object uid, so every event of one object lands in one partition, in order.
-//! * Topic from a template; characters Kafka does not allow in topic names become `_`.
+//! * Topic from a template; characters Kafka does not allow in topic names become `_`. A
+//!   topic over 249 characters has its longest values shortened to a prefix plus `-` and a
+//!   16-hex-digit hash of the whole value (the same object always gets the same topic);
+//!   `.` / `..` become `_` / `__`; literal text outside `[a-zA-Z0-9._-]` or too long to
+//!   ever fit is a config error (`topic`). See [`encode`].
 //! * CloudEvents Kafka protocol binding: binary mode (`ce_*` headers, `content-type`) by
 //!   default, structured mode (`application/cloudevents+json` value) as an option.
 //! * `publish` hands the record to librdkafka and returns its delivery future: many records

@@ -140,7 +140,7 @@ async fn blocking<T: Send + 'static>(
 impl Sink for KafkaSink {
     fn publish<'a>(&'a self, event: &'a Event) -> BoxFuture<'a, Result<PendingAck, SinkError>> {
         Box::pin(async move {
-            let topic = encode::topic(&self.config.topic, &event.route);
+            let topic = encode::topic(&self.config.topic, &event.route)?;
             let (headers, value) = encode::record(event, self.config.mode);
             let mut owned = OwnedHeaders::new_with_capacity(headers.len());
             for (k, v) in &headers {

@@ -216,6 +216,8 @@ impl NatsSinkConfig {
     /// Pure checks of the keys serde cannot express; on error, the key path inside the sink
     /// section (e.g. `auth.nkeySeedFile`) and what is wrong.
     pub fn validate(&self) -> Result<(), (String, String)> {
+        crate::encode::check_subject_template(&self.subject)
+            .map_err(|message| ("subject".to_owned(), message))?;
         if let Some(tls) = &self.tls {
             tls.files()
                 .validate()

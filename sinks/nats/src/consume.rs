@@ -66,7 +66,8 @@ fn received(m: &Message) -> Received {
         .filter_map(|(k, v)| {
             let k = k.to_string();
             let a = k.strip_prefix("ce-")?.to_string();
-            Some((a, v.first().map(|v| v.to_string()).unwrap_or_default()))
+            let v = v.first().map(|v| v.to_string()).unwrap_or_default();
+            Some((a, crate::encode::decode_header_value(&v).into_owned()))
         })
         .collect();
     Received::binary(attrs, &m.payload)

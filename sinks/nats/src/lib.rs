@@ -4,8 +4,15 @@
 //!   value escaped so it stays one subject token (`crbridge_sink_api::template::escape_token`).
 //! * The stream is created if missing (capturing the template's subjects) or verified to
 //!   capture them.
+//! * Subjects are at most 1024 bytes: a longer one has its longest values shortened to a
+//!   prefix plus `-` and a 16-hex-digit hash of the whole value, the same for every event of
+//!   an object. A subject template with a wildcard, whitespace or an empty token in its
+//!   literal text is a config error (`subject`).
 //! * CloudEvents binary mode by default: `ce-*` headers and `content-type`; structured mode
-//!   (`application/cloudevents+json` body) as an option.
+//!   (`application/cloudevents+json` body) as an option. Header values have `%` and control
+//!   characters (CR, LF, ...) percent-encoded (a field manager `a\r\nb` is sent as
+//!   `a%0D%0Ab`), never handed to async-nats' constructors that panic on them; `tail`
+//!   decodes them. See [`encode`].
 //! * `Nats-Msg-Id` = event id, so JetStream drops a re-sent event within the stream's
 //!   duplicate window.
 //! * Every publish returns the future of its PubAck, so the dispatcher keeps a window of

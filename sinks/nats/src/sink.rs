@@ -121,8 +121,8 @@ fn classify(step: &'static str, e: PublishError) -> SinkError {
 impl Sink for NatsSink {
     fn publish<'a>(&'a self, event: &'a Event) -> BoxFuture<'a, Result<PendingAck, SinkError>> {
         Box::pin(async move {
-            let subject = encode::subject(&self.config.subject, &event.route);
-            let (headers, body) = encode::message(event, self.config.mode);
+            let subject = encode::subject(&self.config.subject, &event.route)?;
+            let (headers, body) = encode::message(event, self.config.mode)?;
             let ack = self
                 .js
                 .send_publish(
