@@ -3,6 +3,7 @@
 //! endpoint on `admin.listen`, with the token the instance wrote into its state directory or
 //! `admin.tokenFile`, since sled allows one process per state directory).
 
+pub mod deadletters;
 pub mod replay;
 pub mod snapshot;
 pub mod status;

@@ -41,9 +41,7 @@ impl Store {
 
     /// Keeps an event `sink` refused for good.
     pub fn add_dead_letter(&self, sink: &str, letter: &DeadLetter) -> Result<(), StoreError> {
-        let mut key = sink.as_bytes().to_vec();
-        key.push(0);
-        key.extend_from_slice(&letter.seq.to_be_bytes());
+        let key = dead_letter_key(sink, letter.seq);
         self.t()?
             .dead_letters
             .insert(key, encode(letter)?)
@@ -62,6 +60,57 @@ impl Store {
             .map(|v| decode(&v.map_err(io("read dead letters"))?, "dead letter"))
             .collect()
     }
+
+    /// Every dead letter, or those of `sink`, with their sink's name: by sink name, then
+    /// oldest first.
+    pub fn all_dead_letters(
+        &self,
+        sink: Option<&str>,
+    ) -> Result<Vec<(String, DeadLetter)>, StoreError> {
+        let t = self.t()?;
+        let iter = match sink {
+            Some(s) => {
+                let mut prefix = s.as_bytes().to_vec();
+                prefix.push(0);
+                t.dead_letters.scan_prefix(prefix)
+            }
+            None => t.dead_letters.iter(),
+        };
+        iter.map(|kv| {
+            let (k, v) = kv.map_err(io("read dead letters"))?;
+            let end = k.iter().position(|b| *b == 0).unwrap_or(k.len());
+            let name = String::from_utf8_lossy(&k[..end]).into_owned();
+            Ok((name, decode(&v, "dead letter")?))
+        })
+        .collect()
+    }
+
+    /// The dead letter of `sink` at outbox sequence `seq`, if kept.
+    pub fn dead_letter(&self, sink: &str, seq: u64) -> Result<Option<DeadLetter>, StoreError> {
+        self.t()?
+            .dead_letters
+            .get(dead_letter_key(sink, seq))
+            .map_err(io("read dead letter"))?
+            .map(|v| decode(&v, "dead letter"))
+            .transpose()
+    }
+
+    /// Deletes the dead letter of `sink` at `seq`; true when there was one.
+    pub fn remove_dead_letter(&self, sink: &str, seq: u64) -> Result<bool, StoreError> {
+        Ok(self
+            .t()?
+            .dead_letters
+            .remove(dead_letter_key(sink, seq))
+            .map_err(io("delete dead letter"))?
+            .is_some())
+    }
+}
+
+fn dead_letter_key(sink: &str, seq: u64) -> Vec<u8> {
+    let mut key = sink.as_bytes().to_vec();
+    key.push(0);
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
 }
 
 fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
