@@ -104,3 +104,102 @@ async fn a_dead_letter_is_listed_shown_and_redriven_with_its_id() {
         "no dead letters left: {out}"
     );
 }
+
+#[tokio::test]
+async fn a_running_instance_lists_drops_and_redrives_through_its_admin_endpoint() {
+    let client = support::kube_client().await;
+    let crd = support::crd(&client, "Widget").await;
+    let ns = support::namespace(&client, "deadletters-run").await;
+    let api: Api<DynamicObject> = Api::namespaced_with(client, &ns, &crd.resource);
+    let dir = tempfile::tempdir().unwrap();
+    let exchange = support::unique("crb-dlr");
+    let sinks = format!(
+        "  rabbit:\n    type: amqp\n    url: \"{}\"\n    exchange: {exchange}\n    routingKey: \"{{kind}}.{{name}}\"\n    unroutable: refuse\n",
+        support::env("CRBRIDGE_AMQP_URL")
+    );
+    let port = support::free_port();
+    let yaml = support::config_with_sinks(dir.path(), &crd, &ns, &["rabbit"], &sinks, "").replace(
+        "admin:\n  listen: 127.0.0.1:0",
+        &format!("admin:\n  listen: 127.0.0.1:{port}"),
+    );
+    let mut bridge = Bridge::new(dir.path(), &yaml);
+    bridge.start();
+    bridge.wait_logged("sink connected", WAIT).await;
+    support::create_widget(&api, &crd, "one", json!({"size": 1})).await;
+    support::create_widget(&api, &crd, "two", json!({"size": 2})).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while bridge
+        .logged("event refused by the sink; kept as a dead letter")
+        .len()
+        < 2
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "two dead letters within {WAIT:?}: {}",
+            bridge.raw_log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let config = dir.path().join("crbridge.yaml");
+    let config = config.to_str().unwrap();
+
+    // The instance holds the state directory: everything goes through its admin endpoint.
+    let (st, out, err) = run_cli(&["deadletters", "-c", config, "list", "--sink", "rabbit"]);
+    assert!(st.success(), "list failed: {err}");
+    let rows: Vec<Vec<&str>> = out
+        .lines()
+        .skip(1)
+        .map(|l| l.split('\t').collect())
+        .collect();
+    assert_eq!(rows.len(), 2, "two dead letters listed: {out}");
+    let row = |name: &str| {
+        rows.iter()
+            .find(|r| r[3] == format!("{ns}/{name}"))
+            .unwrap_or_else(|| panic!("{name} listed: {out}"))
+            .clone()
+    };
+    let (one, two) = (row("one"), row("two"));
+
+    let (st, out, err) = run_cli(&["deadletters", "-c", config, "show", one[0]]);
+    assert!(st.success(), "show failed: {err}");
+    let shown: serde_json::Value = serde_json::from_str(&out).expect("show prints JSON");
+    assert_eq!(shown["entry"]["event"]["id"], one[1], "{out}");
+
+    let (st, out, err) = run_cli(&["deadletters", "-c", config, "drop", two[0]]);
+    assert!(st.success(), "drop failed: {err}");
+    assert!(out.contains(&format!("dropped {}", two[0])), "{out}");
+
+    let queue = support::unique("crb-dlr-q");
+    let (_conn, ch) = support::amqp_bound_queue(&exchange, &queue).await;
+    let (st, out, err) = run_cli(&["deadletters", "-c", config, "redrive", "--id", one[0]]);
+    assert!(st.success(), "redrive failed: {out} {err}");
+    assert!(out.contains(&format!("redriven {}", one[0])), "{out}");
+    let m = ch
+        .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+        .expect("the redriven event is in the queue");
+    assert_eq!(
+        m.delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|s| s.to_string()),
+        Some(one[1].to_string()),
+        "the redriven event keeps its CloudEvent id"
+    );
+    let again = ch
+        .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap();
+    assert!(again.is_none(), "the dropped letter was not delivered");
+
+    let (st, out, err) = run_cli(&["deadletters", "-c", config, "list"]);
+    assert!(st.success(), "{err}");
+    assert_eq!(
+        out.lines().skip(1).count(),
+        0,
+        "no dead letters left: {out}"
+    );
+    assert_eq!(bridge.stop().await.code(), Some(0));
+}
