@@ -519,7 +519,7 @@ async fn collect_garbage(
     }
 }
 
-/// Refreshes the outbox and lag gauges every second.
+/// Refreshes the outbox, lag and dead-letter gauges every second.
 async fn update_gauges(store: Store, stats: Arc<Stats>, cancel: CancellationToken) {
     loop {
         tokio::select! {
@@ -552,6 +552,9 @@ async fn update_gauges(store: Store, stats: Arc<Stats>, cancel: CancellationToke
                     crate::store::now_ms().saturating_sub(e.written_ms) / 1000
                 });
             m.sink_lag_seconds.get_or_create(&label).set(age as i64);
+            m.dead_letters_kept
+                .get_or_create(&label)
+                .set(store.dead_letter_count(name) as i64);
         }
     }
 }

@@ -105,6 +105,19 @@ async fn a_dead_letter_is_listed_shown_and_redriven_with_its_id() {
     );
 }
 
+/// Waits until the instance serving /metrics on `http` reports `n` kept dead letters.
+async fn dead_letters_kept(http: &str, n: u32) {
+    let url = format!("http://{http}/metrics");
+    let want = format!("crbridge_dead_letters_kept{{sink=\"rabbit\"}} {n}\n");
+    let what = format!("{} in /metrics", want.trim());
+    support::eventually(&what, WAIT, || {
+        let (code, text) = support::http_get(&url);
+        let found = code == 200 && text.contains(&want);
+        async move { found.then_some(()) }
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_running_instance_lists_drops_and_redrives_through_its_admin_endpoint() {
     let client = support::kube_client().await;
@@ -127,19 +140,18 @@ async fn a_running_instance_lists_drops_and_redrives_through_its_admin_endpoint(
     bridge.wait_logged("sink connected", WAIT).await;
     support::create_widget(&api, &crd, "one", json!({"size": 1})).await;
     support::create_widget(&api, &crd, "two", json!({"size": 2})).await;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while bridge
-        .logged("event refused by the sink; kept as a dead letter")
-        .len()
-        < 2
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "two dead letters within {WAIT:?}: {}",
-            bridge.raw_log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    support::eventually("two dead letters", WAIT, || {
+        let n = bridge
+            .logged("event refused by the sink; kept as a dead letter")
+            .len();
+        async move { (n >= 2).then_some(()) }
+    })
+    .await;
+    let http = bridge.logged("http listening")[0]["addr"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    dead_letters_kept(&http, 2).await;
     let config = dir.path().join("crbridge.yaml");
     let config = config.to_str().unwrap();
 
