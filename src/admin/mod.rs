@@ -59,7 +59,7 @@ pub struct Admin {
     /// Capture's command channel, once it runs (not while standing by, not after
     /// shutdown).
     pub capture: Mutex<Option<mpsc::Sender<Command>>>,
-    /// One permit: a replay or a snapshot holds it while it runs.
+    /// One permit: a replay, a snapshot or a dead-letter redrive holds it while it runs.
     pub busy: Arc<Semaphore>,
     /// Cancelled on shutdown; a running replay stops with it.
     pub shutdown: CancellationToken,
@@ -298,14 +298,14 @@ async fn dead_letters(State(admin): State<Arc<Admin>>, Query(q): Query<ListQuery
     }
 }
 
-fn letter_id(id: &str) -> Result<LetterId, Response> {
-    id.parse().map_err(|e| fail(StatusCode::BAD_REQUEST, e))
+fn letter_id(id: &str) -> Result<LetterId, String> {
+    id.parse()
 }
 
 async fn dead_letter(State(admin): State<Arc<Admin>>, Path(id): Path<String>) -> Response {
     let id = match letter_id(&id) {
         Ok(id) => id,
-        Err(r) => return r,
+        Err(e) => return fail(StatusCode::BAD_REQUEST, e),
     };
     match admin.store.dead_letter(&id.sink, id.seq) {
         Ok(Some(l)) => Json(l).into_response(),
@@ -317,7 +317,7 @@ async fn dead_letter(State(admin): State<Arc<Admin>>, Path(id): Path<String>) ->
 async fn drop_dead_letter(State(admin): State<Arc<Admin>>, Path(id): Path<String>) -> Response {
     let id = match letter_id(&id) {
         Ok(id) => id,
-        Err(r) => return r,
+        Err(e) => return fail(StatusCode::BAD_REQUEST, e),
     };
     match admin.store.remove_dead_letter(&id.sink, id.seq) {
         Ok(true) => match admin.store.flush().await {
@@ -332,7 +332,7 @@ async fn drop_dead_letter(State(admin): State<Arc<Admin>>, Path(id): Path<String
 async fn redrive(State(admin): State<Arc<Admin>>, Json(req): Json<RedriveRequest>) -> Response {
     let id_sink = match req.id.as_deref().map(letter_id).transpose() {
         Ok(id) => id.map(|i| i.sink),
-        Err(r) => return r,
+        Err(e) => return fail(StatusCode::BAD_REQUEST, e),
     };
     for s in [req.sink.as_deref(), id_sink.as_deref()] {
         if let Err(e) = check_names(&admin.config, s, None) {
@@ -420,6 +420,61 @@ mod tests {
         drop(held);
         let answer = app.oneshot(post("/admin/replay", body)).await.unwrap();
         assert_eq!(answer.status(), StatusCode::OK);
+    }
+
+    fn get(path: &str) -> Request<Body> {
+        Request::get(path)
+            .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+            .body(Body::empty())
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn dead_letter_routes_check_ids_and_take_the_permit_to_redrive() {
+        use crate::store::DeadLetter;
+        let dir = tempfile::tempdir().unwrap();
+        let (admin, token) = admin(dir.path());
+        let entry = crate::store::test_entry("ev-1", "widgets", "u1", 1);
+        let letter = DeadLetter {
+            seq: 7,
+            error: "refused".into(),
+            at_ms: 2,
+            entry,
+        };
+        admin.store.add_dead_letter("out", &letter).unwrap();
+        let app = routes(admin.clone(), token);
+        let status = |r: Request<Body>| {
+            let app = app.clone();
+            async move { app.oneshot(r).await.unwrap().status() }
+        };
+        assert_eq!(
+            status(get("/admin/deadletters/out")).await,
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            status(get("/admin/deadletters/out:8")).await,
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            status(get("/admin/deadletters/out:7")).await,
+            StatusCode::OK
+        );
+        assert_eq!(
+            status(get("/admin/deadletters?sink=nope")).await,
+            StatusCode::BAD_REQUEST
+        );
+        let held = admin.busy.clone().try_acquire_owned().unwrap();
+        assert_eq!(
+            status(post("/admin/deadletters/redrive", "{}")).await,
+            StatusCode::CONFLICT
+        );
+        drop(held);
+        let delete = Request::delete("/admin/deadletters/out:7")
+            .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(status(delete).await, StatusCode::OK);
+        assert_eq!(admin.store.dead_letter_count("out"), 0);
     }
 
     #[tokio::test]

@@ -33,7 +33,7 @@ impl FromStr for LetterId {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        // Sink names may hold ':'? Split at the last one: the seq never does.
+        // Split at the last ':': the seq never holds one, a sink name might.
         let (sink, seq) = s.rsplit_once(':').ok_or_else(|| {
             format!("{s:?} is not a dead letter id (want SINK:SEQ, e.g. rabbit:42)")
         })?;
