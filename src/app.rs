@@ -490,9 +490,13 @@ pub async fn run(config: Config, file: &str) -> anyhow::Result<()> {
 /// How often acked outbox entries past retention (or over the byte budget) are deleted.
 const GC_EVERY: Duration = Duration::from_secs(1);
 
+/// Dead letters past retention are looked for every this many GC rounds (a minute).
+const DEAD_LETTER_EXPIRY_ROUNDS: u64 = 60;
+
 /// Deletes outbox entries every sink has acked that are older than `retention`, or, while
 /// the outbox is over `max_bytes`, acked ones regardless of age. Unacked entries are never
-/// deleted: the slowest sink bounds what goes.
+/// deleted: the slowest sink bounds what goes. Dead letters older than `retention` go too
+/// (a WARN line each).
 async fn collect_garbage(
     store: Store,
     sinks: Vec<String>,
@@ -500,6 +504,7 @@ async fn collect_garbage(
     max_bytes: u64,
     cancel: CancellationToken,
 ) {
+    let mut round: u64 = 0;
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
@@ -516,10 +521,24 @@ async fn collect_garbage(
             Ok(n) => tracing::debug!(removed = n, "outbox garbage collected"),
             Err(e) => tracing::warn!(error = %e, "outbox garbage collection failed"),
         }
+        // Dead letters are kept as long as the outbox keeps events for replay; checked once
+        // a minute, since that reads every letter.
+        round += 1;
+        if round % DEAD_LETTER_EXPIRY_ROUNDS != 1 {
+            continue;
+        }
+        match store.expire_dead_letters(cutoff) {
+            Ok(gone) => {
+                for (sink, l) in gone {
+                    tracing::warn!(sink = %sink, seq = l.seq, id = %l.entry.event.id, subject = %l.entry.event.subject, "dead letter past state.outbox.retention deleted");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "dead letter expiry failed"),
+        }
     }
 }
 
-/// Refreshes the outbox and lag gauges every second.
+/// Refreshes the outbox, lag and dead-letter gauges every second.
 async fn update_gauges(store: Store, stats: Arc<Stats>, cancel: CancellationToken) {
     loop {
         tokio::select! {
@@ -552,6 +571,9 @@ async fn update_gauges(store: Store, stats: Arc<Stats>, cancel: CancellationToke
                     crate::store::now_ms().saturating_sub(e.written_ms) / 1000
                 });
             m.sink_lag_seconds.get_or_create(&label).set(age as i64);
+            m.dead_letters_kept
+                .get_or_create(&label)
+                .set(store.dead_letter_count(name) as i64);
         }
     }
 }

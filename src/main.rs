@@ -1,10 +1,11 @@
 //! The `crbridge` command line: `run`, `check`, `status`, `replay`, `snapshot`, `tail`,
-//! `rbac`.
+//! `deadletters`, `rbac`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use crbridge::cmd::deadletters::{Action, LetterId};
 use crbridge::cmd::Output;
 use crbridge::config;
 use crbridge::replay::{parse_time, ReplayRequest, Start};
@@ -109,6 +110,16 @@ enum Command {
         #[arg(long)]
         from_start: bool,
     },
+    /// List, show, drop or redrive dead letters (events a sink refused for good) of a
+    /// stopped instance. A letter's ID is `SINK:SEQ` (its sink and outbox sequence number,
+    /// as `list` prints it).
+    Deadletters {
+        /// The config file.
+        #[arg(short, long, default_value = "crbridge.yaml", global = true)]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: DeadLetterCmd,
+    },
     /// Print least-privilege RBAC (YAML) for exactly the configured kinds, plus Leases
     /// when leader election is on. Plurals and scopes come from the cluster's discovery.
     Rbac {
@@ -121,6 +132,36 @@ enum Command {
         /// ServiceAccount name.
         #[arg(long, default_value = "crbridge")]
         service_account: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeadLetterCmd {
+    /// One line per letter: ID (SINK:SEQ), event id, type, subject, time, reason.
+    List {
+        /// Only this sink's letters.
+        #[arg(long)]
+        sink: Option<String>,
+    },
+    /// One letter, with its event, as JSON.
+    Show {
+        /// SINK:SEQ.
+        id: LetterId,
+    },
+    /// Delete one letter.
+    Drop {
+        /// SINK:SEQ.
+        id: LetterId,
+    },
+    /// Publish letters again through their sink with their original event ids; each is
+    /// deleted once the broker acks it, kept if refused again.
+    Redrive {
+        /// Only this sink's letters.
+        #[arg(long)]
+        sink: Option<String>,
+        /// Only this letter (SINK:SEQ).
+        #[arg(long)]
+        id: Option<LetterId>,
     },
 }
 
@@ -238,6 +279,16 @@ fn main() -> ExitCode {
                     from_start,
                 )
                 .await
+            }
+            Command::Deadletters { config, action } => {
+                let cfg = config::load(&config)?;
+                let action = match action {
+                    DeadLetterCmd::List { sink } => Action::List { sink },
+                    DeadLetterCmd::Show { id } => Action::Show(id),
+                    DeadLetterCmd::Drop { id } => Action::Drop(id),
+                    DeadLetterCmd::Redrive { sink, id } => Action::Redrive { sink, id },
+                };
+                crbridge::cmd::deadletters::run(&cfg, &config.display().to_string(), action).await
             }
             Command::Rbac {
                 config,

@@ -81,6 +81,8 @@ pub struct Metrics {
     pub sink_lag_seconds: Family<SinkLabel, Gauge>,
     /// Events kept as dead letters.
     pub dead_letters: Family<SinkLabel, Counter>,
+    /// Dead letters kept now (not yet redriven or dropped).
+    pub dead_letters_kept: Family<SinkLabel, Gauge>,
     /// Watches (re)opened.
     pub watch_restarts: Family<WatchLabel, Counter>,
     /// Lists started (first start and relists).
@@ -121,6 +123,8 @@ pub const SINK_LAG_EVENTS: &str = "crbridge_sink_lag_events";
 pub const SINK_LAG_SECONDS: &str = "crbridge_sink_lag_seconds";
 /// `crbridge_dead_letters_total`
 pub const DEAD_LETTERS: &str = "crbridge_dead_letters";
+/// `crbridge_dead_letters_kept`
+pub const DEAD_LETTERS_KEPT: &str = "crbridge_dead_letters_kept";
 /// `crbridge_watch_restarts_total`
 pub const WATCH_RESTARTS: &str = "crbridge_watch_restarts";
 /// `crbridge_relists_total`
@@ -167,6 +171,7 @@ impl Metrics {
             sink_lag_events: Family::default(),
             sink_lag_seconds: Family::default(),
             dead_letters: Family::default(),
+            dead_letters_kept: Family::default(),
             watch_restarts: Family::default(),
             relists: Family::default(),
             gone: Family::default(),
@@ -232,6 +237,11 @@ impl Metrics {
             DEAD_LETTERS,
             "Events a sink refused for good, kept as dead letters",
             m.dead_letters.clone(),
+        );
+        r.register(
+            DEAD_LETTERS_KEPT,
+            "Dead letters kept now, until redriven or dropped (crbridge deadletters)",
+            m.dead_letters_kept.clone(),
         );
         r.register(
             WATCH_RESTARTS,

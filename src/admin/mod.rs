@@ -10,6 +10,12 @@
 //! * `POST /admin/snapshot` — body [`SnapshotBody`]; answers [`SnapshotResult`] once the
 //!   snapshot events are committed to the outbox (the sinks then publish them).
 //!
+//! * `GET /admin/deadletters[?sink=S]` — the dead letters as a JSON array of
+//!   [`Listed`]; `GET /admin/deadletters/{sink}:{seq}` — one [`crate::store::DeadLetter`]
+//!   (404 if none); `DELETE /admin/deadletters/{sink}:{seq}` — drops it;
+//!   `POST /admin/deadletters/redrive` — body [`RedriveRequest`], publishes the letters
+//!   again with their ids (holds the replay permit) and answers a JSON array of [`Redriven`].
+//!
 //! [`client`] is the other end, used by the CLI.
 
 pub mod auth;
@@ -19,7 +25,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -31,6 +37,7 @@ use tracing::info;
 
 use self::auth::AdminToken;
 use crate::capture::{Command, SnapshotRequest};
+use crate::cmd::deadletters::{LetterId, Listed, RedriveRequest, Redriven};
 use crate::config::Config;
 use crate::replay::{Progress, ReplayRequest};
 use crate::store::Store;
@@ -52,7 +59,7 @@ pub struct Admin {
     /// Capture's command channel, once it runs (not while standing by, not after
     /// shutdown).
     pub capture: Mutex<Option<mpsc::Sender<Command>>>,
-    /// One permit: a replay or a snapshot holds it while it runs.
+    /// One permit: a replay, a snapshot or a dead-letter redrive holds it while it runs.
     pub busy: Arc<Semaphore>,
     /// Cancelled on shutdown; a running replay stops with it.
     pub shutdown: CancellationToken,
@@ -98,6 +105,12 @@ pub fn routes(admin: Arc<Admin>, token: Arc<AdminToken>) -> Router {
         .route("/admin/status", get(status))
         .route("/admin/replay", post(replay))
         .route("/admin/snapshot", post(snapshot))
+        .route("/admin/deadletters", get(dead_letters))
+        .route("/admin/deadletters/redrive", post(redrive))
+        .route(
+            "/admin/deadletters/{id}",
+            get(dead_letter).delete(drop_dead_letter),
+        )
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(admin)
         .layer(axum::middleware::from_fn_with_state(
@@ -269,6 +282,77 @@ async fn snapshot(State(admin): State<Arc<Admin>>, Json(body): Json<SnapshotBody
     Json(result).into_response()
 }
 
+/// Query of `GET /admin/deadletters`.
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    sink: Option<String>,
+}
+
+async fn dead_letters(State(admin): State<Arc<Admin>>, Query(q): Query<ListQuery>) -> Response {
+    if let Err(e) = check_names(&admin.config, q.sink.as_deref(), None) {
+        return fail(StatusCode::BAD_REQUEST, e);
+    }
+    match crate::cmd::deadletters::list(&admin.store, q.sink.as_deref()) {
+        Ok(l) => Json::<Vec<Listed>>(l).into_response(),
+        Err(e) => fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+fn letter_id(id: &str) -> Result<LetterId, String> {
+    id.parse()
+}
+
+async fn dead_letter(State(admin): State<Arc<Admin>>, Path(id): Path<String>) -> Response {
+    let id = match letter_id(&id) {
+        Ok(id) => id,
+        Err(e) => return fail(StatusCode::BAD_REQUEST, e),
+    };
+    match admin.store.dead_letter(&id.sink, id.seq) {
+        Ok(Some(l)) => Json(l).into_response(),
+        Ok(None) => fail(StatusCode::NOT_FOUND, format!("no dead letter {id}")),
+        Err(e) => fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn drop_dead_letter(State(admin): State<Arc<Admin>>, Path(id): Path<String>) -> Response {
+    let id = match letter_id(&id) {
+        Ok(id) => id,
+        Err(e) => return fail(StatusCode::BAD_REQUEST, e),
+    };
+    match admin.store.remove_dead_letter(&id.sink, id.seq) {
+        Ok(true) => match admin.store.flush().await {
+            Ok(()) => Json(id.to_string()).into_response(),
+            Err(e) => fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        },
+        Ok(false) => fail(StatusCode::NOT_FOUND, format!("no dead letter {id}")),
+        Err(e) => fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn redrive(State(admin): State<Arc<Admin>>, Json(req): Json<RedriveRequest>) -> Response {
+    let id_sink = match req.id.as_deref().map(letter_id).transpose() {
+        Ok(id) => id.map(|i| i.sink),
+        Err(e) => return fail(StatusCode::BAD_REQUEST, e),
+    };
+    for s in [req.sink.as_deref(), id_sink.as_deref()] {
+        if let Err(e) = check_names(&admin.config, s, None) {
+            return fail(StatusCode::BAD_REQUEST, e);
+        }
+    }
+    let Some(_permit) = one_at_a_time(&admin) else {
+        return busy();
+    };
+    let work = crate::cmd::deadletters::redrive(&admin.store, &admin.sinks, &req);
+    let result = tokio::select! {
+        r = work => r.map_err(|e| format!("{e:#}")),
+        _ = admin.shutdown.cancelled() => Err("crbridge is shutting down: redrive stopped (hint: run it again; letters not yet acked are kept)".to_string()),
+    };
+    match result {
+        Ok(done) => Json::<Vec<Redriven>>(done).into_response(),
+        Err(e) => fail(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use axum::body::{to_bytes, Body};
@@ -336,6 +420,61 @@ mod tests {
         drop(held);
         let answer = app.oneshot(post("/admin/replay", body)).await.unwrap();
         assert_eq!(answer.status(), StatusCode::OK);
+    }
+
+    fn get(path: &str) -> Request<Body> {
+        Request::get(path)
+            .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+            .body(Body::empty())
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn dead_letter_routes_check_ids_and_take_the_permit_to_redrive() {
+        use crate::store::DeadLetter;
+        let dir = tempfile::tempdir().unwrap();
+        let (admin, token) = admin(dir.path());
+        let entry = crate::store::test_entry("ev-1", "widgets", "u1", 1);
+        let letter = DeadLetter {
+            seq: 7,
+            error: "refused".into(),
+            at_ms: 2,
+            entry,
+        };
+        admin.store.add_dead_letter("out", &letter).unwrap();
+        let app = routes(admin.clone(), token);
+        let status = |r: Request<Body>| {
+            let app = app.clone();
+            async move { app.oneshot(r).await.unwrap().status() }
+        };
+        assert_eq!(
+            status(get("/admin/deadletters/out")).await,
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            status(get("/admin/deadletters/out:8")).await,
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            status(get("/admin/deadletters/out:7")).await,
+            StatusCode::OK
+        );
+        assert_eq!(
+            status(get("/admin/deadletters?sink=nope")).await,
+            StatusCode::BAD_REQUEST
+        );
+        let held = admin.busy.clone().try_acquire_owned().unwrap();
+        assert_eq!(
+            status(post("/admin/deadletters/redrive", "{}")).await,
+            StatusCode::CONFLICT
+        );
+        drop(held);
+        let delete = Request::delete("/admin/deadletters/out:7")
+            .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(status(delete).await, StatusCode::OK);
+        assert_eq!(admin.store.dead_letter_count("out"), 0);
     }
 
     #[tokio::test]

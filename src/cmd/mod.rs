@@ -1,8 +1,9 @@
-//! The operator commands `status`, `replay`, `snapshot` and `tail`. The first three work on
-//! a stopped instance (opening its state directory) and on a running one (through its admin
-//! endpoint on `admin.listen`, with the token the instance wrote into its state directory or
-//! `admin.tokenFile`, since sled allows one process per state directory).
+//! The operator commands `status`, `replay`, `snapshot`, `deadletters` and `tail`. All but
+//! `tail` work on a stopped instance (opening its state directory) and on a running one
+//! (through its admin endpoint on `admin.listen`, with the token the instance wrote into its
+//! state directory or `admin.tokenFile`, since sled allows one process per state directory).
 
+pub mod deadletters;
 pub mod replay;
 pub mod snapshot;
 pub mod status;

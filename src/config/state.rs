@@ -41,7 +41,7 @@ pub struct StateConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct OutboxConfig {
-    /// Keep acknowledged events at least this long.
+    /// Keep acknowledged events at least this long, and dead letters this long.
     // 24h: a consumer that lost a day can still be replayed.
     #[serde(
         default = "default_retention",
