@@ -204,29 +204,6 @@ fn check_fails(dir: &Path, sinks: &str) -> (String, String) {
     (line, all)
 }
 
-/// A CA the broker's certificate is not signed by, made with openssl in `dir`.
-fn other_ca(dir: &Path) -> PathBuf {
-    std::fs::create_dir_all(dir).unwrap();
-    let ca = dir.join("other-ca.crt");
-    let out = std::process::Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-        ])
-        .args(["-subj", "/CN=not the crbridge test CA"])
-        .arg("-keyout")
-        .arg(dir.join("other-ca.key"))
-        .arg("-out")
-        .arg(&ca)
-        .output()
-        .expect("running openssl");
-    assert!(
-        out.status.success(),
-        "openssl: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    ca
-}
-
 #[tokio::test]
 async fn events_go_over_amqps_with_a_client_certificate_and_are_read_back_over_amqps() {
     let client = support::kube_client().await;
@@ -268,7 +245,7 @@ async fn events_go_over_amqps_with_a_client_certificate_and_are_read_back_over_a
 #[tokio::test]
 async fn a_ca_that_did_not_sign_the_broker_is_one_clear_failure() {
     let dir = tempfile::tempdir().unwrap();
-    let ca = other_ca(dir.path());
+    let ca = support::tls::foreign_ca(dir.path()).ca;
     let sinks = sink_yaml("rabbit", &amqps_url(), "x", &tls_yaml(Some(&ca), true));
     let (line, _) = check_fails(&dir.path().join("c"), &sinks);
     assert!(
@@ -379,7 +356,7 @@ async fn run_logs_the_cause_and_retries_and_tail_uses_the_same_tls() {
     let crd = support::crd(&client, "Widget").await;
     let ns = support::namespace(&client, "amqps-retry").await;
     let dir = tempfile::tempdir().unwrap();
-    let ca = other_ca(&dir.path().join("ca"));
+    let ca = support::tls::foreign_ca(&dir.path().join("ca")).ca;
     let sinks = sink_yaml("rabbit", &amqps_url(), "x", &tls_yaml(Some(&ca), true));
     let cfg = support::config_with_sinks(dir.path(), &crd, &ns, &["rabbit"], &sinks, "");
     let mut bridge = Bridge::new(dir.path(), &cfg);

@@ -244,73 +244,10 @@ async fn check_sink_line(dir: &Path, sink_yaml: &str) -> String {
     line
 }
 
-/// A CA and a client certificate it signed, neither known to the brokers.
-fn other_ca(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("running openssl");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=other-ca",
-        "-keyout",
-        "other-ca.key",
-        "-out",
-        "other-ca.crt",
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=crbridge",
-        "-keyout",
-        "other-client.key",
-        "-out",
-        "other-client.csr",
-    ]);
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "other-client.csr",
-        "-CA",
-        "other-ca.crt",
-        "-CAkey",
-        "other-ca.key",
-        "-CAcreateserial",
-        "-days",
-        "1",
-        "-out",
-        "other-client.crt",
-    ]);
-    (
-        dir.join("other-ca.crt"),
-        dir.join("other-client.crt"),
-        dir.join("other-client.key"),
-    )
-}
-
 #[tokio::test]
 async fn a_ca_that_did_not_sign_the_broker_fails_check_with_the_cause() {
     let dir = tempfile::tempdir().unwrap();
-    let (ca, _, _) = other_ca(dir.path());
+    let ca = support::tls::foreign_ca(dir.path()).ca;
     let tls = format!(
         "{{caFile: {}, certFile: {}, keyFile: {}}}",
         ca.display(),
@@ -335,7 +272,7 @@ async fn a_ca_that_did_not_sign_the_broker_fails_check_with_the_cause() {
 #[tokio::test]
 async fn a_client_certificate_from_another_ca_fails_check_with_the_cause() {
     let dir = tempfile::tempdir().unwrap();
-    let (_, cert, key) = other_ca(dir.path());
+    let support::tls::ForeignCa { cert, key, .. } = support::tls::foreign_ca(dir.path());
     let tls = format!(
         "{{caFile: {}, certFile: {}, keyFile: {}}}",
         support::env("CRBRIDGE_TLS_CA"),

@@ -6,7 +6,7 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -71,80 +71,6 @@ fn sink_yaml(name: &str, url: &str, extra: &str) -> String {
     let stream = support::unique("SEC").to_uppercase().replace('-', "_");
     format!(
         "  {name}:\n    type: nats\n    url: {url}\n    stream: {stream}\n    subject: \"{stream}.{{kind}}.{{namespace}}.{{name}}\"\n{extra}"
-    )
-}
-
-/// A second CA, unknown to the server, and a client certificate it signed.
-fn foreign_ca(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("running openssl");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=crbridge test other CA",
-        "-keyout",
-        "other-ca.key",
-        "-out",
-        "other-ca.crt",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign",
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=crbridge",
-        "-keyout",
-        "other-client.key",
-        "-out",
-        "other-client.csr",
-    ]);
-    std::fs::write(
-        dir.join("client.ext"),
-        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n",
-    )
-    .unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "other-client.csr",
-        "-CA",
-        "other-ca.crt",
-        "-CAkey",
-        "other-ca.key",
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        "client.ext",
-        "-out",
-        "other-client.crt",
-    ]);
-    (
-        dir.join("other-ca.crt"),
-        dir.join("other-client.crt"),
-        dir.join("other-client.key"),
     )
 }
 
@@ -237,7 +163,11 @@ async fn check_names_the_sink_and_the_cause_of_each_tls_and_auth_failure() {
     let tls = Tls::local();
     let (crd, ns, _api) = widgets("secnats-check").await;
     let dir = tempfile::tempdir().unwrap();
-    let (other_ca, other_cert, other_key) = foreign_ca(dir.path());
+    let support::tls::ForeignCa {
+        ca: other_ca,
+        cert: other_cert,
+        key: other_key,
+    } = support::tls::foreign_ca(dir.path());
     let (other_ca, other_cert, other_key) = (
         other_ca.display().to_string(),
         other_cert.display().to_string(),
@@ -359,7 +289,7 @@ async fn run_logs_the_cause_with_the_sink_name_and_retries() {
     let tls = Tls::local();
     let (crd, ns, _api) = widgets("secnats-run").await;
     let dir = tempfile::tempdir().unwrap();
-    let (other_ca, _, _) = foreign_ca(dir.path());
+    let other_ca = support::tls::foreign_ca(dir.path()).ca;
     let sinks = sink_yaml(
         "untrusted",
         &tls.url,

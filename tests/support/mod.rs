@@ -166,6 +166,7 @@ pub async fn crd_in(client: &Client, group: &str, kind: &str) -> TestCrd {
 
 pub mod bridge;
 pub mod nats;
+pub mod tls;
 
 /// A crbridge config watching `crd` in `namespace`, publishing to a NATS stream of its own.
 pub fn nats_config(dir: &std::path::Path, crd: &TestCrd, namespace: &str, stream: &str) -> String {
