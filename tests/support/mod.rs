@@ -284,20 +284,18 @@ pub async fn patch_widget(
 
 /// GET `url` with curl: (HTTP status, body).
 pub fn http_get(url: &str) -> (u16, String) {
-    let out = std::process::Command::new("curl")
-        .args(["-s", "--max-time", "5", "-w", "\n%{http_code}", url])
-        .output()
-        .expect("running curl");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_string())
+    curl_get(url, &[])
 }
 
 /// GET `url` with curl and `Authorization: Bearer {token}`: (HTTP status, body).
 pub fn http_get_authorized(url: &str, token: &str) -> (u16, String) {
+    curl_get(url, &["-H", &format!("Authorization: Bearer {token}")])
+}
+
+fn curl_get(url: &str, extra: &[&str]) -> (u16, String) {
     let out = std::process::Command::new("curl")
-        .args(["-s", "--max-time", "5", "-w", "\n%{http_code}", "-H"])
-        .arg(format!("Authorization: Bearer {token}"))
+        .args(["-s", "--max-time", "5", "-w", "\n%{http_code}"])
+        .args(extra)
         .arg(url)
         .output()
         .expect("running curl");
