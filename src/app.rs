@@ -495,7 +495,8 @@ const DEAD_LETTER_EXPIRY_ROUNDS: u64 = 60;
 
 /// Deletes outbox entries every sink has acked that are older than `retention`, or, while
 /// the outbox is over `max_bytes`, acked ones regardless of age. Unacked entries are never
-/// deleted: the slowest sink bounds what goes. Dead letters older than `retention` go too
+/// deleted: the slowest sink bounds what goes. Dead letters older than `retention` go too,
+/// and the oldest ones while the outbox and dead letters together are over `max_bytes`
 /// (a WARN line each).
 async fn collect_garbage(
     store: Store,
@@ -520,6 +521,17 @@ async fn collect_garbage(
             Ok(0) => {}
             Ok(n) => tracing::debug!(removed = n, "outbox garbage collected"),
             Err(e) => tracing::warn!(error = %e, "outbox garbage collection failed"),
+        }
+        // Dead letters count in the budget: when freeing acked events was not enough, the
+        // oldest dead letters go (a WARN line each), so a sink that refuses everything
+        // cannot fill the disk.
+        match store.trim_dead_letters(max_bytes) {
+            Ok(gone) => {
+                for (sink, l) in gone {
+                    tracing::warn!(sink = %sink, seq = l.seq, id = %l.entry.event.id, subject = %l.entry.event.subject, "dead letter over state.outbox.max_bytes deleted");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "dead letter trimming failed"),
         }
         // Dead letters are kept as long as the outbox keeps events for replay; checked once
         // a minute, since that reads every letter.

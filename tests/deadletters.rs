@@ -215,3 +215,84 @@ async fn a_running_instance_lists_drops_and_redrives_through_its_admin_endpoint(
     );
     assert_eq!(bridge.stop().await.code(), Some(0));
 }
+
+/// Dead letters count in `state.outbox.max_bytes`: a sink that refuses everything keeps
+/// the newest letters within the budget, the oldest go with a WARN line, and the watch
+/// keeps flowing (the store does not grow past the budget and capture does not stall).
+#[tokio::test]
+async fn dead_letters_over_the_byte_budget_go_oldest_first() {
+    let client = support::kube_client().await;
+    let crd = support::crd(&client, "Widget").await;
+    let ns = support::namespace(&client, "dl-budget").await;
+    let api: Api<DynamicObject> = Api::namespaced_with(client, &ns, &crd.resource);
+    let dir = tempfile::tempdir().unwrap();
+    let exchange = support::unique("crb-dlb");
+    let sinks = format!(
+        "  rabbit:\n    type: amqp\n    url: \"{}\"\n    exchange: {exchange}\n    routingKey: \"{{kind}}.{{name}}\"\n    unroutable: refuse\n",
+        support::env("CRBRIDGE_AMQP_URL")
+    );
+    let yaml = support::config_with_sinks(dir.path(), &crd, &ns, &["rabbit"], &sinks, "").replacen(
+        "state:\n",
+        "state:\n  outbox: { max_bytes: 12KiB }\n",
+        1,
+    );
+    let mut bridge = Bridge::new(dir.path(), &yaml);
+    bridge.start();
+    bridge.wait_logged("sink connected", WAIT).await;
+    // Incompressible specs of about 2 KiB: each dead letter takes a good part of the budget.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut noise = || {
+        (0..256)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                format!("{:08x}", x as u32)
+            })
+            .collect::<String>()
+    };
+    const N: usize = 8;
+    for i in 0..N {
+        let name = format!("w{i}");
+        support::create_widget(&api, &crd, &name, json!({"noise": noise()})).await;
+        // One at a time, so "oldest" is the creation order.
+        support::eventually(&format!("{name} dead-lettered"), WAIT, || {
+            let n = bridge
+                .logged("event refused by the sink; kept as a dead letter")
+                .len();
+            std::future::ready((n > i).then_some(()))
+        })
+        .await;
+    }
+    let trimmed = support::eventually("a dead letter deleted over the budget", WAIT, || {
+        let lines = bridge.logged("dead letter over state.outbox.max_bytes deleted");
+        std::future::ready((!lines.is_empty()).then_some(lines))
+    })
+    .await;
+    assert_eq!(trimmed[0]["sink"], "rabbit", "{trimmed:?}");
+    assert!(
+        trimmed[0]["subject"]
+            .as_str()
+            .unwrap_or("")
+            .ends_with("/w0"),
+        "the oldest goes first: {trimmed:?}"
+    );
+    assert_eq!(bridge.stop().await.code(), Some(0));
+
+    let config = dir.path().join("crbridge.yaml");
+    let (st, out, err) = run_cli(&["deadletters", "-c", config.to_str().unwrap(), "list"]);
+    assert!(st.success(), "list failed: {err}");
+    let subjects: Vec<&str> = out
+        .lines()
+        .skip(1)
+        .map(|l| l.split('\t').nth(3).unwrap_or(""))
+        .collect();
+    assert!(
+        !subjects.is_empty() && subjects.len() < N,
+        "some but not all letters kept: {out}"
+    );
+    assert!(
+        subjects.contains(&format!("{ns}/w{}", N - 1).as_str()),
+        "the newest letter is kept: {out}"
+    );
+}

@@ -29,12 +29,12 @@ impl Capture {
     pub(super) async fn wait_for_room(&self, shutdown: &CancellationToken) -> bool {
         let mut warned = false;
         loop {
-            match self.store.outbox_bytes() {
+            match self.store.stored_bytes() {
                 Ok(b) if b < self.max_outbox_bytes => break,
                 Ok(b) => {
                     if !warned {
                         warn!(
-                            outbox_bytes = b,
+                            stored_bytes = b,
                             max_bytes = self.max_outbox_bytes,
                             "outbox full: watches paused until the slowest sink catches up"
                         );

@@ -1,8 +1,10 @@
 //! Per-sink state: the acknowledged cursor and the dead letters.
 
 use serde::{Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
 
-use super::{io, u64_of, DeadLetter, Store, StoreError};
+use super::{io, u64_of, DeadLetter, Store, StoreError, Trees, DEAD_LETTER_BYTES};
 
 impl Store {
     /// The last sequence number `sink` has been acked for (0 when none).
@@ -39,14 +41,55 @@ impl Store {
             .map_or(0, |t| t.dead_letters.scan_prefix(prefix).keys().count())
     }
 
-    /// Keeps an event `sink` refused for good.
+    /// Keeps an event `sink` refused for good. Its bytes count in the outbox budget
+    /// ([`Store::stored_bytes`]).
     pub fn add_dead_letter(&self, sink: &str, letter: &DeadLetter) -> Result<(), StoreError> {
         let key = dead_letter_key(sink, letter.seq);
-        self.t()?
-            .dead_letters
-            .insert(key, encode(letter)?)
-            .map_err(io("write dead letter"))?;
+        let value = encode(letter)?;
+        self.dead_letter_write(&key, Some(&value), "write dead letter")?;
         Ok(())
+    }
+
+    /// Bytes the kept dead letters take (as stored).
+    pub fn dead_letter_bytes(&self) -> Result<u64, StoreError> {
+        match self
+            .t()?
+            .meta
+            .get(DEAD_LETTER_BYTES)
+            .map_err(io("read meta"))?
+        {
+            Some(v) => u64_of(&v),
+            None => Ok(0),
+        }
+    }
+
+    /// Puts (`Some`) or removes (`None`) the dead letter under `key` and moves the byte
+    /// count with it, in one transaction; true when a letter was there before.
+    fn dead_letter_write(
+        &self,
+        key: &[u8],
+        value: Option<&[u8]>,
+        what: &'static str,
+    ) -> Result<bool, StoreError> {
+        let t = self.t()?;
+        let result = (&t.dead_letters, &t.meta).transaction(|(letters, meta)| {
+            let old = match value {
+                Some(v) => letters.insert(key, v)?,
+                None => letters.remove(key)?,
+            };
+            let before = match meta.get(DEAD_LETTER_BYTES)? {
+                Some(v) => u64_of(&v).map_err(ConflictableTransactionError::Abort)?,
+                None => 0,
+            };
+            let after = before.saturating_sub(old.as_ref().map_or(0, |o| o.len() as u64))
+                + value.map_or(0, |v| v.len() as u64);
+            meta.insert(DEAD_LETTER_BYTES, &after.to_be_bytes())?;
+            Ok(old.is_some())
+        });
+        result.map_err(|e| match e {
+            TransactionError::Abort(e) => e,
+            TransactionError::Storage(e) => io(what)(e),
+        })
     }
 
     /// The dead letters of `sink`, oldest first.
@@ -112,12 +155,60 @@ impl Store {
 
     /// Deletes the dead letter of `sink` at `seq`; true when there was one.
     pub fn remove_dead_letter(&self, sink: &str, seq: u64) -> Result<bool, StoreError> {
-        Ok(self
-            .t()?
-            .dead_letters
-            .remove(dead_letter_key(sink, seq))
-            .map_err(io("delete dead letter"))?
-            .is_some())
+        self.dead_letter_write(&dead_letter_key(sink, seq), None, "delete dead letter")
+    }
+
+    /// While the outbox and the dead letters together take more than `max_bytes`, deletes
+    /// the oldest dead letters; returns them with their sink's name. Garbage collection
+    /// calls it after freeing what it could of the acked outbox, so the budget bounds the
+    /// disk even when a sink refuses everything.
+    pub fn trim_dead_letters(
+        &self,
+        max_bytes: u64,
+    ) -> Result<Vec<(String, DeadLetter)>, StoreError> {
+        let mut over = self.stored_bytes()?.saturating_sub(max_bytes);
+        if over == 0 {
+            return Ok(Vec::new());
+        }
+        let mut letters = self.all_dead_letters(None)?;
+        letters.sort_by_key(|(_, l)| (l.at_ms, l.seq));
+        let mut gone = Vec::new();
+        for (sink, letter) in letters {
+            if over == 0 {
+                break;
+            }
+            let before = self.dead_letter_bytes()?;
+            if self.remove_dead_letter(&sink, letter.seq)? {
+                over = over.saturating_sub(before.saturating_sub(self.dead_letter_bytes()?));
+                gone.push((sink, letter));
+            }
+        }
+        Ok(gone)
+    }
+
+    /// Drops the dead-letter byte count, as a directory of an earlier release has none.
+    #[cfg(test)]
+    pub(crate) fn forget_dead_letter_count(&self) {
+        self.t().unwrap().meta.remove(DEAD_LETTER_BYTES).unwrap();
+    }
+
+    /// Counts the dead letters' bytes when a directory from an earlier release has none
+    /// counted yet. Nothing else runs yet.
+    pub(super) fn count_dead_letters(t: &Trees) -> Result<(), StoreError> {
+        if t.meta
+            .contains_key(DEAD_LETTER_BYTES)
+            .map_err(io("read meta"))?
+        {
+            return Ok(());
+        }
+        let mut bytes = 0u64;
+        for v in t.dead_letters.iter().values() {
+            bytes += v.map_err(io("count dead letters"))?.len() as u64;
+        }
+        t.meta
+            .insert(DEAD_LETTER_BYTES, &bytes.to_be_bytes())
+            .map_err(io("count dead letters"))?;
+        Ok(())
     }
 }
 
@@ -174,5 +265,66 @@ mod tests {
         assert_eq!(left, vec![2]);
         assert!(store.dead_letter("a", 2).unwrap().is_some());
         assert!(store.dead_letter("a", 1).unwrap().is_none());
+    }
+
+    #[test]
+    fn dead_letter_bytes_follow_adds_replacements_and_removals() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &Default::default()).unwrap();
+        assert_eq!(store.dead_letter_bytes().unwrap(), 0);
+        store.add_dead_letter("a", &letter(1, 100)).unwrap();
+        let one = store.dead_letter_bytes().unwrap();
+        assert!(one > 0);
+        store.add_dead_letter("a", &letter(1, 100)).unwrap();
+        assert_eq!(
+            store.dead_letter_bytes().unwrap(),
+            one,
+            "a replaced letter counts once"
+        );
+        store.add_dead_letter("b", &letter(2, 100)).unwrap();
+        assert_eq!(store.dead_letter_bytes().unwrap(), 2 * one);
+        assert_eq!(
+            store.stored_bytes().unwrap(),
+            2 * one,
+            "counted in the outbox budget"
+        );
+        assert!(store.remove_dead_letter("a", 1).unwrap());
+        assert!(!store.remove_dead_letter("a", 1).unwrap());
+        assert_eq!(store.dead_letter_bytes().unwrap(), one);
+    }
+
+    #[tokio::test]
+    async fn dead_letter_bytes_are_counted_again_in_a_directory_without_a_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let expected = {
+            let store = Store::open(dir.path(), &Default::default()).unwrap();
+            store.add_dead_letter("a", &letter(1, 100)).unwrap();
+            store.add_dead_letter("a", &letter(2, 100)).unwrap();
+            let n = store.dead_letter_bytes().unwrap();
+            store.forget_dead_letter_count();
+            store.flush().await.unwrap();
+            n
+        };
+        let store = Store::open(dir.path(), &Default::default()).unwrap();
+        assert_eq!(store.dead_letter_bytes().unwrap(), expected);
+    }
+
+    #[test]
+    fn over_the_budget_the_oldest_dead_letters_go_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &Default::default()).unwrap();
+        store.add_dead_letter("b", &letter(3, 300)).unwrap();
+        store.add_dead_letter("a", &letter(1, 200)).unwrap();
+        store.add_dead_letter("a", &letter(2, 100)).unwrap();
+        let one = store.dead_letter_bytes().unwrap() / 3;
+        assert!(
+            store.trim_dead_letters(3 * one).unwrap().is_empty(),
+            "within budget"
+        );
+        let gone = store.trim_dead_letters(one + one / 2).unwrap();
+        let seqs: Vec<u64> = gone.iter().map(|(_, l)| l.seq).collect();
+        assert_eq!(seqs, vec![2, 1], "oldest first, until under budget");
+        assert!(store.dead_letter("b", 3).unwrap().is_some());
+        assert!(store.stored_bytes().unwrap() <= one + one / 2);
     }
 }

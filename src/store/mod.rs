@@ -170,6 +170,8 @@ pub struct Store {
 
 const NEXT_SEQ: &[u8] = b"next_seq";
 const OUTBOX_BYTES: &[u8] = b"outbox_bytes";
+/// Bytes the dead letters take (absent in directories of earlier releases).
+const DEAD_LETTER_BYTES: &[u8] = b"dead_letter_bytes";
 /// Set once `versions` mirrors `objects` (absent in directories of earlier releases).
 const VERSIONS_BUILT: &[u8] = b"versions_built";
 /// Highest sequence number and newest write time garbage collection removed.
@@ -239,6 +241,7 @@ impl Store {
             db,
         };
         Self::build_versions(&trees)?;
+        Self::count_dead_letters(&trees)?;
         Ok(trees)
     }
 

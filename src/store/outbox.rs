@@ -75,8 +75,15 @@ impl Store {
         }
     }
 
+    /// Bytes the outbox budget (`state.outbox.max_bytes`) counts: the outbox's event data
+    /// and the dead letters.
+    pub fn stored_bytes(&self) -> Result<u64, StoreError> {
+        Ok(self.outbox_bytes()? + self.dead_letter_bytes()?)
+    }
+
     /// Deletes outbox entries with `seq <= upto` that were written before `older_than_ms`
-    /// or, regardless of age, while the outbox holds more than `max_bytes`. Returns how many
+    /// or, regardless of age, while the outbox and the dead letters together hold more
+    /// than `max_bytes`. Returns how many
     /// entries were removed. Callers pass the slowest sink cursor as `upto`.
     pub fn gc_outbox(
         &self,
@@ -87,7 +94,7 @@ impl Store {
         let mut removed = 0;
         let mut freed = 0u64;
         let mut mark = None;
-        let total = self.outbox_bytes()?;
+        let total = self.stored_bytes()?;
         for r in self.t()?.outbox.range(..=upto.to_be_bytes()) {
             let (k, v) = r.map_err(io("read outbox"))?;
             let entry = codec::decode_entry(&v)?;
