@@ -16,7 +16,7 @@ use crbridge_sink_api::ChangeKind;
 use kube::Client;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::admin::auth::AdminToken;
 use crate::capture::{Capture, ScopeRules};
@@ -174,6 +174,12 @@ pub async fn plan(
         }
         if resolved {
             info!(watch = %w.name, plural = %r.resource.plural, namespaced = r.namespaced, "resolved kind");
+            if w.plural.is_none()
+                && w.name == crate::config::default_watch_name(w)
+                && r.resource.plural != crate::config::default_plural(&w.kind)
+            {
+                warn!(watch = %w.name, plural = %r.resource.plural, "the kind's plural is not the one derived from its kind; the watch keeps its name (write `name:` or `plural:` to choose)");
+            }
         }
     }
     Ok((scopes, rules))
@@ -192,6 +198,27 @@ pub fn open_store(config: &Config) -> anyhow::Result<Store> {
     )?)
 }
 
+/// Refuses to start when a watch named by default kept its state under the name earlier
+/// releases derived (`{kind-lowercase}.{group}`): starting under the new name would send
+/// every object again as new and never send the deletes the old state would have found.
+pub fn check_renamed_watches(config: &Config, store: &Store) -> anyhow::Result<()> {
+    for w in &config.watches {
+        let Some(legacy) = crate::config::legacy_default_name(w) else {
+            continue;
+        };
+        if store.has_watch_state(&legacy)? && !store.has_watch_state(&w.name)? {
+            bail!(
+                "watch {name}: the state directory {dir} holds its checkpoints and objects under \
+                 {legacy:?}, the default name earlier releases gave it; add `name: {legacy}` to \
+                 this watch in the config to keep them (the default is now {{plural}}.{{group}})",
+                name = w.name,
+                dir = config.state.path.display(),
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Runs the bridge until a signal.
 pub async fn run(config: Config, file: &str) -> anyhow::Result<()> {
     // Everything that can be wrong in the config or the cluster fails before anything starts.
@@ -202,6 +229,7 @@ pub async fn run(config: Config, file: &str) -> anyhow::Result<()> {
     let listener = crate::http::bind("http.listen", config.http.listen).await?;
     let admin_listener = crate::http::bind("admin.listen", config.admin.listen).await?;
     let store = open_store(&config)?;
+    check_renamed_watches(&config, &store)?;
     // After the store: its lock makes this the only process touching the state directory.
     let token = Arc::new(AdminToken::load_or_create(
         config.admin.token_file.as_deref(),
@@ -596,5 +624,51 @@ async fn wait_for_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{checkpoint_key, Batch};
+
+    fn config(state: &std::path::Path, name: &str) -> Config {
+        crate::config::parse(
+            "crbridge.yaml",
+            &format!(
+                "cluster: c\nstate: {{ path: {} }}\nwatches:\n  - {{ group: example.com, version: v1, kind: Widget{name}, sinks: [out] }}\nsinks:\n  out: {{ type: stdout }}\n",
+                state.display()
+            ),
+        )
+        .unwrap()
+    }
+
+    fn checkpointed(store: &Store, watch: &str) {
+        store
+            .commit(&Batch {
+                writes: vec![],
+                checkpoints: vec![(checkpoint_key(watch, None), "5".into())],
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn state_under_the_earlier_default_name_refuses_the_start_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &Default::default()).unwrap();
+        let cfg = config(dir.path(), "");
+        assert_eq!(cfg.watches[0].name, "widgets.example.com");
+        check_renamed_watches(&cfg, &store).expect("a new state directory starts");
+
+        checkpointed(&store, "widget.example.com");
+        let err = check_renamed_watches(&cfg, &store).unwrap_err().to_string();
+        assert!(
+            err.contains("widgets.example.com") && err.contains("name: widget.example.com"),
+            "{err}"
+        );
+        // Naming it keeps the old state; once the new name has state, it is the one in use.
+        check_renamed_watches(&config(dir.path(), ", name: widget.example.com"), &store).unwrap();
+        checkpointed(&store, "widgets.example.com");
+        check_renamed_watches(&cfg, &store).unwrap();
     }
 }

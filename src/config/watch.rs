@@ -15,8 +15,9 @@ use super::SinkSection;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct WatchConfig {
-    /// Unique watch name (used by `--watch`); default `{plural}.{group}`, or
-    /// `{kind-lowercase}.{group}` without a plural, without the `.{group}` for core.
+    /// Unique watch name (used by `--watch` and as the key of its state); default
+    /// `{plural}.{group}` (no `.{group}` for core), with the plural written or the one the
+    /// API server derives from the kind (see [`default_plural`]).
     #[serde(default, deserialize_with = "deserialize_watch_name")]
     pub name: String,
     /// API group; `""` or absent for the core group.
@@ -360,16 +361,36 @@ pub(super) fn validate_watch(
     Ok(())
 }
 
-/// `{plural}.{group}`, or `{kind-lowercase}.{group}` without a plural; no `.{group}` for
-/// the core group.
-pub(super) fn default_watch_name(watch: &WatchConfig) -> String {
+/// `{plural}.{group}`; no `.{group}` for the core group.
+pub fn default_watch_name(watch: &WatchConfig) -> String {
     let resource = watch
         .plural
         .clone()
-        .unwrap_or_else(|| watch.kind.to_lowercase());
-    if watch.group.is_empty() {
+        .unwrap_or_else(|| default_plural(&watch.kind));
+    with_group(resource, &watch.group)
+}
+
+/// The name releases before 0.2 gave a watch without `name` and `plural`:
+/// `{kind-lowercase}.{group}`. `None` when that is the name it has now.
+pub fn legacy_default_name(watch: &WatchConfig) -> Option<String> {
+    if watch.plural.is_some() || watch.name != default_watch_name(watch) {
+        return None;
+    }
+    let legacy = with_group(watch.kind.to_lowercase(), &watch.group);
+    (legacy != watch.name).then_some(legacy)
+}
+
+/// The plural the API server uses for a kind when a CRD does not say otherwise: the
+/// lowercase kind with the English plural rules (`Widget` → `widgets`, `Policy` →
+/// `policies`, `Ingress` → `ingresses`), as kube and client-go derive it.
+pub fn default_plural(kind: &str) -> String {
+    kube::core::ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk("", "v1", kind)).plural
+}
+
+fn with_group(resource: String, group: &str) -> String {
+    if group.is_empty() {
         resource
     } else {
-        format!("{resource}.{}", watch.group)
+        format!("{resource}.{group}")
     }
 }

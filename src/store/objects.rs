@@ -142,6 +142,20 @@ impl Store {
             .map_or(0, |t| t.versions.scan_prefix(prefix).keys().count())
     }
 
+    /// True when the store holds a checkpoint or an object state of `watch`.
+    pub fn has_watch_state(&self, watch: &str) -> Result<bool, StoreError> {
+        let prefix = super::keys::object_prefix(watch, None);
+        let t = self.t()?;
+        let any = |tree: &sled::Tree| {
+            tree.scan_prefix(&prefix)
+                .next()
+                .transpose()
+                .map(|first| first.is_some())
+                .map_err(io("read state"))
+        };
+        Ok(any(&t.checkpoints)? || any(&t.versions)?)
+    }
+
     /// The checkpointed resourceVersion of a watch scope.
     pub fn checkpoint(&self, key: &[u8]) -> Result<Option<String>, StoreError> {
         Ok(self

@@ -8,14 +8,43 @@ fn default_watch_names() {
         "  - { group: example.com, version: v1, kind: Widget, plural: widgets }\n  \
          - { version: v1, kind: ConfigMap }\n  \
          - { group: \"\", version: v1, kind: Pod, plural: pods }\n  \
-         - { group: , version: v1, kind: Secret }",
+         - { group: , version: v1, kind: Secret }\n  \
+         - { group: example.com, version: v1, kind: Widget, name: w }\n  \
+         - { group: example.com, version: v1, kind: Gadget }\n  \
+         - { group: example.com, version: v1, kind: Policy }\n  \
+         - { group: example.com, version: v1, kind: Ingress }",
     ));
     let names: Vec<&str> = c.watches.iter().map(|w| w.name.as_str()).collect();
     assert_eq!(
         names,
-        ["widgets.example.com", "configmap", "pods", "secret"]
+        [
+            "widgets.example.com",
+            "configmaps",
+            "pods",
+            "secrets",
+            "w",
+            "gadgets.example.com",
+            "policies.example.com",
+            "ingresses.example.com"
+        ],
+        "{{plural}}.{{group}}, the plural as the API server derives it when not written"
     );
     assert_eq!(c.watches[3].group, "", "null group means core");
+    let legacy: Vec<Option<String>> = c.watches.iter().map(legacy_default_name).collect();
+    assert_eq!(
+        legacy,
+        [
+            None,
+            Some("configmap".into()),
+            None,
+            Some("secret".into()),
+            None,
+            Some("gadget.example.com".into()),
+            Some("policy.example.com".into()),
+            Some("ingress.example.com".into())
+        ],
+        "the name earlier releases derived, where it differs"
+    );
 }
 
 #[test]
