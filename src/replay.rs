@@ -97,9 +97,13 @@ fn oldest(store: &Store) -> Result<String, StoreError> {
 /// The first sequence number to replay, or why it is gone.
 pub fn resolve_start(store: &Store, start: Start) -> Result<u64, ReplayError> {
     let (gc_seq, gc_ms) = store.gc_mark()?;
+    // Sequence numbers start at 1 and have no holes, so a start is gone only when garbage
+    // collection removed something at or after it; with nothing collected, any start at or
+    // before the oldest retained event is a full replay.
+    let collected = gc_seq > 0;
     match start {
         Start::Seq(n) => {
-            if n <= gc_seq {
+            if collected && n.max(1) <= gc_seq {
                 return Err(ReplayError::Gone {
                     requested: format!("seq {n}"),
                     gc_seq,
@@ -109,7 +113,7 @@ pub fn resolve_start(store: &Store, start: Start) -> Result<u64, ReplayError> {
             Ok(n.max(1))
         }
         Start::SinceMs(t) => {
-            if t <= gc_ms {
+            if collected && t <= gc_ms {
                 return Err(ReplayError::Gone {
                     requested: format!("events since {}", format_time(t)),
                     gc_seq,
@@ -244,6 +248,26 @@ mod tests {
         assert!(resolve_start(&store, Start::SinceMs(1000)).is_err());
         assert_eq!(resolve_start(&store, Start::SinceMs(4001)).unwrap(), 5);
         assert_eq!(resolve_start(&store, Start::Seq(5)).unwrap(), 5);
+    }
+
+    #[test]
+    fn a_start_before_everything_is_a_full_replay_while_nothing_was_collected() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+        store
+            .commit(&Batch {
+                writes: (1..=3).map(|n| Write::Emit(entry(n))).collect(),
+                checkpoints: vec![],
+            })
+            .unwrap();
+        assert_eq!(resolve_start(&store, Start::Seq(0)).unwrap(), 1);
+        assert_eq!(resolve_start(&store, Start::Seq(1)).unwrap(), 1);
+        assert_eq!(resolve_start(&store, Start::SinceMs(0)).unwrap(), 1);
+        // Once seq 1 is collected, 0 and 1 lie in the gap.
+        store.gc_outbox(1, u64::MAX, u64::MAX).unwrap();
+        assert!(resolve_start(&store, Start::Seq(0)).is_err());
+        assert!(resolve_start(&store, Start::Seq(1)).is_err());
+        assert_eq!(resolve_start(&store, Start::Seq(2)).unwrap(), 2);
     }
 
     #[test]
