@@ -36,11 +36,7 @@ pub async fn run(path: &Path) -> anyhow::Result<ExitCode> {
     match crate::app::kube_client(&cfg).await {
         Ok(client) => {
             match client.apiserver_version().await {
-                Ok(v) => line(
-                    true,
-                    "cluster",
-                    &format!("Kubernetes {}.{}", v.major, v.minor),
-                ),
+                Ok(v) => line(true, "cluster", &format!("Kubernetes {}", v.git_version)),
                 Err(e) => {
                     failed = true;
                     line(false, "cluster", &chain(&e));

@@ -371,7 +371,7 @@ async fn check_probes_cluster_watches_and_sinks() {
     assert!(status.success(), "check failed:\n{out}\n{err}");
     for expected in [
         "ok   config",
-        "ok   cluster: Kubernetes 1.34",
+        "ok   cluster: Kubernetes v1.34.",
         "ok   watch widgets: Widget → widgets (namespaced)",
         "ok   sink nats",
     ] {

@@ -1,5 +1,6 @@
 //! The local kube-apiserver is real: CRDs become Established, a watch sees a custom
-//! resource's create / update / delete, and `coordination.k8s.io` Leases are served.
+//! resource's create / update / delete, `coordination.k8s.io` Leases are served, and it
+//! reports the Kubernetes version its modules are.
 
 mod support;
 
@@ -99,4 +100,25 @@ async fn leases_are_served() {
         got.spec.and_then(|s| s.holder_identity).as_deref(),
         Some("smoke")
     );
+}
+
+#[tokio::test]
+async fn the_server_reports_the_version_of_its_modules() {
+    let go_mod = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/local/kube/go.mod"),
+    )
+    .unwrap();
+    let want = go_mod
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("k8s.io/kubernetes "))
+        .expect("k8s.io/kubernetes in deploy/local/kube/go.mod")
+        .trim();
+    let v = support::kube_client()
+        .await
+        .apiserver_version()
+        .await
+        .expect("/version");
+    assert_eq!(v.git_version, want, "{v:?}");
+    let minor = want.split('.').nth(1).unwrap();
+    assert_eq!((v.major.as_str(), v.minor.as_str()), ("1", minor), "{v:?}");
 }
