@@ -39,10 +39,16 @@ const COMMAND_CHANNEL: usize = 16;
 /// Objects per list page: big enough for few round trips, small enough for bounded memory.
 const PAGE_SIZE: u32 = 500;
 
-/// A kube client from the config's kubeconfig, else in-cluster, `KUBECONFIG`,
-/// `~/.kube/config`, in that order ([`crate::cluster`]).
+/// A kube client for the home cluster (the single cluster, or `leaderElection.cluster` of a
+/// fleet): from its kubeconfig, else in-cluster, `KUBECONFIG`, `~/.kube/config`, in that
+/// order ([`crate::cluster`]).
 pub async fn kube_client(config: &Config) -> anyhow::Result<Client> {
-    Ok(crate::cluster::client(config.kubeconfig.as_deref()).await?)
+    let home = config
+        .clusters
+        .iter()
+        .find(|c| c.name == config.cluster)
+        .unwrap_or(&config.clusters[0]);
+    Ok(crate::cluster::client_for(home).await?)
 }
 
 /// A watched kind as the server describes it.
@@ -223,6 +229,9 @@ pub fn check_renamed_watches(config: &Config, store: &Store) -> anyhow::Result<(
 pub async fn run(config: Config, file: &str) -> anyhow::Result<()> {
     // Everything that can be wrong in the config or the cluster fails before anything starts.
     let sinks = SinkSetup::all(&config, file)?;
+    if config.clusters.len() > 1 {
+        bail!("clusters: watching more than one cluster is not available in this build yet");
+    }
     let client = kube_client(&config).await?;
     let (scopes, rules) = plan(&config, &client).await?;
 

@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::Client;
 
+use crate::config::{ClusterConfig, Reach};
+
 /// Where a client configuration can come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
@@ -50,6 +52,39 @@ pub fn order(configured: Option<&Path>, in_cluster: bool, kubeconfig_env: bool) 
     }
     sources.push(Source::Home);
     sources
+}
+
+/// A client for one entry of `clusters` (the single-cluster form is one entry reached by
+/// [`Reach::Inferred`] or its `kubeconfig`).
+pub async fn client_for(cluster: &ClusterConfig) -> Result<Client, ClusterError> {
+    let config = match cluster.reach() {
+        Reach::Inferred => return client(None).await,
+        Reach::Kubeconfig {
+            path,
+            context: None,
+        } => return client(Some(&path)).await,
+        Reach::Kubeconfig {
+            path,
+            context: Some(context),
+        } => match Kubeconfig::read_from(&path) {
+            Ok(kc) => {
+                let options = KubeConfigOptions {
+                    context: Some(context.clone()),
+                    ..KubeConfigOptions::default()
+                };
+                kube::Config::from_custom_kubeconfig(kc, &options)
+                    .await
+                    .map_err(|e| format!("kubeconfig {} context {context:?}: {e}", path.display()))
+            }
+            Err(e) => Err(format!("reading kubeconfig {}: {e}", path.display())),
+        },
+        Reach::InCluster => kube::Config::incluster().map_err(|e| format!("in-cluster: {e}")),
+    };
+    let named = |e: String| ClusterError {
+        tried: vec![format!("cluster {}: {e}", cluster.name)],
+    };
+    let config = config.map_err(named)?;
+    Client::try_from(config).map_err(|e| named(format!("building the client: {e}")))
 }
 
 /// A client from the first source of [`order`] that yields a configuration.

@@ -46,6 +46,10 @@ pub struct LeaderElectionConfig {
         deserialize_with = "units::deserialize_duration"
     )]
     pub retry_period: Duration,
+    /// The cluster whose API server holds the Lease (the home cluster); absent: the first
+    /// of `clusters`. Once parsed, always set.
+    #[serde(default)]
+    pub cluster: Option<String>,
 }
 
 fn default_crbridge() -> String {
@@ -73,6 +77,7 @@ impl Default for LeaderElectionConfig {
             lease_duration: default_lease_duration(),
             renew_deadline: default_renew_deadline(),
             retry_period: default_retry_period(),
+            cluster: None,
         }
     }
 }

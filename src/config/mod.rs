@@ -25,6 +25,7 @@
 //! ```
 
 mod admin;
+mod cluster;
 mod de;
 mod error;
 mod http;
@@ -44,6 +45,7 @@ use serde::Deserialize;
 use serde_path_to_error::Segment;
 
 pub use admin::AdminConfig;
+pub use cluster::{ClusterConfig, Reach};
 pub use crbridge_sink_api::template::{Template, TemplateError, Var};
 pub use crbridge_sink_api::units::{format_duration, parse_bytes, parse_duration, UnitError};
 pub use error::ConfigError;
@@ -70,12 +72,23 @@ use resolve::resolve;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Config {
-    /// Cluster name used in event `source` and `id`; `[a-z0-9.-]+`.
+    /// Cluster name used in event `source` and `id`; `[a-z0-9.-]+`. The single-cluster
+    /// form; with `clusters` it is absent and, once parsed, the leader election's home
+    /// cluster.
+    #[serde(default)]
     pub cluster: String,
     /// Kubeconfig file (`~/` expanded); absent: in-cluster, then `KUBECONFIG`, then
-    /// `~/.kube/config`.
+    /// `~/.kube/config`. The single-cluster form.
     #[serde(default)]
     pub kubeconfig: Option<PathBuf>,
+    /// The clusters to watch (a fleet). Once parsed, never empty: the single-cluster form
+    /// becomes one entry.
+    #[serde(default)]
+    pub clusters: Vec<ClusterConfig>,
+    /// True when the file lists `clusters` (state keys then carry the cluster); false for
+    /// the single-cluster form, whose state keys stay as they always were.
+    #[serde(skip)]
+    pub fleet: bool,
     /// Local durable state (sled).
     pub state: StateConfig,
     /// HTTP endpoint for metrics, health and the admin API.

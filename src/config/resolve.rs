@@ -7,6 +7,7 @@ use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
 use super::admin::validate_admin;
+use super::cluster::{is_cluster_name, resolve_clusters};
 use super::leader::validate_leader_election;
 use super::sink::validate_sinks;
 use super::state::validate_state;
@@ -42,6 +43,15 @@ pub(super) fn expand_home(path: &Path, home: Option<&OsStr>) -> Result<PathBuf, 
     }
 }
 
+fn cluster_names(config: &Config) -> String {
+    config
+        .clusters
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Fills the defaults that depend on other values and checks every rule serde cannot.
 pub(super) fn resolve(
     file: &str,
@@ -50,38 +60,42 @@ pub(super) fn resolve(
 ) -> Result<Config, ConfigError> {
     let invalid = |path: &str, message: String| ConfigError::invalid(file, path, message);
 
-    // cluster
-    if config.cluster.is_empty() {
-        return Err(invalid(
-            "cluster",
-            "empty (expected the cluster name used in event source and id, e.g. prod-eu-1)".into(),
-        ));
-    }
-    if !config
-        .cluster
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
-    {
-        return Err(invalid(
-            "cluster",
-            format!(
-                "invalid cluster name {:?} (expected lowercase letters, digits, '.' and '-', e.g. prod-eu-1)",
-                config.cluster
-            ),
-        ));
-    }
-
-    // kubeconfig
-    if let Some(kubeconfig) = &config.kubeconfig {
-        if kubeconfig.as_os_str().is_empty() {
+    // cluster + kubeconfig, or clusters
+    config.fleet = !config.clusters.is_empty();
+    if !config.fleet {
+        if config.cluster.is_empty() {
             return Err(invalid(
-                "kubeconfig",
-                "empty (expected a kubeconfig path, or no kubeconfig key for in-cluster / $KUBECONFIG)".into(),
+                "cluster",
+                "missing or empty (expected the cluster name used in event source and id, e.g. prod-eu-1, or a clusters list)".into(),
             ));
         }
-        config.kubeconfig =
-            Some(expand_home(kubeconfig, home).map_err(|m| invalid("kubeconfig", m))?);
+        if !is_cluster_name(&config.cluster) {
+            return Err(invalid(
+                "cluster",
+                format!(
+                    "invalid cluster name {:?} (expected lowercase letters, digits, '.' and '-', e.g. prod-eu-1)",
+                    config.cluster
+                ),
+            ));
+        }
+        if let Some(kubeconfig) = &config.kubeconfig {
+            if kubeconfig.as_os_str().is_empty() {
+                return Err(invalid(
+                    "kubeconfig",
+                    "empty (expected a kubeconfig path, or no kubeconfig key for in-cluster / $KUBECONFIG)".into(),
+                ));
+            }
+            config.kubeconfig =
+                Some(expand_home(kubeconfig, home).map_err(|m| invalid("kubeconfig", m))?);
+        }
     }
+    resolve_clusters(
+        &config.cluster,
+        config.kubeconfig.as_ref(),
+        &mut config.clusters,
+        home,
+    )
+    .map_err(|(path, m)| invalid(&path, m))?;
 
     // eventTypePrefix
     if config.event_type_prefix.is_empty() {
@@ -108,6 +122,23 @@ pub(super) fn resolve(
 
     // leaderElection
     validate_leader_election(&config.leader_election).map_err(|(path, m)| invalid(path, m))?;
+    let home = match config.leader_election.cluster.take() {
+        None => config.clusters[0].name.clone(),
+        Some(name) if config.clusters.iter().any(|c| c.name == name) => name,
+        Some(name) => {
+            return Err(invalid(
+                "leaderElection.cluster",
+                format!(
+                    "unknown cluster {name:?} (expected one of: {})",
+                    cluster_names(&config)
+                ),
+            ))
+        }
+    };
+    config.leader_election.cluster = Some(home.clone());
+    if config.fleet {
+        config.cluster = home;
+    }
 
     // sinks
     validate_sinks(&config.sinks).map_err(|(path, m)| invalid(&path, m))?;
@@ -120,6 +151,7 @@ pub(super) fn resolve(
         ));
     }
     let mut names: HashMap<String, usize> = HashMap::new();
+    let all_clusters: Vec<String> = config.clusters.iter().map(|c| c.name.clone()).collect();
     for (index, watch) in config.watches.iter_mut().enumerate() {
         let at = format!("watches[{index}]");
         validate_watch(watch, &config.sinks)
@@ -157,6 +189,27 @@ pub(super) fn resolve(
         names.insert(watch.name.clone(), index);
         if watch.sinks.is_empty() {
             watch.sinks = config.sinks.keys().cloned().collect();
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, name) in watch.clusters.iter().enumerate() {
+            if !all_clusters.contains(name) {
+                return Err(invalid(
+                    &format!("{at}.clusters[{i}]"),
+                    format!(
+                        "unknown cluster {name:?} (expected one of: {})",
+                        all_clusters.join(", ")
+                    ),
+                ));
+            }
+            if !seen.insert(name) {
+                return Err(invalid(
+                    &format!("{at}.clusters[{i}]"),
+                    format!("duplicate cluster {name:?}"),
+                ));
+            }
+        }
+        if watch.clusters.is_empty() {
+            watch.clusters = all_clusters.clone();
         }
     }
     Ok(config)

@@ -30,6 +30,10 @@ pub struct WatchConfig {
     /// Plural resource name; `None`: from discovery.
     #[serde(default)]
     pub plural: Option<String>,
+    /// The clusters (names from `clusters`) to watch it in; empty: all. Once parsed,
+    /// never empty.
+    #[serde(default)]
+    pub clusters: Vec<String>,
     /// Namespaces to watch (DNS-1123 labels); empty: all namespaces.
     #[serde(default)]
     pub namespaces: Vec<String>,

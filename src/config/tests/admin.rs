@@ -8,7 +8,7 @@ fn addr(s: &str) -> SocketAddr {
 }
 
 /// Deserialized but not resolved, to drive `resolve` with a chosen $HOME.
-fn unresolved(text: &str) -> Config {
+pub(super) fn unresolved(text: &str) -> Config {
     serde_yaml_ng::from_str(text).unwrap()
 }
 

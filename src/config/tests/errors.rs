@@ -11,7 +11,7 @@ fn missing_required_keys() {
     );
     assert_contains(
         &err("state: { path: /s }\nwatches: []\nsinks: {}"),
-        "crbridge.yaml: cluster: missing field (expected the cluster name used in event source and id",
+        "crbridge.yaml: cluster: missing or empty (expected the cluster name used in event source and id",
     );
     assert_contains(
         &err(&with_watches("  - { kind: Pod }")),
@@ -39,7 +39,7 @@ fn unknown_keys_are_rejected_everywhere() {
     assert_contains(&line, "did you mean includeStatus?");
     assert_contains(
         &err(&with_top("clusterName: x")),
-        "crbridge.yaml: clusterName: unknown key (expected one of: cluster, kubeconfig, state, http, admin, leaderElection, eventTypePrefix, watches, sinks)",
+        "crbridge.yaml: clusterName: unknown key (expected one of: cluster, kubeconfig, clusters, state, http, admin, leaderElection, eventTypePrefix, watches, sinks)",
     );
     let line =
         err(&with_top("").replace("path: /tmp/s", "path: /tmp/s, outbox: { retentoin: 1h }"));

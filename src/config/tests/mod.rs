@@ -15,6 +15,7 @@ use super::resolve::{expand_home, resolve};
 use super::*;
 
 mod admin;
+mod clusters;
 mod errors;
 mod parse;
 mod sink;

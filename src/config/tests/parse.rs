@@ -83,7 +83,7 @@ fn defaults_for_a_minimal_config() {
     assert_eq!(c.state.outbox.retention, Duration::from_secs(86_400));
     assert_eq!(c.state.outbox.max_bytes, 2 << 30);
     let w = &c.watches[0];
-    assert_eq!(w.name, "widget.example.com");
+    assert_eq!(w.name, "widgets.example.com");
     assert_eq!(w.sinks, ["kafka", "nats"], "default: every sink");
     assert_eq!(w.events, ChangeType::ALL);
     assert!(w.namespaces.is_empty());

@@ -10,7 +10,7 @@ fn top_level_rules() {
     );
     assert_contains(
         &err(&with_top("").replace("cluster: c1", "cluster: ''")),
-        "crbridge.yaml: cluster: empty (expected",
+        "crbridge.yaml: cluster: missing or empty (expected",
     );
     assert_contains(
         &err(&with_top("eventTypePrefix: io crbridge")),

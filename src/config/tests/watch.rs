@@ -190,7 +190,7 @@ fn watch_names_must_be_unique() {
     ));
     assert_contains(
         &line,
-        r#"crbridge.yaml: watches[1].name: duplicate watch name "widget.example.com" (the default from plural/kind and group), also used by watches[0]"#,
+        r#"crbridge.yaml: watches[1].name: duplicate watch name "widgets.example.com" (the default from plural/kind and group), also used by watches[0]"#,
     );
     assert_contains(
         &err(&with_watches(
