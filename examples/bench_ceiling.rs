@@ -173,6 +173,7 @@ async fn bridge(objects: usize, updates: usize) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let scope = Scope {
         id: 0,
+        cluster: "bench".into(),
         watch: "widgets".into(),
         namespace: Some(NAMESPACE.into()),
         resource: common::api_resource(),

@@ -8,6 +8,7 @@
 //! Every long-running task runs under a [`Supervisor`] with a fixed name; what happens when
 //! one panics or exits early is decided per task where it is spawned in [`run`].
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,10 +26,10 @@ use crate::diff::Rules;
 use crate::dispatch::DispatchStats;
 use crate::event::Identity;
 use crate::leader::{ElectionConfig, Elector, Held};
-use crate::stats::Stats;
+use crate::stats::{ScopeStats, Stats};
 use crate::store::{Store, StoreOptions};
 use crate::supervise::{with_test_panic, Supervisor};
-use crate::watch::{KindRef, Scope, ScopeHealth};
+use crate::watch::{KindRef, Scope};
 use crate::wiring::SinkSetup;
 use std::sync::atomic::Ordering;
 
@@ -107,26 +108,73 @@ fn change_kind(c: ChangeType) -> ChangeKind {
     }
 }
 
-/// Resolves every watch by discovery into scopes (one per namespace, or all) and the rules
-/// capture applies to each. A kind that is not served or not allowed yet does not fail the
-/// plan: its scopes start unresolved (one per configured namespace, or all) and their loops
-/// resolve it while the others run; until then its plural is the configured one or the
-/// conventional guess.
+/// A client per cluster of the config, by name. Building one reads its kubeconfig but does
+/// not reach the server: an unreachable cluster does not stop the others from starting.
+pub async fn cluster_clients(config: &Config) -> anyhow::Result<BTreeMap<String, Client>> {
+    let mut clients = BTreeMap::new();
+    for c in &config.clusters {
+        clients.insert(c.name.clone(), crate::cluster::client_for(c).await?);
+    }
+    Ok(clients)
+}
+
+/// Resolves every watch by discovery into scopes (one per cluster and namespace, or all
+/// namespaces) and the rules capture applies to each. A kind that is not served or not
+/// allowed yet does not fail the plan: its scopes start unresolved (one per configured
+/// namespace, or all) and their loops resolve it while the others run; until then its
+/// plural is the configured one or the conventional guess. In a fleet, a cluster that does
+/// not answer at all is treated the same way, so it holds back only its own scopes.
 pub async fn plan(
     config: &Config,
-    client: &Client,
+    clients: &BTreeMap<String, Client>,
 ) -> anyhow::Result<(Vec<Scope>, Vec<ScopeRules>)> {
     let mut scopes = Vec::new();
     let mut rules = Vec::new();
     for w in &config.watches {
+        let norm = Rules::new(w.include_status, &w.ignore)
+            .with_context(|| format!("watch {}: ignore", w.name))?;
+        for cluster in &w.clusters {
+            let client = clients
+                .get(cluster)
+                .with_context(|| format!("watch {}: no client for cluster {cluster}", w.name))?;
+            let key = config.state_key(cluster, &w.name);
+            plan_watch(
+                config,
+                w,
+                cluster,
+                &key,
+                client,
+                &norm,
+                &mut scopes,
+                &mut rules,
+            )
+            .await?;
+        }
+    }
+    Ok((scopes, rules))
+}
+
+/// The scopes of watch `w` in one cluster (see [`plan`]).
+#[allow(clippy::too_many_arguments)]
+async fn plan_watch(
+    config: &Config,
+    w: &WatchConfig,
+    cluster: &str,
+    key: &str,
+    client: &Client,
+    norm: &Rules,
+    scopes: &mut Vec<Scope>,
+    rules: &mut Vec<ScopeRules>,
+) -> anyhow::Result<()> {
+    {
         let kind = kind_ref(w);
         let (r, resolved) = match crate::watch::discover(client, &kind).await {
             Ok(r) => {
                 check_scope(w, &r)?;
                 (r, true)
             }
-            Err(e) if unavailable(&e) => {
-                info!(watch = %w.name, error = %e, "kind not available at start; its watch retries");
+            Err(e) if unavailable(&e) || config.fleet => {
+                info!(cluster, watch = %w.name, error = %e, "kind not available at start; its watch retries");
                 let guessed = Resolved {
                     resource: kind.guessed(),
                     namespaced: !w.namespaces.is_empty(),
@@ -144,15 +192,14 @@ pub async fn plan(
         } else {
             w.namespaces.iter().cloned().map(Some).collect()
         };
-        let norm = Rules::new(w.include_status, &w.ignore)
-            .with_context(|| format!("watch {}: ignore", w.name))?;
         for ns in namespaces {
             let api =
                 crate::watch::RawApi::new(client.clone(), kind.clone(), &r.resource, ns.as_deref());
             let id = scopes.len();
             scopes.push(Scope {
                 id,
-                watch: w.name.clone(),
+                cluster: cluster.to_owned(),
+                watch: key.to_owned(),
                 namespace: ns.clone(),
                 resource: r.resource.clone(),
                 api,
@@ -162,10 +209,10 @@ pub async fn plan(
                 resolved,
             });
             rules.push(ScopeRules {
-                watch: w.name.clone(),
+                watch: key.to_owned(),
                 namespace: ns,
                 identity: Identity {
-                    cluster: config.cluster.clone(),
+                    cluster: cluster.to_owned(),
                     type_prefix: config.event_type_prefix.clone(),
                     group: w.group.clone(),
                     version: w.version.clone(),
@@ -179,16 +226,16 @@ pub async fn plan(
             });
         }
         if resolved {
-            info!(watch = %w.name, plural = %r.resource.plural, namespaced = r.namespaced, "resolved kind");
+            info!(cluster, watch = %w.name, plural = %r.resource.plural, namespaced = r.namespaced, "resolved kind");
             if w.plural.is_none()
                 && w.name == crate::config::default_watch_name(w)
                 && r.resource.plural != crate::config::default_plural(&w.kind)
             {
-                warn!(watch = %w.name, plural = %r.resource.plural, "the kind's plural is not the one derived from its kind; the watch keeps its name (write `name:` or `plural:` to choose)");
+                warn!(cluster, watch = %w.name, plural = %r.resource.plural, "the kind's plural is not the one derived from its kind; the watch keeps its name (write `name:` or `plural:` to choose)");
             }
         }
     }
-    Ok((scopes, rules))
+    Ok(())
 }
 
 /// Opens the state directory with the config's tuning.
@@ -229,11 +276,8 @@ pub fn check_renamed_watches(config: &Config, store: &Store) -> anyhow::Result<(
 pub async fn run(config: Config, file: &str) -> anyhow::Result<()> {
     // Everything that can be wrong in the config or the cluster fails before anything starts.
     let sinks = SinkSetup::all(&config, file)?;
-    if config.clusters.len() > 1 {
-        bail!("clusters: watching more than one cluster is not available in this build yet");
-    }
-    let client = kube_client(&config).await?;
-    let (scopes, rules) = plan(&config, &client).await?;
+    let clients = cluster_clients(&config).await?;
+    let (scopes, rules) = plan(&config, &clients).await?;
 
     let listener = crate::http::bind("http.listen", config.http.listen).await?;
     let admin_listener = crate::http::bind("admin.listen", config.admin.listen).await?;
@@ -259,13 +303,7 @@ pub async fn run(config: Config, file: &str) -> anyhow::Result<()> {
     let stats = Arc::new(Stats {
         scopes: scopes
             .iter()
-            .map(|s| {
-                (
-                    s.watch.clone(),
-                    s.namespace.clone().unwrap_or_else(|| "*".into()),
-                    Arc::new(ScopeHealth::default()),
-                )
-            })
+            .map(|s| ScopeStats::new(&s.cluster, &s.watch, s.namespace.as_deref().unwrap_or("*")))
             .collect(),
         sinks: sinks
             .iter()
@@ -277,6 +315,17 @@ pub async fn run(config: Config, file: &str) -> anyhow::Result<()> {
         Default::default();
     for s in &scopes {
         by_watch.entry(s.watch.clone()).or_default().push(s.id);
+    }
+    // In a fleet, the watch name alone names its scopes in every cluster.
+    if config.fleet {
+        for w in &config.watches {
+            let ids: Vec<_> = config
+                .watch_keys(w)
+                .iter()
+                .flat_map(|k| by_watch.get(k).cloned().unwrap_or_default())
+                .collect();
+            by_watch.insert(w.name.clone(), ids);
+        }
     }
     let shutdown = CancellationToken::new();
     let supervisor = Supervisor::new(stats.tasks.clone(), stats.metrics.clone(), shutdown.clone());
@@ -321,8 +370,12 @@ pub async fn run(config: Config, file: &str) -> anyhow::Result<()> {
     let mut elector = None;
     if config.leader_election.enabled {
         let le = &config.leader_election;
+        // The Lease lives in the home cluster (`leaderElection.cluster`).
+        let home = clients
+            .get(&config.cluster)
+            .with_context(|| format!("no client for the home cluster {}", config.cluster))?;
         let mut e = Elector::new(
-            client.clone(),
+            home.clone(),
             ElectionConfig {
                 namespace: le.namespace.clone(),
                 lease_name: le.lease_name.clone(),
@@ -435,7 +488,7 @@ pub async fn run(config: Config, file: &str) -> anyhow::Result<()> {
     // what it had sent but capture had not committed comes again, and capture drops what
     // it already has as stale.
     let mut watches = Vec::new();
-    for (scope, (_, _, health)) in scopes.into_iter().zip(&stats.scopes) {
+    for (scope, ScopeStats { health, .. }) in scopes.into_iter().zip(&stats.scopes) {
         let key = crate::store::checkpoint_key(&scope.watch, scope.namespace.as_deref());
         let mut first = Some(store.checkpoint(&key)?);
         // Named by the config only: the watch, and the namespace when it lists several.

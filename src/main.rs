@@ -132,6 +132,10 @@ enum Command {
         /// ServiceAccount name.
         #[arg(long, default_value = "crbridge")]
         service_account: String,
+        /// In a fleet, the cluster to print it for (its watches; the Lease role only in
+        /// the home cluster); default the home cluster.
+        #[arg(long)]
+        cluster: Option<String>,
     },
 }
 
@@ -294,7 +298,8 @@ fn main() -> ExitCode {
                 config,
                 namespace,
                 service_account,
-            } => rbac(&config, namespace, service_account).await,
+                cluster,
+            } => rbac(&config, namespace, service_account, cluster).await,
         }
     });
     match result {
@@ -316,11 +321,20 @@ async fn rbac(
     path: &std::path::Path,
     namespace: String,
     service_account: String,
+    cluster: Option<String>,
 ) -> anyhow::Result<ExitCode> {
     let cfg = config::load(path)?;
-    let client = crbridge::app::kube_client(&cfg).await?;
+    let cluster = cluster.unwrap_or_else(|| cfg.cluster.clone());
+    let Some(target) = cfg.clusters.iter().find(|c| c.name == cluster) else {
+        let known: Vec<&str> = cfg.clusters.iter().map(|c| c.name.as_str()).collect();
+        anyhow::bail!(
+            "unknown cluster {cluster:?} (configured: {})",
+            known.join(", ")
+        );
+    };
+    let client = crbridge::cluster::client_for(target).await?;
     let mut kinds = Vec::new();
-    for w in &cfg.watches {
+    for w in cfg.watches.iter().filter(|w| w.clusters.contains(&cluster)) {
         let r = crbridge::app::resolve(&client, w).await?;
         kinds.push(crbridge::rbac::ResolvedKind::from_watch(
             w,
@@ -331,6 +345,7 @@ async fn rbac(
     let opts = crbridge::rbac::RbacOptions {
         namespace,
         service_account,
+        lease: cluster == cfg.cluster,
         ..Default::default()
     };
     print!("{}", crbridge::rbac::manifests(&cfg, &kinds, &opts));

@@ -1,5 +1,7 @@
 //! Prometheus metrics. Names are constants here; labels never carry object names (only
-//! watch, sink, change type and error kind), so cardinality is bounded by the config.
+//! cluster, watch, sink, change type and error kind), so cardinality is bounded by the
+//! config. Every per-watch metric carries the cluster as well (`cluster`, the name events
+//! carry in `source`), also with a single cluster.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -11,6 +13,8 @@ use prometheus_client::registry::Registry;
 /// Labels: a watch.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WatchLabel {
+    /// Cluster name.
+    pub cluster: String,
     /// Watch name.
     pub watch: String,
 }
@@ -18,6 +22,8 @@ pub struct WatchLabel {
 /// Labels: a watch and a change type.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WatchType {
+    /// Cluster name.
+    pub cluster: String,
     /// Watch name.
     pub watch: String,
     /// created / updated / deleted / snapshot.
@@ -27,6 +33,8 @@ pub struct WatchType {
 /// Labels: a watch and why it is unavailable (a fixed set: forbidden, not_found, other).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WatchReason {
+    /// Cluster name.
+    pub cluster: String,
     /// Watch name.
     pub watch: String,
     /// forbidden / not_found / other.
@@ -294,25 +302,35 @@ impl Metrics {
     }
 }
 
-/// Labels for a watch.
-pub fn watch(w: &str) -> WatchLabel {
+/// The watch name in a scope's state key (`{cluster}/{watch}` in a fleet).
+fn watch_name<'a>(cluster: &str, key: &'a str) -> &'a str {
+    key.strip_prefix(cluster)
+        .and_then(|k| k.strip_prefix('/'))
+        .unwrap_or(key)
+}
+
+/// Labels for the watch whose state key is `key`, in `cluster`.
+pub fn watch(cluster: &str, key: &str) -> WatchLabel {
     WatchLabel {
-        watch: w.to_string(),
+        cluster: cluster.to_string(),
+        watch: watch_name(cluster, key).to_string(),
     }
 }
 
 /// Labels for a watch and change type.
-pub fn watch_type(w: &str, t: &str) -> WatchType {
+pub fn watch_type(cluster: &str, key: &str, t: &str) -> WatchType {
     WatchType {
-        watch: w.to_string(),
+        cluster: cluster.to_string(),
+        watch: watch_name(cluster, key).to_string(),
         r#type: t.to_string(),
     }
 }
 
 /// Labels for a watch and an unavailability reason.
-pub fn watch_reason(w: &str, reason: &str) -> WatchReason {
+pub fn watch_reason(cluster: &str, key: &str, reason: &str) -> WatchReason {
     WatchReason {
-        watch: w.to_string(),
+        cluster: cluster.to_string(),
+        watch: watch_name(cluster, key).to_string(),
         reason: reason.to_string(),
     }
 }
@@ -339,7 +357,7 @@ mod tests {
     fn exposition_names_and_labels() {
         let m = Metrics::new();
         m.events
-            .get_or_create(&watch_type("widgets", "created"))
+            .get_or_create(&watch_type("east", "east/widgets", "created"))
             .inc();
         m.publish_latency
             .get_or_create(&sink("nats"))
@@ -347,7 +365,9 @@ mod tests {
         m.error("commit");
         let text = m.encode();
         assert!(
-            text.contains("crbridge_events_total{watch=\"widgets\",type=\"created\"} 1"),
+            text.contains(
+                "crbridge_events_total{cluster=\"east\",watch=\"widgets\",type=\"created\"} 1"
+            ),
             "{text}"
         );
         assert!(

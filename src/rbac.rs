@@ -71,6 +71,9 @@ pub struct RbacOptions {
     pub service_account: String,
     /// Prefix of the Role, ClusterRole and binding names. Default `crbridge`.
     pub name: String,
+    /// Whether this cluster holds the leader-election Lease (the home cluster; in a fleet
+    /// the others need no Lease role). Default true.
+    pub lease: bool,
 }
 
 impl Default for RbacOptions {
@@ -79,6 +82,7 @@ impl Default for RbacOptions {
             namespace: "crbridge".into(),
             service_account: "crbridge".into(),
             name: "crbridge".into(),
+            lease: true,
         }
     }
 }
@@ -135,7 +139,7 @@ pub fn objects(config: &Config, resolved: &[ResolvedKind], opts: &RbacOptions) -
         out.push(binding(opts, "Role", &watch_role, Some(ns)));
     }
     let le = &config.leader_election;
-    if le.enabled {
+    if le.enabled && opts.lease {
         let name = format!("{}-leader-election", opts.name);
         let rules = json!([
             {
@@ -409,6 +413,19 @@ mod tests {
     }
 
     #[test]
+    fn only_the_home_cluster_gets_the_lease_role() {
+        let cfg = config("leaderElection: { enabled: true }");
+        let opts = RbacOptions {
+            lease: false,
+            ..Default::default()
+        };
+        let docs = objects(&cfg, &[kind("", "secrets", &[])], &opts);
+        assert!(!serde_json::to_string(&docs).unwrap().contains("leases"));
+        let docs = objects(&cfg, &[kind("", "secrets", &[])], &RbacOptions::default());
+        assert!(serde_json::to_string(&docs).unwrap().contains("leases"));
+    }
+
+    #[test]
     fn leader_election_off_has_no_lease_role() {
         let docs = docs(&config(""), &[kind("", "configmaps", &["a"])]);
         assert!(!serde_json::to_string(&docs).unwrap().contains("leases"));
@@ -450,6 +467,7 @@ mod tests {
             namespace: "ops".into(),
             service_account: "bridge".into(),
             name: "cdc".into(),
+            lease: true,
         };
         let cfg = config("leaderElection: { enabled: true }");
         let docs = objects(&cfg, &[kind("", "secrets", &[])], &opts);

@@ -49,6 +49,15 @@ pub struct Progress {
     pub last_seq: u64,
 }
 
+/// True when `--watch` `arg` names the scope state key `key`: the key itself, or the watch
+/// name of a fleet key `{cluster}/{watch}` (watch names have no `/`).
+fn names_key(arg: &str, key: &str) -> bool {
+    key == arg
+        || key
+            .strip_suffix(arg)
+            .is_some_and(|cluster| cluster.ends_with('/') && !arg.contains('/'))
+}
+
 /// Why a replay could not run or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
@@ -168,7 +177,10 @@ pub async fn replay(
                 break;
             }
             let wanted = sink_watches.contains(&entry.watch)
-                && req.watch.as_ref().is_none_or(|w| *w == entry.watch)
+                && req
+                    .watch
+                    .as_ref()
+                    .is_none_or(|w| names_key(w, &entry.watch))
                 && entry.sinks.as_ref().is_none_or(|s| s.contains(&req.sink));
             if !wanted {
                 continue;
@@ -268,6 +280,16 @@ mod tests {
         assert!(resolve_start(&store, Start::Seq(0)).is_err());
         assert!(resolve_start(&store, Start::Seq(1)).is_err());
         assert_eq!(resolve_start(&store, Start::Seq(2)).unwrap(), 2);
+    }
+
+    #[test]
+    fn a_watch_argument_names_its_key_in_every_cluster() {
+        assert!(names_key("widgets", "widgets"));
+        assert!(names_key("widgets", "east/widgets"));
+        assert!(names_key("east/widgets", "east/widgets"));
+        assert!(!names_key("east/widgets", "west/widgets"));
+        assert!(!names_key("gets", "east/widgets"));
+        assert!(!names_key("widgets", "big-widgets"));
     }
 
     #[test]

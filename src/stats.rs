@@ -14,6 +14,31 @@ use crate::watch::{Reason, ScopeHealth};
 /// stalled: it reopens an idle watch every 330 s at the latest, so twice that is a hang.
 const STALLED_MS: u64 = 11 * 60 * 1000;
 
+/// One watch scope as the endpoints see it.
+#[derive(Debug, Clone)]
+pub struct ScopeStats {
+    /// The cluster it is in.
+    pub cluster: String,
+    /// Its state key: the watch name (`{cluster}/{watch}` in a fleet).
+    pub watch: String,
+    /// Its namespace, or `*`.
+    pub namespace: String,
+    /// Its loop's health.
+    pub health: Arc<ScopeHealth>,
+}
+
+impl ScopeStats {
+    /// A scope whose loop has not started.
+    pub fn new(cluster: &str, watch: &str, namespace: &str) -> Self {
+        ScopeStats {
+            cluster: cluster.into(),
+            watch: watch.into(),
+            namespace: namespace.into(),
+            health: Arc::default(),
+        }
+    }
+}
+
 /// Shared state the HTTP endpoints read: metrics, health of every loop.
 #[derive(Default)]
 pub struct Stats {
@@ -21,8 +46,8 @@ pub struct Stats {
     pub metrics: Arc<Metrics>,
     /// Capture counters and health.
     pub capture: Arc<CaptureStats>,
-    /// Per-scope watch health: (watch, namespace or "*", health).
-    pub scopes: Vec<(String, String, Arc<ScopeHealth>)>,
+    /// Per-scope watch health.
+    pub scopes: Vec<ScopeStats>,
     /// Per-sink counters and health.
     pub sinks: Vec<(String, Arc<DispatchStats>)>,
     /// True while waiting for leadership (watches and sinks not started).
@@ -36,23 +61,27 @@ impl Stats {
     /// health (one watch may have several scopes, so per watch, at read time).
     pub fn refresh_watch_gauges(&self) {
         let m = &self.metrics;
-        let mut watches: Vec<&str> = self.scopes.iter().map(|(w, _, _)| w.as_str()).collect();
+        let mut watches: Vec<(&str, &str)> = self
+            .scopes
+            .iter()
+            .map(|s| (s.cluster.as_str(), s.watch.as_str()))
+            .collect();
         watches.sort_unstable();
         watches.dedup();
-        for w in watches {
+        for (cluster, w) in watches {
             let reasons: Vec<Reason> = self
                 .scopes
                 .iter()
-                .filter(|(name, _, _)| name == w)
-                .filter_map(|(_, _, h)| h.unavailable().map(|u| u.reason))
+                .filter(|s| s.watch == w && s.cluster == cluster)
+                .filter_map(|s| s.health.unavailable().map(|u| u.reason))
                 .collect();
             m.watch_up
-                .get_or_create(&crate::metrics::watch(w))
+                .get_or_create(&crate::metrics::watch(cluster, w))
                 .set(i64::from(reasons.is_empty()));
             for r in [Reason::Forbidden, Reason::NotFound, Reason::Other] {
                 let n = reasons.iter().filter(|x| **x == r).count();
                 m.watch_unavailable
-                    .get_or_create(&crate::metrics::watch_reason(w, r.as_str()))
+                    .get_or_create(&crate::metrics::watch_reason(cluster, w, r.as_str()))
                     .set(n as i64);
             }
         }
@@ -80,11 +109,11 @@ pub fn liveness_problems(stats: &Stats) -> Vec<String> {
         stats
             .scopes
             .iter()
-            .filter(|(_, _, h)| {
-                now.saturating_sub(h.last_progress_ms.load(Ordering::Relaxed)) > STALLED_MS
-                    && h.unavailable().is_none()
+            .filter(|s| {
+                now.saturating_sub(s.health.last_progress_ms.load(Ordering::Relaxed)) > STALLED_MS
+                    && s.health.unavailable().is_none()
             })
-            .map(|(w, ns, _)| format!("watch {w} ({ns}) stalled")),
+            .map(|s| format!("watch {} ({}) stalled", s.watch, s.namespace)),
     );
     out
 }
@@ -97,7 +126,13 @@ pub fn readiness_problems(stats: &Stats) -> Vec<String> {
         return Vec::new();
     }
     let mut out: Vec<String> = tasks_down(stats).collect();
-    for (w, ns, h) in &stats.scopes {
+    for ScopeStats {
+        watch: w,
+        namespace: ns,
+        health: h,
+        ..
+    } in &stats.scopes
+    {
         let problem = match h.unavailable() {
             Some(u) => format!("watch {w}: {}", u.message),
             None if !h.synced.load(Ordering::Relaxed) => format!("watch {w} ({ns}) not synced"),
@@ -127,7 +162,7 @@ mod tests {
 
     fn stats() -> Stats {
         Stats {
-            scopes: vec![("w".into(), "*".into(), Arc::new(ScopeHealth::default()))],
+            scopes: vec![ScopeStats::new("c", "w", "*")],
             sinks: vec![("s".into(), Arc::new(DispatchStats::default()))],
             ..Default::default()
         }
@@ -160,24 +195,24 @@ mod tests {
     fn an_unavailable_kind_is_named_in_readiness_not_liveness_and_in_the_gauges() {
         let stats = Stats {
             scopes: vec![
-                ("good".into(), "*".into(), Arc::new(ScopeHealth::default())),
-                ("bad".into(), "a".into(), Arc::new(ScopeHealth::default())),
-                ("bad".into(), "b".into(), Arc::new(ScopeHealth::default())),
+                ScopeStats::new("c", "good", "*"),
+                ScopeStats::new("c", "bad", "a"),
+                ScopeStats::new("c", "bad", "b"),
             ],
             ..Default::default()
         };
         stats.capture.healthy.store(true, Ordering::Relaxed);
-        for (_, _, h) in &stats.scopes {
-            h.last_progress_ms.store(0, Ordering::Relaxed);
+        for s in &stats.scopes {
+            s.health.last_progress_ms.store(0, Ordering::Relaxed);
         }
-        stats.scopes[0].2.synced.store(true, Ordering::Relaxed);
+        stats.scopes[0].health.synced.store(true, Ordering::Relaxed);
         stats.scopes[0]
-            .2
+            .health
             .last_progress_ms
             .store(crate::store::now_ms(), Ordering::Relaxed);
         let message = "kind example.com/v1 Widget is not served (404)";
-        unavailable(&stats.scopes[1].2, Reason::NotFound, message);
-        unavailable(&stats.scopes[2].2, Reason::NotFound, message);
+        unavailable(&stats.scopes[1].health, Reason::NotFound, message);
+        unavailable(&stats.scopes[2].health, Reason::NotFound, message);
         // Both scopes say the same: one line.
         assert_eq!(
             readiness_problems(&stats),
@@ -186,33 +221,33 @@ mod tests {
         // Long without progress, but alive and retrying.
         assert!(liveness_problems(&stats).is_empty());
 
-        unavailable(&stats.scopes[2].2, Reason::Forbidden, "forbidden: no");
+        unavailable(&stats.scopes[2].health, Reason::Forbidden, "forbidden: no");
         stats.refresh_watch_gauges();
         let text = stats.metrics.encode();
         for line in [
-            "crbridge_watch_up{watch=\"good\"} 1",
-            "crbridge_watch_up{watch=\"bad\"} 0",
-            "crbridge_watch_unavailable_scopes{watch=\"bad\",reason=\"not_found\"} 1",
-            "crbridge_watch_unavailable_scopes{watch=\"bad\",reason=\"forbidden\"} 1",
-            "crbridge_watch_unavailable_scopes{watch=\"good\",reason=\"not_found\"} 0",
+            "crbridge_watch_up{cluster=\"c\",watch=\"good\"} 1",
+            "crbridge_watch_up{cluster=\"c\",watch=\"bad\"} 0",
+            "crbridge_watch_unavailable_scopes{cluster=\"c\",watch=\"bad\",reason=\"not_found\"} 1",
+            "crbridge_watch_unavailable_scopes{cluster=\"c\",watch=\"bad\",reason=\"forbidden\"} 1",
+            "crbridge_watch_unavailable_scopes{cluster=\"c\",watch=\"good\",reason=\"not_found\"} 0",
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");
         }
-        *stats.scopes[1].2.unavailable.lock().unwrap() = None;
-        *stats.scopes[2].2.unavailable.lock().unwrap() = None;
+        *stats.scopes[1].health.unavailable.lock().unwrap() = None;
+        *stats.scopes[2].health.unavailable.lock().unwrap() = None;
         stats.refresh_watch_gauges();
         assert!(stats
             .metrics
             .encode()
-            .contains("crbridge_watch_up{watch=\"bad\"} 1"));
+            .contains("crbridge_watch_up{cluster=\"c\",watch=\"bad\"} 1"));
     }
 
     #[test]
     fn synced_healthy_loops_are_ready_and_alive() {
         let stats = stats();
-        stats.scopes[0].2.synced.store(true, Ordering::Relaxed);
+        stats.scopes[0].health.synced.store(true, Ordering::Relaxed);
         stats.scopes[0]
-            .2
+            .health
             .last_progress_ms
             .store(crate::store::now_ms(), Ordering::Relaxed);
         stats.sinks[0].1.healthy.store(true, Ordering::Relaxed);
@@ -224,9 +259,9 @@ mod tests {
     #[test]
     fn a_dead_task_is_named_by_both_checks_until_it_runs_again() {
         let stats = stats();
-        stats.scopes[0].2.synced.store(true, Ordering::Relaxed);
+        stats.scopes[0].health.synced.store(true, Ordering::Relaxed);
         stats.scopes[0]
-            .2
+            .health
             .last_progress_ms
             .store(crate::store::now_ms(), Ordering::Relaxed);
         stats.sinks[0].1.healthy.store(true, Ordering::Relaxed);

@@ -2,13 +2,11 @@
 //! cursor, lag and dead letters; the outbox size. Computed from the state store (directly on
 //! a stopped instance, by the running daemon for its admin endpoint).
 
-use std::sync::Arc;
-
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
+use crate::stats::ScopeStats;
 use crate::store::{checkpoint_key, now_ms, object_prefix, Store, StoreError};
-use crate::watch::ScopeHealth;
 
 /// The whole status.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,8 +28,11 @@ pub struct Status {
 /// One watch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WatchStatus {
-    /// Watch name.
+    /// The watch's state key: its name, `{cluster}/{watch}` in a fleet.
     pub name: String,
+    /// The cluster.
+    #[serde(default)]
+    pub cluster: String,
     /// Checkpoint per scope: (namespace or `*`, resourceVersion).
     pub checkpoints: Vec<(String, Option<String>)>,
     /// Objects whose state is stored.
@@ -74,20 +75,24 @@ pub fn collect(store: &Store, config: &Config, running: bool) -> Result<Status, 
         } else {
             w.namespaces.iter().map(|n| Some(n.as_str())).collect()
         };
-        let mut checkpoints = Vec::new();
-        for ns in scopes {
-            checkpoints.push((
-                ns.unwrap_or("*").to_string(),
-                store.checkpoint(&checkpoint_key(&w.name, ns))?,
-            ));
+        for cluster in &w.clusters {
+            let key = config.state_key(cluster, &w.name);
+            let mut checkpoints = Vec::new();
+            for ns in &scopes {
+                checkpoints.push((
+                    ns.unwrap_or("*").to_string(),
+                    store.checkpoint(&checkpoint_key(&key, *ns))?,
+                ));
+            }
+            watches.push(WatchStatus {
+                cluster: cluster.clone(),
+                objects: store.count_objects(&object_prefix(&key, None)),
+                last_event: store.last_event_ms(&key)?.map(rfc3339),
+                name: key,
+                checkpoints,
+                unavailable: Vec::new(),
+            });
         }
-        watches.push(WatchStatus {
-            name: w.name.clone(),
-            checkpoints,
-            objects: store.count_objects(&object_prefix(&w.name, None)),
-            last_event: store.last_event_ms(&w.name)?.map(rfc3339),
-            unavailable: Vec::new(),
-        });
     }
     let mut sinks = Vec::new();
     for name in config.sinks.keys() {
@@ -116,10 +121,16 @@ pub fn collect(store: &Store, config: &Config, running: bool) -> Result<Status, 
 }
 
 /// Adds what the running watch loops report: why a watch's kind is unavailable. `scopes`
-/// is the daemon's (watch, namespace or `*`, health) table.
-pub fn add_health(status: &mut Status, scopes: &[(String, String, Arc<ScopeHealth>)]) {
+/// is the daemon's scope table.
+pub fn add_health(status: &mut Status, scopes: &[ScopeStats]) {
     for w in &mut status.watches {
-        for (name, ns, h) in scopes {
+        for ScopeStats {
+            watch: name,
+            namespace: ns,
+            health: h,
+            ..
+        } in scopes
+        {
             if let (true, Some(u)) = (name == &w.name, h.unavailable()) {
                 let line = if ns == "*" {
                     u.message
@@ -187,6 +198,7 @@ mod tests {
             watches: ["good", "bad"]
                 .map(|name| WatchStatus {
                     name: name.into(),
+                    cluster: "c".into(),
                     checkpoints: vec![("ns".into(), None)],
                     objects: 0,
                     last_event: None,
@@ -195,15 +207,14 @@ mod tests {
                 .to_vec(),
             sinks: Vec::new(),
         };
-        let bad = Arc::new(ScopeHealth::default());
-        *bad.unavailable.lock().unwrap() = Some(Unavailable {
+        let scopes = vec![
+            ScopeStats::new("c", "good", "ns"),
+            ScopeStats::new("c", "bad", "ns"),
+        ];
+        *scopes[1].health.unavailable.lock().unwrap() = Some(Unavailable {
             reason: Reason::Forbidden,
             message: "forbidden: no".into(),
         });
-        let scopes = vec![
-            ("good".into(), "ns".into(), Arc::new(ScopeHealth::default())),
-            ("bad".into(), "ns".into(), bad),
-        ];
         add_health(&mut status, &scopes);
         assert!(status.watches[0].unavailable.is_empty());
         assert_eq!(status.watches[1].unavailable, ["ns: forbidden: no"]);

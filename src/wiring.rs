@@ -24,7 +24,7 @@ pub fn sink_watches(config: &Config, sink: &str) -> HashSet<String> {
         .watches
         .iter()
         .filter(|w| w.sinks.iter().any(|s| s == sink))
-        .map(|w| w.name.clone())
+        .flat_map(|w| config.watch_keys(w))
         .collect()
 }
 

@@ -442,6 +442,7 @@ async fn generated_rbac_grants_exactly_the_watched_kinds() {
         namespace: home.clone(),
         service_account: "crbridge".into(),
         name: support::unique("crbridge"),
+        lease: true,
     };
     let docs = rbac::objects(&config, &core_kinds(&config), &opts);
     for doc in &docs {

@@ -111,11 +111,17 @@ async fn a_kind_missing_at_start_is_reported_and_picked_up_once_installed() {
     readyz(&base, 503, &missing, WAIT).await;
     assert_eq!(support::http_get(&format!("{base}/healthz")).0, 200);
     assert_eq!(
-        metric(&base, "crbridge_watch_up{watch=\"gadgets\"}"),
+        metric(
+            &base,
+            "crbridge_watch_up{cluster=\"test\",watch=\"gadgets\"}"
+        ),
         Some(0.0)
     );
     assert_eq!(
-        metric(&base, "crbridge_watch_up{watch=\"widgets\"}"),
+        metric(
+            &base,
+            "crbridge_watch_up{cluster=\"test\",watch=\"widgets\"}"
+        ),
         Some(1.0)
     );
     let logged = bridge
@@ -137,7 +143,10 @@ async fn a_kind_missing_at_start_is_reported_and_picked_up_once_installed() {
     let gadgets = support::crd_in(&client, &group, "Gadget").await;
     readyz(&base, 200, "ok", RESOLVE_WAIT).await;
     assert_eq!(
-        metric(&base, "crbridge_watch_up{watch=\"gadgets\"}"),
+        metric(
+            &base,
+            "crbridge_watch_up{cluster=\"test\",watch=\"gadgets\"}"
+        ),
         Some(1.0)
     );
     create(&client, &gadgets, &ns, "g1").await;
@@ -189,7 +198,10 @@ async fn a_watched_kind_deleted_while_running_leaves_the_other_watch_publishing(
     until(&mut reader, "w-after", "created", WAIT).await;
     assert_eq!(support::http_get(&format!("{base}/healthz")).0, 200);
     assert_eq!(
-        metric(&base, "crbridge_watch_up{watch=\"gadgets\"}"),
+        metric(
+            &base,
+            "crbridge_watch_up{cluster=\"test\",watch=\"gadgets\"}"
+        ),
         Some(0.0)
     );
     assert!(bridge.is_running(), "{}", bridge.raw_log());

@@ -75,26 +75,29 @@ async fn metrics_health_and_a_graceful_restart_that_resends_nothing() {
     assert_eq!(
         metric(
             &text,
-            "crbridge_events_total{watch=\"widgets\",type=\"created\"}"
+            "crbridge_events_total{cluster=\"test\",watch=\"widgets\",type=\"created\"}"
         ),
         1.0
     );
     assert_eq!(
         metric(
             &text,
-            "crbridge_events_total{watch=\"widgets\",type=\"updated\"}"
+            "crbridge_events_total{cluster=\"test\",watch=\"widgets\",type=\"updated\"}"
         ),
         1.0
     );
     assert_eq!(
         metric(
             &text,
-            "crbridge_events_total{watch=\"widgets\",type=\"deleted\"}"
+            "crbridge_events_total{cluster=\"test\",watch=\"widgets\",type=\"deleted\"}"
         ),
         1.0
     );
     assert_eq!(
-        metric(&text, "crbridge_events_suppressed_total{watch=\"widgets\"}"),
+        metric(
+            &text,
+            "crbridge_events_suppressed_total{cluster=\"test\",watch=\"widgets\"}"
+        ),
         1.0
     );
     assert_eq!(
@@ -105,7 +108,10 @@ async fn metrics_health_and_a_graceful_restart_that_resends_nothing() {
         3.0
     );
     assert_eq!(
-        metric(&text, "crbridge_relists_total{watch=\"widgets\"}"),
+        metric(
+            &text,
+            "crbridge_relists_total{cluster=\"test\",watch=\"widgets\"}"
+        ),
         1.0
     );
     assert!(

@@ -41,7 +41,7 @@ use crate::cmd::deadletters::{LetterId, Listed, RedriveRequest, Redriven};
 use crate::config::Config;
 use crate::replay::{Progress, ReplayRequest};
 use crate::store::Store;
-use crate::watch::{ScopeHealth, ScopeId};
+use crate::watch::ScopeId;
 use crate::wiring::{sink_watches, SinkSetup};
 
 /// What the admin endpoints need from the running daemon.
@@ -54,8 +54,8 @@ pub struct Admin {
     pub sinks: HashMap<String, SinkSetup>,
     /// Scopes of each watch.
     pub scopes: HashMap<String, Vec<ScopeId>>,
-    /// Health of every scope: (watch, namespace or `*`, health), for `status`.
-    pub health: Vec<(String, String, Arc<ScopeHealth>)>,
+    /// Health of every scope, for `status`.
+    pub health: Vec<crate::stats::ScopeStats>,
     /// Capture's command channel, once it runs (not while standing by, not after
     /// shutdown).
     pub capture: Mutex<Option<mpsc::Sender<Command>>>,
@@ -178,11 +178,10 @@ pub fn check_names(config: &Config, sink: Option<&str>, watch: Option<&str>) -> 
         }
     }
     if let Some(w) = watch {
-        if !config.watches.iter().any(|x| x.name == w) {
-            let known: Vec<&str> = config.watches.iter().map(|x| x.name.as_str()).collect();
+        if config.watch_arg_keys(w).is_none() {
             return Err(format!(
                 "unknown watch {w:?} (configured: {})",
-                known.join(", ")
+                config.watch_args().join(", ")
             ));
         }
     }

@@ -263,7 +263,10 @@ impl Capture {
                 Next::Observed(obs) => {
                     self.metrics
                         .observed
-                        .get_or_create(&metrics::watch(&self.scopes[obs.scope()].watch))
+                        .get_or_create(&{
+                            let s = &self.scopes[obs.scope()];
+                            metrics::watch(&s.identity.cluster, &s.watch)
+                        })
                         .inc();
                     taken.push(Input::Observed(obs));
                     None
@@ -316,7 +319,8 @@ impl Capture {
         }
         match event::build(&s.identity, change) {
             Ok(event) => {
-                let labels = metrics::watch_type(&s.watch, change.kind.as_str());
+                let labels =
+                    metrics::watch_type(&s.identity.cluster, &s.watch, change.kind.as_str());
                 self.metrics.events.get_or_create(&labels).inc();
                 if change.inferred {
                     self.metrics.inferred.get_or_create(&labels).inc();

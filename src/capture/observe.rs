@@ -106,7 +106,7 @@ impl Capture {
                     self.stats.suppressed.fetch_add(1, Ordering::Relaxed);
                     self.metrics
                         .suppressed
-                        .get_or_create(&metrics::watch(&s.watch))
+                        .get_or_create(&metrics::watch(&s.identity.cluster, &s.watch))
                         .inc();
                     return Ok(());
                 }

@@ -49,8 +49,8 @@ pub async fn run(
             return Ok(ExitCode::SUCCESS);
         }
         Target::Stopped(store) => {
-            let client = crate::app::kube_client(config).await?;
-            let (scopes, rules) = crate::app::plan(config, &client).await?;
+            let clients = crate::app::cluster_clients(config).await?;
+            let (scopes, rules) = crate::app::plan(config, &clients).await?;
             // Only commands: no watch runs here, so the observation channel starts closed.
             let (tx, rx) = mpsc::channel(16);
             let (durable_tx, _) = watch::channel(store.last_seq()?);
@@ -68,7 +68,8 @@ pub async fn run(
                 events: 0,
                 last_seq: 0,
             };
-            for s in scopes.iter().filter(|s| s.watch == watch_name) {
+            let keys = config.watch_arg_keys(watch_name).unwrap_or_default();
+            for s in scopes.iter().filter(|s| keys.contains(&s.watch)) {
                 let (done_tx, done_rx) = tokio::sync::oneshot::channel();
                 tx.send(Command::Snapshot {
                     scope: s.id,
@@ -114,7 +115,12 @@ async fn publish_until(
     let (_durable_tx, durable) = watch::channel(upto);
     let mut running = Vec::new();
     for (name, section) in &config.sinks {
-        let carries = sink_watches(config, name).contains(watch_name);
+        let carried = sink_watches(config, name);
+        let carries = config
+            .watch_arg_keys(watch_name)
+            .unwrap_or_default()
+            .iter()
+            .any(|k| carried.contains(k));
         if !carries || only.is_some_and(|o| o != name) {
             continue;
         }

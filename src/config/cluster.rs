@@ -164,3 +164,50 @@ pub(super) fn resolve_clusters(
     }
     Ok(())
 }
+
+impl super::Config {
+    /// The name a scope's state is kept under (checkpoints, object states, outbox
+    /// entries): the watch name in the single-cluster form, as it always was, and
+    /// `{cluster}/{watch}` in a fleet, so the same uid in two clusters never collides.
+    pub fn state_key(&self, cluster: &str, watch: &str) -> String {
+        if self.fleet {
+            format!("{cluster}/{watch}")
+        } else {
+            watch.to_owned()
+        }
+    }
+
+    /// The state keys of a watch: one per cluster it watches.
+    pub fn watch_keys(&self, watch: &super::WatchConfig) -> Vec<String> {
+        watch
+            .clusters
+            .iter()
+            .map(|c| self.state_key(c, &watch.name))
+            .collect()
+    }
+
+    /// What a `--watch` argument names: a watch (every cluster of it) or, in a fleet,
+    /// `{cluster}/{watch}` (one). `None` when it names nothing configured.
+    pub fn watch_arg_keys(&self, arg: &str) -> Option<Vec<String>> {
+        self.watches.iter().find_map(|w| {
+            let keys = self.watch_keys(w);
+            if w.name == arg {
+                Some(keys)
+            } else {
+                keys.iter().find(|k| *k == arg).map(|k| vec![k.clone()])
+            }
+        })
+    }
+
+    /// Every `--watch` argument that names something, for error messages.
+    pub fn watch_args(&self) -> Vec<String> {
+        let mut names = Vec::new();
+        for w in &self.watches {
+            names.push(w.name.clone());
+            if self.fleet {
+                names.extend(self.watch_keys(w));
+            }
+        }
+        names
+    }
+}

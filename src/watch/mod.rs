@@ -96,7 +96,10 @@ impl Observed {
 pub struct Scope<A = RawApi> {
     /// Index in the capture table.
     pub id: ScopeId,
-    /// The watch name from the config.
+    /// The cluster it is in.
+    pub cluster: String,
+    /// The scope's state key: the watch name from the config, prefixed with the cluster
+    /// in a fleet ([`crate::config::Config::state_key`]).
     pub watch: String,
     /// The namespace, or `None` for all namespaces / cluster-scoped kinds.
     pub namespace: Option<String>,

@@ -177,6 +177,7 @@ fn start_scope(script: Vec<Reply>, checkpoint: Option<&str>, resolved: bool) -> 
     });
     let scope = Scope {
         id: 0,
+        cluster: "c".into(),
         watch: "w".into(),
         namespace: None,
         resource: ApiResource {
@@ -386,7 +387,11 @@ async fn gone_mid_watch_relists_at_once_and_watches_from_the_new_list() {
         [watch_from("5"), list(None), watch_from("20")]
     );
     assert_eq!(requests[1].1, requests[0].1, "a relist needs no backoff");
-    let gone = r.metrics.gone.get_or_create(&metrics::watch("w")).get();
+    let gone = r
+        .metrics
+        .gone
+        .get_or_create(&metrics::watch("c", "w"))
+        .get();
     assert_eq!(gone, 1);
     r.stop().await;
 }

@@ -94,7 +94,7 @@ pub async fn run<A: ListWatch>(
                 if failure == Failure::Gone {
                     metrics
                         .gone
-                        .get_or_create(&metrics::watch(&scope.watch))
+                        .get_or_create(&metrics::watch(&scope.cluster, &scope.watch))
                         .inc();
                     warn!(watch = %scope.watch, namespace = ns, error = %message, "resourceVersion expired (410 Gone), relisting");
                 } else if let State::Unavailable { .. } = next {
@@ -248,7 +248,7 @@ async fn list_page<A: ListWatch>(ctx: &Ctx<'_, A>, state: State) -> Result<State
     if continue_token.is_none() {
         metrics
             .relists
-            .get_or_create(&metrics::watch(&scope.watch))
+            .get_or_create(&metrics::watch(&scope.cluster, &scope.watch))
             .inc();
         info!(watch = %scope.watch, namespace = scope.namespace.as_deref().unwrap_or("*"), mode = ?mode, "listing");
     }
@@ -319,7 +319,7 @@ async fn watch<A: ListWatch>(ctx: &Ctx<'_, A>, mut state: State) -> Result<State
     };
     metrics
         .watch_restarts
-        .get_or_create(&metrics::watch(&scope.watch))
+        .get_or_create(&metrics::watch(&scope.cluster, &scope.watch))
         .inc();
     let mut wp = WatchParams::default().timeout(290);
     wp.label_selector = scope.label_selector.clone();

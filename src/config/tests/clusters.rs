@@ -121,3 +121,28 @@ fn fleet_mistakes_name_the_key() {
         assert_contains(&err(&text), expected);
     }
 }
+
+#[test]
+fn state_keys_carry_the_cluster_only_in_a_fleet() {
+    let single = ok(&with_top(""));
+    assert_eq!(single.state_key("c1", "pods"), "pods");
+    assert_eq!(
+        single.watch_arg_keys("pods"),
+        Some(vec!["pods".to_string()])
+    );
+    assert_eq!(single.watch_arg_keys("c1/pods"), None);
+
+    let c = ok(&fleet(TWO, "", ""));
+    let w = &c.watches[0].name;
+    assert_eq!(w, "widgets.example.com");
+    assert_eq!(
+        c.watch_arg_keys(w),
+        Some(vec![format!("east/{w}"), format!("west/{w}")])
+    );
+    assert_eq!(
+        c.watch_arg_keys(&format!("west/{w}")),
+        Some(vec![format!("west/{w}")])
+    );
+    assert_eq!(c.watch_arg_keys("north/x"), None);
+    assert_eq!(c.watch_args().len(), 3);
+}
