@@ -10,6 +10,10 @@ use crate::metrics::Metrics;
 use crate::supervise::Tasks;
 use crate::watch::{Reason, ScopeHealth};
 
+/// A scope whose requests have failed for this long makes the process not ready (a single
+/// failed request retried at once does not).
+const FAILING_MS: u64 = 3_000;
+
 /// A watch loop silent for this long (no page, no event, no bookmark, no reopen) is
 /// stalled: it reopens an idle watch every 330 s at the latest, so twice that is a hang.
 const STALLED_MS: u64 = 11 * 60 * 1000;
@@ -126,17 +130,27 @@ pub fn readiness_problems(stats: &Stats) -> Vec<String> {
         return Vec::new();
     }
     let mut out: Vec<String> = tasks_down(stats).collect();
+    let now = crate::store::now_ms();
     for ScopeStats {
+        cluster,
         watch: w,
         namespace: ns,
         health: h,
-        ..
     } in &stats.scopes
     {
-        let problem = match h.unavailable() {
-            Some(u) => format!("watch {w}: {}", u.message),
-            None if !h.synced.load(Ordering::Relaxed) => format!("watch {w} ({ns}) not synced"),
-            None => continue,
+        let failing = h
+            .failing()
+            .filter(|(since, _)| now.saturating_sub(*since) >= FAILING_MS);
+        let problem = match (h.unavailable(), failing) {
+            (Some(u), _) => format!("watch {w}: {}", u.message),
+            (None, Some((since, message))) => format!(
+                "cluster {cluster}: watch {w} ({ns}) failing for {}s: {message}",
+                now.saturating_sub(since) / 1000
+            ),
+            (None, None) if !h.synced.load(Ordering::Relaxed) => {
+                format!("watch {w} ({ns}) not synced")
+            }
+            (None, None) => continue,
         };
         // Scopes of one watch in several namespaces often share the reason.
         if !out.contains(&problem) {
@@ -240,6 +254,28 @@ mod tests {
             .metrics
             .encode()
             .contains("crbridge_watch_up{cluster=\"c\",watch=\"bad\"} 1"));
+    }
+
+    #[test]
+    fn a_scope_failing_for_seconds_names_its_cluster_in_readiness() {
+        let stats = stats();
+        stats.scopes[0].health.synced.store(true, Ordering::Relaxed);
+        stats.sinks[0].1.healthy.store(true, Ordering::Relaxed);
+        stats.capture.healthy.store(true, Ordering::Relaxed);
+        let now = crate::store::now_ms();
+        *stats.scopes[0].health.failing.lock().unwrap() = Some((now, "refused".into()));
+        assert!(
+            readiness_problems(&stats).is_empty(),
+            "a fresh failure is retried first"
+        );
+        *stats.scopes[0].health.failing.lock().unwrap() = Some((now - 5_000, "refused".into()));
+        let problems = readiness_problems(&stats);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with("cluster c: watch w (*) failing for ")
+                && problems[0].ends_with(": refused"),
+            "{problems:?}"
+        );
     }
 
     #[test]

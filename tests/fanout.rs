@@ -50,7 +50,7 @@ async fn stop_nats() {
 }
 
 fn start_nats() {
-    // The state folder of the server that was stopped (see faults.rs `restart_server`).
+    // The state folder of the server that was stopped (see support/servers.rs `restart_server`).
     let up = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/local/up");
     let out = std::process::Command::new(up)
         .env("CRBRIDGE_LOCAL_STATE", support::env("CRBRIDGE_LOCAL_STATE"))

@@ -127,6 +127,9 @@ pub struct ScopeHealth {
     pub last_progress_ms: AtomicU64,
     /// Set while the kind is not served or not allowed, and the loop re-resolves it.
     pub unavailable: Mutex<Option<Unavailable>>,
+    /// Set while requests fail (the API server unreachable, answering errors): since when
+    /// (ms since the epoch) and the last error. Cleared by the next step that succeeds.
+    pub failing: Mutex<Option<(u64, String)>>,
 }
 
 /// Why a scope's kind is unavailable.
@@ -173,6 +176,27 @@ impl ScopeHealth {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// Since when (ms since the epoch) and with what last error the scope's requests fail,
+    /// if they do.
+    pub fn failing(&self) -> Option<(u64, String)> {
+        self.failing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Records a failed request; the start of the failure stays the first one's.
+    fn set_failing(&self, message: &str) {
+        let mut f = self.failing.lock().unwrap_or_else(|p| p.into_inner());
+        let since = f.as_ref().map_or_else(crate::store::now_ms, |(s, _)| *s);
+        *f = Some((since, message.to_owned()));
+    }
+
+    /// Records a step that succeeded.
+    fn clear_failing(&self) {
+        *self.failing.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
     /// Records the scope unavailable for `why`; the previous reason, if any.

@@ -29,8 +29,10 @@
 
 use std::collections::HashSet;
 
-/// Undecodable watch events in a row after which the watch relists: reopening from the same
-/// resourceVersion would only fetch the same broken event again.
+/// Undecodable watch events, or internal server errors answering the watch, in a row after
+/// which the watch relists: reopening from the same resourceVersion would only fetch the
+/// same broken event again (an API server whose etcd history lost an event's previous
+/// value, for one, answers every watch from before it with a 500).
 pub const MAX_UNDECODABLE: u32 = 3;
 
 /// Why a list is running, which decides how its objects are reported.
@@ -84,6 +86,8 @@ pub enum Failure {
     Forbidden,
     /// A watch event that could not be decoded.
     Undecodable,
+    /// 500 from a reachable API server: it cannot serve the request as asked.
+    ServerError,
     /// Anything else: network, timeout, 5xx, 429. Retried after backoff.
     Other,
 }
@@ -144,6 +148,7 @@ impl Failure {
             410 => Failure::Gone,
             404 => Failure::NotServed,
             403 => Failure::Forbidden,
+            500 => Failure::ServerError,
             _ => Failure::Other,
         }
     }
@@ -268,7 +273,7 @@ impl State {
             (s @ (State::Listing { .. } | State::Watching { .. }), f) if f.unavailable() => {
                 s.resume_point().after_resolving()
             }
-            (State::Watching { rv, undecodable }, Failure::Undecodable) => {
+            (State::Watching { rv, undecodable }, Failure::Undecodable | Failure::ServerError) => {
                 if undecodable + 1 >= MAX_UNDECODABLE {
                     State::list(ListMode::Relist)
                 } else {
@@ -413,9 +418,10 @@ mod tests {
     #[test]
     fn status_codes_classify() {
         assert_eq!(Failure::from_code(410), Failure::Gone);
-        for code in [0, 400, 429, 500, 504] {
+        for code in [0, 400, 429, 503, 504] {
             assert_eq!(Failure::from_code(code), Failure::Other);
         }
+        assert_eq!(Failure::from_code(500), Failure::ServerError);
     }
 
     #[test]
@@ -436,6 +442,21 @@ mod tests {
             State::list(ListMode::Relist)
         );
         assert_eq!(w.clone().after_failure(Failure::Other), w);
+    }
+
+    #[test]
+    fn a_watch_the_server_keeps_failing_with_500_relists_a_list_retries() {
+        let mut w = State::watching("7");
+        for _ in 1..MAX_UNDECODABLE {
+            w = w.after_failure(Failure::ServerError);
+            assert!(matches!(w, State::Watching { .. }), "{w:?}");
+        }
+        assert_eq!(
+            w.after_failure(Failure::ServerError),
+            State::list(ListMode::Relist)
+        );
+        let l = State::list(ListMode::Initial);
+        assert_eq!(l.clone().after_failure(Failure::ServerError), l);
     }
 
     #[test]

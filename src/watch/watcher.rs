@@ -80,6 +80,7 @@ pub async fn run<A: ListWatch>(
                 if !resolving {
                     backoff.reset();
                     unavailable_backoff.reset();
+                    health.clear_failing();
                 }
                 next
             }
@@ -121,8 +122,14 @@ pub async fn run<A: ListWatch>(
                     }
                 } else {
                     metrics.error("watch");
+                    health.set_failing(&message);
                     let wait = backoff.next_delay();
-                    if failure == Failure::Undecodable {
+                    if failure == Failure::ServerError
+                        && was_watching
+                        && matches!(next, State::Listing { .. })
+                    {
+                        warn!(watch = %scope.watch, namespace = ns, error = %message, "the API server keeps failing this watch; relisting");
+                    } else if failure == Failure::Undecodable {
                         let relist = was_watching && matches!(next, State::Listing { .. });
                         warn!(watch = %scope.watch, namespace = ns, error = %message, relist, "undecodable answer from the API server");
                     } else {
@@ -302,6 +309,7 @@ async fn list_page<A: ListWatch>(ctx: &Ctx<'_, A>, state: State) -> Result<State
         )
         .await?;
         health.synced.store(true, Ordering::Relaxed);
+        health.clear_failing();
     }
     Ok(next)
 }
@@ -331,6 +339,7 @@ async fn watch<A: ListWatch>(ctx: &Ctx<'_, A>, mut state: State) -> Result<State
     ctx.served();
     health.progress();
     health.synced.store(true, Ordering::Relaxed);
+    health.clear_failing();
     loop {
         let input = match tokio::time::timeout(IDLE_WATCH, stream.try_next()).await {
             Err(_) => {

@@ -68,7 +68,17 @@ where
 
 /// A client for the local kube-apiserver, from the kubeconfig `deploy/local/up` wrote.
 pub async fn kube_client() -> Client {
-    let path = env("KUBECONFIG");
+    kube_client_from(&env("KUBECONFIG")).await
+}
+
+/// A client for the second local kube-apiserver (another cluster, its own etcd).
+pub async fn kube_client_b() -> Client {
+    kube_client_from(&env("CRBRIDGE_KUBECONFIG_B")).await
+}
+
+/// A client from the kubeconfig file at `path`.
+pub async fn kube_client_from(path: &str) -> Client {
+    let path = path.to_string();
     let kubeconfig =
         Kubeconfig::read_from(&path).unwrap_or_else(|e| panic!("reading kubeconfig {path}: {e}"));
     let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
@@ -81,12 +91,18 @@ pub async fn kube_client() -> Client {
 /// deleted: every test takes a new one).
 pub async fn namespace(client: &Client, prefix: &str) -> String {
     let name = unique(prefix);
+    namespace_named(client, &name).await;
+    name
+}
+
+/// Creates the namespace `name`.
+pub async fn namespace_named(client: &Client, name: &str) {
+    let name = name.to_string();
     let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
     Api::<Namespace>::all(client.clone())
         .create(&PostParams::default(), &ns)
         .await
         .unwrap_or_else(|e| panic!("creating namespace {name}: {e}"));
-    name
 }
 
 /// A namespaced CRD with a free-form spec and a status subresource, in a group of its own.
@@ -166,6 +182,7 @@ pub async fn crd_in(client: &Client, group: &str, kind: &str) -> TestCrd {
 
 pub mod bridge;
 pub mod nats;
+pub mod servers;
 pub mod tls;
 
 /// A crbridge config watching `crd` in `namespace`, publishing to a NATS stream of its own.
@@ -179,9 +196,14 @@ pub fn nats_config(dir: &std::path::Path, crd: &TestCrd, namespace: &str, stream
 
 /// The current etcd revision.
 pub fn etcd_revision() -> i64 {
+    etcd_revision_at(&env("CRBRIDGE_ETCD_ENDPOINT"))
+}
+
+/// The current revision of the etcd at `endpoint`.
+pub fn etcd_revision_at(endpoint: &str) -> i64 {
     let out = std::process::Command::new("curl")
         .args(["-sf", "-X", "POST", "-d", r#"{"key":"AA=="}"#])
-        .arg(format!("{}/v3/kv/range", env("CRBRIDGE_ETCD_ENDPOINT")))
+        .arg(format!("{endpoint}/v3/kv/range"))
         .output()
         .expect("running curl");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("etcd range answer");
@@ -191,14 +213,16 @@ pub fn etcd_revision() -> i64 {
 /// Compacts etcd history up to the current revision: every older resourceVersion is gone,
 /// so a watch from it answers 410 Gone.
 pub fn compact_etcd() {
-    let rev = etcd_revision();
+    compact_etcd_at(&env("CRBRIDGE_ETCD_ENDPOINT"))
+}
+
+/// Compacts the history of the etcd at `endpoint` (see [`compact_etcd`]).
+pub fn compact_etcd_at(endpoint: &str) {
+    let rev = etcd_revision_at(endpoint);
     let out = std::process::Command::new("curl")
         .args(["-sf", "-X", "POST", "-d"])
         .arg(format!(r#"{{"revision":"{rev}","physical":true}}"#))
-        .arg(format!(
-            "{}/v3/kv/compaction",
-            env("CRBRIDGE_ETCD_ENDPOINT")
-        ))
+        .arg(format!("{endpoint}/v3/kv/compaction"))
         .output()
         .expect("running curl");
     assert!(
