@@ -471,8 +471,11 @@ impl Fixture {
             .outbox_range(1, durable)
             .map(|r| {
                 let e = r.unwrap().1.event;
+                // `sequence` is the resourceVersion zero-padded to 20 digits.
                 let rv = match e.extension("sequence") {
-                    Some(crbridge_sink_api::Extension::String(rv)) => rv.clone(),
+                    Some(crbridge_sink_api::Extension::String(seq)) => {
+                        seq.trim_start_matches('0').to_string()
+                    }
                     other => panic!("event without a resourceVersion: {other:?}"),
                 };
                 (e.ty.rsplit('.').next().unwrap().to_string(), e.subject, rv)
