@@ -77,7 +77,8 @@ pub struct Change<'a> {
     /// The resourceVersion this change is identified by (of the deletion when the server
     /// reported one, else the last known).
     pub resource_version: &'a str,
-    /// The patch from the previously published object (updates only).
+    /// The patch from the previously published object (updates only), between the
+    /// normalized forms (`diff::Rules::diff`).
     pub patch: Option<&'a json_patch::Patch>,
     /// The resourceVersion of the previously published object.
     pub previous_resource_version: Option<&'a str>,
@@ -123,7 +124,7 @@ impl<'a> Change<'a> {
         self
     }
 
-    /// The patch from the previously published object.
+    /// The patch from the previously published object (between normalized forms).
     #[must_use]
     pub fn with_patch(mut self, patch: Option<&'a json_patch::Patch>) -> Self {
         self.patch = patch;
@@ -264,7 +265,10 @@ pub fn build(who: &Identity, change: &Change<'_>) -> Result<Event, EventError> {
     if let Some(g) = generation {
         // `metadata.generation` is an int64 and a CloudEvents Integer is 32-bit
         // (CloudEvents 1.0, "Type System"): sent as its decimal text.
-        extensions.push(("crbgeneration".to_string(), Extension::String(g.to_string())));
+        extensions.push((
+            "crbgeneration".to_string(),
+            Extension::String(g.to_string()),
+        ));
     }
     extensions.push(("crbinferred".to_string(), Extension::Bool(change.inferred)));
     if let Some(m) = change.changed_by {

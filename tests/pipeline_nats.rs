@@ -157,7 +157,10 @@ async fn changes_are_published_and_noise_is_not() {
     assert_eq!(c.attr("subject"), format!("{}/w1", t.ns));
     // `sequence` sorts as the number; the raw resourceVersion stays in the object.
     assert_eq!(c.attr("sequence"), support::sequence_of(&rv(&created)));
-    assert_eq!(c.data["object"]["metadata"]["resourceVersion"], rv(&created));
+    assert_eq!(
+        c.data["object"]["metadata"]["resourceVersion"],
+        rv(&created)
+    );
     assert_eq!(
         c.attr("partitionkey"),
         created.metadata.uid.clone().unwrap()
@@ -166,11 +169,17 @@ async fn changes_are_published_and_noise_is_not() {
     assert_eq!(u.attr("sequence"), support::sequence_of(&rv(&updated)));
     assert_eq!(u.attr("crbchangedby"), "widget-editor");
     assert_eq!(u.data["previousResourceVersion"], rv(&created));
-    // The patch turns the previous object into the new one.
-    let mut doc = c.data["object"].clone();
+    // The patch says what changed, no bookkeeping (resourceVersion, generation), and
+    // turns the previous normalized object into the new one.
+    assert_eq!(
+        u.data["patch"],
+        json!([{"op": "replace", "path": "/spec/size", "value": 2}])
+    );
+    let mut doc = support::verify::normalized(&c.data["object"]);
     let patch: json_patch::Patch = serde_json::from_value(u.data["patch"].clone()).unwrap();
     json_patch::patch(&mut doc, &patch).unwrap();
-    assert_eq!(doc, u.data["object"]);
+    assert_eq!(doc, support::verify::normalized(&u.data["object"]));
+    assert_eq!(u.attr("crbgeneration"), "2");
     assert_eq!(u.data["object"]["spec"]["size"], 2);
     assert_eq!(d.data["object"]["metadata"]["name"], "w1");
     // Subject: group dots escaped, one token per value.
@@ -306,8 +315,9 @@ async fn kill_9_during_a_burst_loses_nothing() {
         .until(Duration::from_secs(60), |got| {
             got.iter().filter(|e| e.change() == "deleted").count() == 5
                 && expected.iter().all(|(uid, rv)| {
-                    got.iter()
-                        .any(|e| e.attr("crbuid") == uid && e.attr("sequence") == support::sequence_of(rv))
+                    got.iter().any(|e| {
+                        e.attr("crbuid") == uid && e.attr("sequence") == support::sequence_of(rv)
+                    })
                 })
         })
         .await;

@@ -1,5 +1,8 @@
 use serde_json::Value;
 
+use super::patch::diff_except;
+use super::skip::{equal, project, Skip};
+
 /// The annotation `kubectl apply` writes: a copy of the object, pure noise for consumers.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
@@ -33,59 +36,8 @@ pub fn clean(obj: &mut Value) {
 /// Per-kind normalization rules: what does not count as a change.
 #[derive(Debug, Clone, Default)]
 pub struct Rules {
-    include_status: bool,
-    /// Each ignore pointer split into unescaped reference tokens.
-    ignore: Vec<Vec<String>>,
-    /// Everything ignored, as a tree of tokens, for comparing without copying.
+    /// Everything left out of the normalized form, as a tree of tokens.
     skip: Skip,
-}
-
-/// A tree of ignored paths: a leaf ignores the whole value under it.
-#[derive(Debug, Clone, Default)]
-struct Skip {
-    leaf: bool,
-    children: std::collections::BTreeMap<String, Skip>,
-}
-
-impl Skip {
-    fn insert(&mut self, tokens: &[String]) {
-        match tokens.split_first() {
-            None => self.leaf = true,
-            Some((first, rest)) => self.children.entry(first.clone()).or_default().insert(rest),
-        }
-    }
-}
-
-/// `a == b` apart from the paths in `skip`, without copying either.
-fn equal_except(a: &Value, b: &Value, skip: &Skip) -> bool {
-    if skip.children.is_empty() {
-        return a == b;
-    }
-    match (a, b) {
-        (Value::Object(x), Value::Object(y)) => {
-            let same_side = |from: &serde_json::Map<String, Value>,
-                             to: &serde_json::Map<String, Value>| {
-                from.iter().all(|(k, v)| match skip.children.get(k) {
-                    Some(s) if s.leaf => true,
-                    Some(s) => to.get(k).is_some_and(|w| equal_except(v, w, s)),
-                    None => to.get(k) == Some(v),
-                })
-            };
-            // Keys only one side has count as differences unless ignored.
-            same_side(x, y) && same_side(y, x)
-        }
-        (Value::Array(x), Value::Array(y)) => {
-            x.len() == y.len()
-                && x.iter().zip(y).enumerate().all(|(i, (v, w))| {
-                    match skip.children.get(&i.to_string()) {
-                        Some(s) if s.leaf => true,
-                        Some(s) => equal_except(v, w, s),
-                        None => v == w,
-                    }
-                })
-        }
-        _ => a == b,
-    }
 }
 
 impl Rules {
@@ -109,36 +61,26 @@ impl Rules {
         for tokens in &ignore {
             skip.insert(tokens);
         }
-        Ok(Rules {
-            include_status,
-            ignore,
-            skip,
-        })
+        Ok(Rules { skip })
     }
 
-    /// The comparison form of a clean object.
+    /// The comparison form of a clean object. An ignored array element is removed (the
+    /// elements after it move up), as `ignore` pointers name elements by their index in
+    /// the clean object.
     pub fn normalize(&self, clean: &Value) -> Value {
-        let mut v = clean.clone();
-        if let Some(obj) = v.as_object_mut() {
-            if !self.include_status {
-                obj.remove("status");
-            }
-            if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
-                meta.remove("resourceVersion");
-                meta.remove("generation");
-                meta.remove("managedFields");
-            }
-        }
-        for tokens in &self.ignore {
-            remove_path(&mut v, tokens);
-        }
-        v
+        project(clean, &self.skip)
     }
 
     /// True when two clean objects differ only in what these rules ignore. Equivalent to
     /// `normalize(a) == normalize(b)`, without copying either object.
     pub fn same(&self, a: &Value, b: &Value) -> bool {
-        equal_except(a, b, &self.skip)
+        equal(a, b, &self.skip)
+    }
+
+    /// The RFC 6902 patch from `normalize(prev)` to `normalize(next)` (empty when they are
+    /// the same), without building either normalized copy.
+    pub fn diff(&self, prev: &Value, next: &Value) -> json_patch::Patch {
+        diff_except(prev, next, &self.skip)
     }
 }
 
@@ -152,40 +94,6 @@ fn parse_pointer(p: &str) -> Result<Vec<String>, NormalizeError> {
         .split('/')
         .map(|t| t.replace("~1", "/").replace("~0", "~"))
         .collect())
-}
-
-/// Removes the value at `tokens`, if present (arrays by index).
-fn remove_path(v: &mut Value, tokens: &[String]) {
-    let Some((last, parents)) = tokens.split_last() else {
-        return;
-    };
-    let mut cur = v;
-    for t in parents {
-        cur = match cur {
-            Value::Object(m) => match m.get_mut(t) {
-                Some(next) => next,
-                None => return,
-            },
-            Value::Array(a) => match t.parse::<usize>().ok().and_then(|i| a.get_mut(i)) {
-                Some(next) => next,
-                None => return,
-            },
-            _ => return,
-        };
-    }
-    match cur {
-        Value::Object(m) => {
-            m.remove(last);
-        }
-        Value::Array(a) => {
-            if let Ok(i) = last.parse::<usize>() {
-                if i < a.len() {
-                    a.remove(i);
-                }
-            }
-        }
-        _ => {}
-    }
 }
 
 #[cfg(test)]
