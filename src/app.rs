@@ -138,8 +138,8 @@ pub async fn plan(
         } else {
             w.namespaces.iter().cloned().map(Some).collect()
         };
-        let norm = Rules::new(w.include_status, &w.ignore)
-            .with_context(|| format!("watch {}: ignore", w.name))?;
+        let norm = Rules::with_paths(&w.include_status, &w.include, &w.ignore)
+            .with_context(|| format!("watch {}: ignore / include / includeStatus", w.name))?;
         for ns in namespaces {
             let api =
                 crate::watch::RawApi::new(client.clone(), kind.clone(), &r.resource, ns.as_deref());

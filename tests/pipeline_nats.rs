@@ -23,13 +23,21 @@ struct Setup {
 }
 
 async fn setup() -> (Setup, Bridge) {
+    setup_with("").await
+}
+
+/// [`setup`] with `watch_keys` (YAML lines, indented 4 spaces) added to the watch.
+async fn setup_with(watch_keys: &str) -> (Setup, Bridge) {
     let client = support::kube_client().await;
     let crd = support::crd(&client, "Widget").await;
     let ns = support::namespace(&client, "pipe").await;
     let api = Api::namespaced_with(client, &ns, &crd.resource);
     let stream = support::unique("CRB").to_uppercase().replace('-', "_");
     let dir = tempfile::tempdir().unwrap();
-    let cfg = support::nats_config(dir.path(), &crd, &ns, &stream);
+    let cfg = support::nats_config(dir.path(), &crd, &ns, &stream).replace(
+        "    sinks: [nats]\n",
+        &format!("{watch_keys}    sinks: [nats]\n"),
+    );
     let bridge = Bridge::new(dir.path(), &cfg);
     (
         Setup {
@@ -192,6 +200,70 @@ async fn changes_are_published_and_noise_is_not() {
             t.ns
         )
     );
+    assert_eq!(bridge.stop().await.code(), Some(0));
+}
+
+#[tokio::test]
+async fn include_status_lists_and_wildcard_ignores_decide_what_counts() {
+    let (t, mut bridge) = setup_with(
+        "    include: [/spec/size]\n    includeStatus: [/status/phase, /status/conditions]\n    ignore: [\"/status/conditions/*/lastHeartbeatTime\"]\n",
+    )
+    .await;
+    bridge.start();
+    bridge.wait_logged("list reconciled", WAIT).await;
+    let mut reader = Reader::open(&t.stream).await;
+    let status = |status: Value| {
+        let api = t.api.clone();
+        async move {
+            api.patch_status(
+                "w1",
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "status": status })),
+            )
+            .await
+            .unwrap()
+        }
+    };
+    t.create("w1", json!({"size": 1, "hint": 1})).await;
+    status(json!({"phase": "Pending", "conditions": [{"type": "A", "lastHeartbeatTime": "t1"}]}))
+        .await;
+    // None of these count: a heartbeat (ignored by a wildcard), a status field not listed,
+    // a spec field not included.
+    status(json!({"conditions": [{"type": "A", "lastHeartbeatTime": "t2"}]})).await;
+    status(json!({"observedAt": "x"})).await;
+    t.patch_spec("w1", json!({"hint": 2})).await;
+    status(json!({"phase": "Ready"})).await;
+    t.patch_spec("w1", json!({"size": 2})).await;
+
+    let events = reader.take(4, WAIT).await;
+    let patches: Vec<(String, Value)> = events
+        .iter()
+        .skip(1)
+        .map(|e| (e.change().to_string(), e.data["patch"].clone()))
+        .collect();
+    assert_eq!(events[0].change(), "created");
+    assert_eq!(
+        patches,
+        vec![
+            (
+                "updated".to_string(),
+                json!([{"op": "add", "path": "/status",
+                        "value": {"conditions": [{"type": "A"}], "phase": "Pending"}}])
+            ),
+            (
+                "updated".to_string(),
+                json!([{"op": "replace", "path": "/status/phase", "value": "Ready"}])
+            ),
+            (
+                "updated".to_string(),
+                json!([{"op": "replace", "path": "/spec/size", "value": 2}])
+            ),
+        ]
+    );
+    // `data.object` is still the whole object.
+    assert_eq!(events[3].data["object"]["spec"]["hint"], 2);
+    assert_eq!(events[3].data["object"]["status"]["observedAt"], "x");
+    reader.expect_none(Duration::from_secs(2)).await;
     assert_eq!(bridge.stop().await.code(), Some(0));
 }
 

@@ -7,8 +7,9 @@
 //!   `kubectl.kubernetes.io/last-applied-configuration` annotation. This is what crbridge
 //!   stores and publishes as `data.object`;
 //! * the **normalized** object ([`Rules::normalize`]): clean minus the fields that change
-//!   without a meaningful change (`resourceVersion`, `generation`, `status` unless the kind
-//!   opts in, and the kind's `ignore` pointers). Two clean objects whose normalized forms
+//!   without a meaningful change (`resourceVersion`, `generation`, `status` or the parts of
+//!   it the kind does not opt in, what its `include` list does not name, and its `ignore`
+//!   pointers; `*` in a pointer matches any key or index). Two clean objects whose normalized forms
 //!   are equal are the same as far as consumers care: the update is a no-op and is
 //!   suppressed. An update's patch is computed between the normalized forms, so it says
 //!   what changed and carries no bookkeeping (issue 16): applying the patches in order to
@@ -23,7 +24,7 @@ mod patch;
 mod skip;
 
 pub use changed_by::changed_by;
-pub use normalize::{clean, NormalizeError, Rules};
+pub use normalize::{clean, NormalizeError, Rules, StatusRule};
 pub use patch::diff;
 
 use serde_json::Value;

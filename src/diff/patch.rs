@@ -16,12 +16,12 @@ use super::skip::{self, elements, equal, members, project, Skip};
 
 /// The patch that turns `prev` into `next` (every field counts).
 pub fn diff(prev: &Value, next: &Value) -> Patch {
-    diff_except(prev, next, &skip::NOTHING)
+    diff_except(prev, next, skip::NOTHING)
 }
 
 /// The patch that turns `prev` without what `skip` leaves out into `next` without it;
 /// empty when the two are equal so.
-pub(super) fn diff_except(prev: &Value, next: &Value, skip: &Skip) -> Patch {
+pub(super) fn diff_except(prev: &Value, next: &Value, skip: Skip<'_>) -> Patch {
     let mut ops = Vec::new();
     if !equal(prev, next, skip) {
         value(prev, next, skip, &mut PointerBuf::new(), &mut ops);
@@ -33,7 +33,7 @@ pub(super) fn diff_except(prev: &Value, next: &Value, skip: &Skip) -> Patch {
 fn value(
     prev: &Value,
     next: &Value,
-    skip: &Skip,
+    skip: Skip<'_>,
     at: &mut PointerBuf,
     ops: &mut Vec<PatchOperation>,
 ) {
@@ -52,7 +52,7 @@ fn value(
 fn object(
     prev: &Map<String, Value>,
     next: &Map<String, Value>,
-    skip: &Skip,
+    skip: Skip<'_>,
     at: &mut PointerBuf,
     ops: &mut Vec<PatchOperation>,
 ) {
@@ -85,18 +85,18 @@ fn object(
 /// Element by element over the kept elements, like `json_patch`: trailing elements are
 /// added or removed, and a removal shifts the indices after it.
 fn array(
-    prev: &[(&Value, &Skip)],
-    next: &[(&Value, &Skip)],
+    prev: &[(&Value, Skip<'_>)],
+    next: &[(&Value, Skip<'_>)],
     at: &mut PointerBuf,
     ops: &mut Vec<PatchOperation>,
 ) {
     let mut removed = 0usize;
     for idx in 0..prev.len().max(next.len()) {
         match (prev.get(idx), next.get(idx)) {
-            (Some((p, s)), Some((n, _))) if equal(p, n, s) => {}
+            (Some((p, s)), Some((n, _))) if equal(p, n, *s) => {}
             (Some((p, s)), Some((n, _))) => {
                 at.push_back(idx - removed);
-                value(p, n, s, at, ops);
+                value(p, n, *s, at, ops);
                 at.pop_back();
             }
             (Some(_), None) => {
@@ -109,7 +109,7 @@ fn array(
                 at.push_back(idx - removed);
                 ops.push(PatchOperation::Add(AddOperation {
                     path: at.clone(),
-                    value: project(n, s),
+                    value: project(n, *s),
                 }));
                 at.pop_back();
             }
@@ -121,7 +121,7 @@ fn array(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::diff::skip::tests::arb_skip;
+    use crate::diff::skip::tests::arb_trees;
     use crate::diff::tests::arb_json;
     use proptest::prelude::*;
     use serde_json::json;
@@ -150,11 +150,12 @@ mod tests {
         /// turns the previous projection into the next.
         #[test]
         fn except_matches_json_patch_of_projections(
-            (a, b) in pair(), (c, d) in (arb_json(), arb_json()), skip in arb_skip(),
+            (a, b) in pair(), (c, d) in (arb_json(), arb_json()), (keep, drop) in arb_trees(),
         ) {
+            let skip = Skip::root(&keep, &drop);
             for (a, b) in [(&a, &b), (&c, &d)] {
-                let (pa, pb) = (project(a, &skip), project(b, &skip));
-                let patch = diff_except(a, b, &skip);
+                let (pa, pb) = (project(a, skip), project(b, skip));
+                let patch = diff_except(a, b, skip);
                 prop_assert_eq!(&patch, &json_patch::diff(&pa, &pb));
                 let mut doc = pa;
                 json_patch::patch(&mut doc, &patch).unwrap();
