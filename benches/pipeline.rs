@@ -56,6 +56,9 @@ fn stages(c: &mut Criterion) {
         bench.iter(|| rules.same(&a, &b))
     });
     c.bench_function("diff (RFC 6902)", |bench| bench.iter(|| diff::diff(&a, &b)));
+    c.bench_function("compare (what capture runs: normalized patch)", |bench| {
+        bench.iter(|| diff::compare(&a, &b, &rules))
+    });
     c.bench_function("diff (json_patch::diff, for comparison)", |bench| {
         bench.iter(|| json_patch::diff(&a, &b))
     });
@@ -68,7 +71,7 @@ fn stages(c: &mut Criterion) {
         plural: "widgets".into(),
         payload: PayloadMode::FullPatch,
     };
-    let patch = diff::diff(&a, &b);
+    let patch = rules.diff(&a, &b);
     let change = Change::new(
         ChangeKind::Updated,
         &b,

@@ -670,7 +670,7 @@ fn plain_attributes(namespace: &str, seed: u64, k: usize, objects: usize) -> Vec
         ("subject", format!("{namespace}/w{obj:06}")),
         ("time", "2026-11-24T05:23:46.412Z".into()),
         ("partitionkey", uid.clone()),
-        ("sequence", (100_000 + k).to_string()),
+        ("sequence", format!("{:020}", 100_000 + k)),
         ("crbgroup", common::GROUP.into()),
         ("crbversion", "v1".into()),
         ("crbkind", common::KIND.into()),

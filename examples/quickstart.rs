@@ -154,7 +154,8 @@ async fn main() -> anyhow::Result<()> {
             get("ce-type"),
             get("ce-subject"),
             get("ce-id"),
-            get("ce-sequence"),
+            // `sequence` is the resourceVersion zero-padded to 20 digits.
+            get("ce-sequence").trim_start_matches('0'),
             data["patch"]
         );
     }

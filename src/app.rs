@@ -131,8 +131,8 @@ pub async fn plan(
     let mut scopes = Vec::new();
     let mut rules = Vec::new();
     for w in &config.watches {
-        let norm = Rules::new(w.include_status, &w.ignore)
-            .with_context(|| format!("watch {}: ignore", w.name))?;
+        let norm = Rules::with_paths(&w.include_status, &w.include, &w.ignore)
+            .with_context(|| format!("watch {}: ignore / include / includeStatus", w.name))?;
         for cluster in &w.clusters {
             let client = clients
                 .get(cluster)

@@ -6,6 +6,7 @@
 //! twice (after a crash, a relist, a replay) gets the same id, so consumers and brokers can
 //! drop the duplicate.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
 use crbridge_sink_api::{ChangeKind, Event, Extension, Route};
@@ -13,6 +14,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use tracing::warn;
 
 use crate::config::PayloadMode;
 
@@ -75,7 +77,8 @@ pub struct Change<'a> {
     /// The resourceVersion this change is identified by (of the deletion when the server
     /// reported one, else the last known).
     pub resource_version: &'a str,
-    /// The patch from the previously published object (updates only).
+    /// The patch from the previously published object (updates only), between the
+    /// normalized forms (`diff::Rules::diff`).
     pub patch: Option<&'a json_patch::Patch>,
     /// The resourceVersion of the previously published object.
     pub previous_resource_version: Option<&'a str>,
@@ -121,7 +124,7 @@ impl<'a> Change<'a> {
         self
     }
 
-    /// The patch from the previously published object.
+    /// The patch from the previously published object (between normalized forms).
     #[must_use]
     pub fn with_patch(mut self, patch: Option<&'a json_patch::Patch>) -> Self {
         self.patch = patch;
@@ -188,6 +191,38 @@ pub fn salted_event_id(
     id
 }
 
+/// Digits in a `sequence`: a resourceVersion of up to 20 digits covers every u64 (etcd's
+/// revisions are int64).
+pub const SEQUENCE_DIGITS: usize = 20;
+
+/// Set once a resourceVersion that cannot be padded has been logged.
+static UNPADDED_WARNED: AtomicBool = AtomicBool::new(false);
+
+/// The `sequence` extension for `resource_version`: the resourceVersion zero-padded to
+/// [`SEQUENCE_DIGITS`] digits, so that string order is numeric order (the CloudEvents
+/// sequence extension compares values as strings) while the value stays numerically equal.
+///
+/// resourceVersions are opaque strings to Kubernetes clients; every API server backed by
+/// etcd sends decimal revisions, but another storage may not. One that is not all ASCII
+/// digits, or longer than 20 digits, is sent as it is (its order is then the server's
+/// business) and logged once per process at WARN.
+pub fn sequence(resource_version: &str) -> String {
+    let digits = !resource_version.is_empty()
+        && resource_version.len() <= SEQUENCE_DIGITS
+        && resource_version.bytes().all(|b| b.is_ascii_digit());
+    if digits {
+        return format!("{resource_version:0>SEQUENCE_DIGITS$}");
+    }
+    if !UNPADDED_WARNED.swap(true, Ordering::Relaxed) {
+        warn!(
+            resource_version,
+            "resourceVersion is not a decimal of at most 20 digits: sent unpadded as the \
+             event's sequence, which then may not sort in order (logged once)"
+        );
+    }
+    resource_version.to_string()
+}
+
 /// Builds the CloudEvent for `change` of an object of kind `who`.
 pub fn build(who: &Identity, change: &Change<'_>) -> Result<Event, EventError> {
     let meta = change.object.get("metadata");
@@ -212,7 +247,7 @@ pub fn build(who: &Identity, change: &Change<'_>) -> Result<Event, EventError> {
         ("partitionkey".to_string(), Extension::String(uid.clone())),
         (
             "sequence".to_string(),
-            Extension::String(change.resource_version.to_string()),
+            Extension::String(sequence(change.resource_version)),
         ),
         ("crbgroup".to_string(), Extension::String(who.group.clone())),
         (
@@ -228,7 +263,12 @@ pub fn build(who: &Identity, change: &Change<'_>) -> Result<Event, EventError> {
         ("crbuid".to_string(), Extension::String(uid.clone())),
     ];
     if let Some(g) = generation {
-        extensions.push(("crbgeneration".to_string(), Extension::Integer(g)));
+        // `metadata.generation` is an int64 and a CloudEvents Integer is 32-bit
+        // (CloudEvents 1.0, "Type System"): sent as its decimal text.
+        extensions.push((
+            "crbgeneration".to_string(),
+            Extension::String(g.to_string()),
+        ));
     }
     extensions.push(("crbinferred".to_string(), Extension::Bool(change.inferred)));
     if let Some(m) = change.changed_by {
@@ -377,9 +417,12 @@ mod tests {
         );
         assert_eq!(
             e.extension("sequence"),
-            Some(&Extension::String("42".into()))
+            Some(&Extension::String("00000000000000000042".into()))
         );
-        assert_eq!(e.extension("crbgeneration"), Some(&Extension::Integer(3)));
+        assert_eq!(
+            e.extension("crbgeneration"),
+            Some(&Extension::String("3".into()))
+        );
         assert_eq!(e.extension("crbinferred"), Some(&Extension::Bool(false)));
         assert_eq!(
             e.extension("crbchangedby"),
@@ -392,6 +435,42 @@ mod tests {
             json!([{"op": "add", "path": "/a", "value": 1}])
         );
         assert_eq!(data["previousResourceVersion"], "41");
+    }
+
+    #[test]
+    fn sequence_is_padded_to_sort_like_the_number() {
+        assert_eq!(sequence("42"), "00000000000000000042");
+        assert_eq!(sequence("18446744073709551615"), "18446744073709551615");
+        assert!(sequence("99999990") < sequence("100000005"));
+        // Not a decimal of at most 20 digits: sent as it is, never a panic.
+        for odd in ["", "abc", "12a", "-5", "123456789012345678901", "١٢"] {
+            assert_eq!(sequence(odd), odd);
+        }
+    }
+
+    #[test]
+    fn generation_beyond_32_bits_is_a_decimal_string() {
+        let mut o = obj();
+        o["metadata"]["generation"] = json!(i64::MAX);
+        let e = build(&who(PayloadMode::Full), &change(&o, None)).unwrap();
+        assert_eq!(
+            e.extension("crbgeneration"),
+            Some(&Extension::String(i64::MAX.to_string()))
+        );
+        let structured: Value = serde_json::from_slice(&e.to_structured_json()).unwrap();
+        assert_eq!(structured["crbgeneration"], json!("9223372036854775807"));
+        assert_eq!(structured["sequence"], json!("00000000000000000042"));
+    }
+
+    proptest::proptest! {
+        /// For numeric resourceVersions, string order of `sequence` is numeric order, and
+        /// the value parses back to the number.
+        #[test]
+        fn sequence_orders_as_numbers(a in proptest::num::u64::ANY, b in proptest::num::u64::ANY) {
+            let (sa, sb) = (sequence(&a.to_string()), sequence(&b.to_string()));
+            proptest::prop_assert_eq!(sa.cmp(&sb), a.cmp(&b));
+            proptest::prop_assert_eq!(sa.parse::<u64>().unwrap(), a);
+        }
     }
 
     #[test]

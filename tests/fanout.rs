@@ -104,7 +104,7 @@ async fn a_stopped_sink_does_not_hold_back_the_others_and_catches_up() {
     let mut expected = vec![];
     for i in 0..5 {
         let o = support::create_widget(&api, &crd, &format!("w{i}"), json!({"size": i})).await;
-        expected.push(o.metadata.resource_version.unwrap());
+        expected.push(support::sequence_of(&o.metadata.resource_version.unwrap()));
     }
     api.delete("w0", &DeleteParams::default()).await.unwrap();
 

@@ -23,13 +23,21 @@ struct Setup {
 }
 
 async fn setup() -> (Setup, Bridge) {
+    setup_with("").await
+}
+
+/// [`setup`] with `watch_keys` (YAML lines, indented 4 spaces) added to the watch.
+async fn setup_with(watch_keys: &str) -> (Setup, Bridge) {
     let client = support::kube_client().await;
     let crd = support::crd(&client, "Widget").await;
     let ns = support::namespace(&client, "pipe").await;
     let api = Api::namespaced_with(client, &ns, &crd.resource);
     let stream = support::unique("CRB").to_uppercase().replace('-', "_");
     let dir = tempfile::tempdir().unwrap();
-    let cfg = support::nats_config(dir.path(), &crd, &ns, &stream);
+    let cfg = support::nats_config(dir.path(), &crd, &ns, &stream).replace(
+        "    sinks: [nats]\n",
+        &format!("{watch_keys}    sinks: [nats]\n"),
+    );
     let bridge = Bridge::new(dir.path(), &cfg);
     (
         Setup {
@@ -155,20 +163,31 @@ async fn changes_are_published_and_noise_is_not() {
     );
     assert_eq!(c.attr("type"), "io.crbridge.resource.created");
     assert_eq!(c.attr("subject"), format!("{}/w1", t.ns));
-    assert_eq!(c.attr("sequence"), rv(&created));
+    // `sequence` sorts as the number; the raw resourceVersion stays in the object.
+    assert_eq!(c.attr("sequence"), support::sequence_of(&rv(&created)));
+    assert_eq!(
+        c.data["object"]["metadata"]["resourceVersion"],
+        rv(&created)
+    );
     assert_eq!(
         c.attr("partitionkey"),
         created.metadata.uid.clone().unwrap()
     );
     assert_eq!(c.headers["Nats-Msg-Id"], c.attr("id"));
-    assert_eq!(u.attr("sequence"), rv(&updated));
+    assert_eq!(u.attr("sequence"), support::sequence_of(&rv(&updated)));
     assert_eq!(u.attr("crbchangedby"), "widget-editor");
     assert_eq!(u.data["previousResourceVersion"], rv(&created));
-    // The patch turns the previous object into the new one.
-    let mut doc = c.data["object"].clone();
+    // The patch says what changed, no bookkeeping (resourceVersion, generation), and
+    // turns the previous normalized object into the new one.
+    assert_eq!(
+        u.data["patch"],
+        json!([{"op": "replace", "path": "/spec/size", "value": 2}])
+    );
+    let mut doc = support::verify::normalized(&c.data["object"]);
     let patch: json_patch::Patch = serde_json::from_value(u.data["patch"].clone()).unwrap();
     json_patch::patch(&mut doc, &patch).unwrap();
-    assert_eq!(doc, u.data["object"]);
+    assert_eq!(doc, support::verify::normalized(&u.data["object"]));
+    assert_eq!(u.attr("crbgeneration"), "2");
     assert_eq!(u.data["object"]["spec"]["size"], 2);
     assert_eq!(d.data["object"]["metadata"]["name"], "w1");
     // Subject: group dots escaped, one token per value.
@@ -181,6 +200,70 @@ async fn changes_are_published_and_noise_is_not() {
             t.ns
         )
     );
+    assert_eq!(bridge.stop().await.code(), Some(0));
+}
+
+#[tokio::test]
+async fn include_status_lists_and_wildcard_ignores_decide_what_counts() {
+    let (t, mut bridge) = setup_with(
+        "    include: [/spec/size]\n    includeStatus: [/status/phase, /status/conditions]\n    ignore: [\"/status/conditions/*/lastHeartbeatTime\"]\n",
+    )
+    .await;
+    bridge.start();
+    bridge.wait_logged("list reconciled", WAIT).await;
+    let mut reader = Reader::open(&t.stream).await;
+    let status = |status: Value| {
+        let api = t.api.clone();
+        async move {
+            api.patch_status(
+                "w1",
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "status": status })),
+            )
+            .await
+            .unwrap()
+        }
+    };
+    t.create("w1", json!({"size": 1, "hint": 1})).await;
+    status(json!({"phase": "Pending", "conditions": [{"type": "A", "lastHeartbeatTime": "t1"}]}))
+        .await;
+    // None of these count: a heartbeat (ignored by a wildcard), a status field not listed,
+    // a spec field not included.
+    status(json!({"conditions": [{"type": "A", "lastHeartbeatTime": "t2"}]})).await;
+    status(json!({"observedAt": "x"})).await;
+    t.patch_spec("w1", json!({"hint": 2})).await;
+    status(json!({"phase": "Ready"})).await;
+    t.patch_spec("w1", json!({"size": 2})).await;
+
+    let events = reader.take(4, WAIT).await;
+    let patches: Vec<(String, Value)> = events
+        .iter()
+        .skip(1)
+        .map(|e| (e.change().to_string(), e.data["patch"].clone()))
+        .collect();
+    assert_eq!(events[0].change(), "created");
+    assert_eq!(
+        patches,
+        vec![
+            (
+                "updated".to_string(),
+                json!([{"op": "add", "path": "/status",
+                        "value": {"conditions": [{"type": "A"}], "phase": "Pending"}}])
+            ),
+            (
+                "updated".to_string(),
+                json!([{"op": "replace", "path": "/status/phase", "value": "Ready"}])
+            ),
+            (
+                "updated".to_string(),
+                json!([{"op": "replace", "path": "/spec/size", "value": 2}])
+            ),
+        ]
+    );
+    // `data.object` is still the whole object.
+    assert_eq!(events[3].data["object"]["spec"]["hint"], 2);
+    assert_eq!(events[3].data["object"]["status"]["observedAt"], "x");
+    reader.expect_none(Duration::from_secs(2)).await;
     assert_eq!(bridge.stop().await.code(), Some(0));
 }
 
@@ -216,9 +299,9 @@ async fn restart_within_history_resumes_without_a_list() {
     assert_eq!(
         seen,
         vec![
-            (rvs[0].clone(), json!(1)),
-            (rvs[1].clone(), json!(2)),
-            (rvs[2].clone(), json!(3))
+            (support::sequence_of(&rvs[0]), json!(1)),
+            (support::sequence_of(&rvs[1]), json!(2)),
+            (support::sequence_of(&rvs[2]), json!(3))
         ]
     );
     assert!(events
@@ -304,8 +387,9 @@ async fn kill_9_during_a_burst_loses_nothing() {
         .until(Duration::from_secs(60), |got| {
             got.iter().filter(|e| e.change() == "deleted").count() == 5
                 && expected.iter().all(|(uid, rv)| {
-                    got.iter()
-                        .any(|e| e.attr("crbuid") == uid && e.attr("sequence") == rv)
+                    got.iter().any(|e| {
+                        e.attr("crbuid") == uid && e.attr("sequence") == support::sequence_of(rv)
+                    })
                 })
         })
         .await;

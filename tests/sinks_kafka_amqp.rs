@@ -107,7 +107,9 @@ fn assert_complete_and_ordered(events: &[cloudevents::Event], expected: &[(Strin
     }
     let mut want: HashMap<String, Vec<String>> = HashMap::new();
     for (n, rv) in expected {
-        want.entry(n.clone()).or_default().push(rv.clone());
+        want.entry(n.clone())
+            .or_default()
+            .push(support::sequence_of(rv));
     }
     assert_eq!(
         by_name, want,
@@ -197,6 +199,24 @@ async fn kafka_structured_mode_and_same_ids_after_a_forced_resend() {
             .map(|v| String::from_utf8_lossy(v).into_owned());
         assert_eq!(ct.as_deref(), Some("application/cloudevents+json"));
         first.push(parse_structured(m.payload().unwrap()));
+    }
+    // Read by the CloudEvents SDK: `crbgeneration` (an int64) is a String extension, not a
+    // 32-bit Integer; `sequence` is the resourceVersion padded to 20 digits.
+    for e in &first {
+        let object = match e.data() {
+            Some(cloudevents::Data::Json(v)) => v["object"].clone(),
+            other => panic!("data is not JSON: {other:?}"),
+        };
+        assert_eq!(
+            e.extension("crbgeneration"),
+            Some(&cloudevents::event::ExtensionValue::String(
+                object["metadata"]["generation"].to_string()
+            ))
+        );
+        assert_eq!(
+            ext(e, "sequence"),
+            support::sequence_of(object["metadata"]["resourceVersion"].as_str().unwrap())
+        );
     }
     bridge.kill9();
     bridge.start();

@@ -187,14 +187,14 @@ async fn watch_lifecycle_suppresses_noise_and_stale_versions() {
     let update = store.outbox_range(2, 2).next().unwrap().unwrap().1.event;
     let data: Value = serde_json::from_str(update.data.get()).unwrap();
     assert_eq!(data["previousResourceVersion"], "10");
+    // The patch is between normalized forms: what changed, no resourceVersion, and no
+    // status (not included); the object is the full clean one.
     assert_eq!(
         data["patch"],
-        json!([
-            {"op": "replace", "path": "/metadata/resourceVersion", "value": "12"},
-            {"op": "replace", "path": "/spec/size", "value": 2},
-            {"op": "replace", "path": "/status/n", "value": 12}
-        ])
+        json!([{"op": "replace", "path": "/spec/size", "value": 2}])
     );
+    assert_eq!(data["object"]["metadata"]["resourceVersion"], "12");
+    assert_eq!(data["object"]["status"]["n"], 12);
     assert!(data["object"]["metadata"].get("managedFields").is_none());
     assert_eq!(
         update.extension("crbchangedby"),
@@ -471,8 +471,11 @@ impl Fixture {
             .outbox_range(1, durable)
             .map(|r| {
                 let e = r.unwrap().1.event;
+                // `sequence` is the resourceVersion zero-padded to 20 digits.
                 let rv = match e.extension("sequence") {
-                    Some(crbridge_sink_api::Extension::String(rv)) => rv.clone(),
+                    Some(crbridge_sink_api::Extension::String(seq)) => {
+                        seq.trim_start_matches('0').to_string()
+                    }
                     other => panic!("event without a resourceVersion: {other:?}"),
                 };
                 (e.ty.rsplit('.').next().unwrap().to_string(), e.subject, rv)

@@ -28,11 +28,20 @@ pub fn to_text(event: &Received) -> String {
         event.attr("time"),
         change,
         event.attr("subject"),
-        event.attr("sequence"),
+        resource_version(&event.attr("sequence")),
         event.attr("id"),
         inferred,
         patch_summary(&event.data["patch"])
     )
+}
+
+/// The resourceVersion a `sequence` carries, without the zero padding that makes it sort
+/// (an unpadded or non-numeric one as it is).
+fn resource_version(sequence: &str) -> &str {
+    match sequence.trim_start_matches('0') {
+        "" if !sequence.is_empty() => "0",
+        rv => rv,
+    }
 }
 
 /// `replace /spec/size=2, add /metadata/labels/x, ...`, at most 100 characters.
@@ -122,10 +131,11 @@ mod tests {
     #[test]
     fn text_lines_show_change_subject_and_patch() {
         let event = Received::structured(
-            br#"{"type":"io.crbridge.resource.updated","subject":"ns/a","id":"7","sequence":"12","time":"t","crbinferred":true,"data":{"patch":[{"op":"replace","path":"/spec/size","value":5}]}}"#,
+            br#"{"type":"io.crbridge.resource.updated","subject":"ns/a","id":"7","sequence":"00000000000000000012","time":"t","crbinferred":true,"data":{"patch":[{"op":"replace","path":"/spec/size","value":5}]}}"#,
         );
         let line = to_text(&event);
         assert!(line.starts_with("t updated  ns/a"), "{line}");
+        assert!(line.contains("rv=12 "), "{line}");
         assert!(line.contains("id=7 (inferred)"), "{line}");
         assert!(line.ends_with("replace /spec/size=5"), "{line}");
     }

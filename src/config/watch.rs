@@ -10,6 +10,7 @@ use serde::Deserialize;
 use super::error::suggestion;
 use super::resolve::{is_dns_label, is_dns_subdomain};
 use super::SinkSection;
+use crate::diff::StatusRule;
 
 /// One entry of `watches`: a resource kind and what to publish about it.
 #[derive(Debug, Clone, Deserialize)]
@@ -47,13 +48,19 @@ pub struct WatchConfig {
     // All three: a CDC stream is complete unless the user narrows it.
     #[serde(default = "ChangeType::all", deserialize_with = "deserialize_events")]
     pub events: Vec<ChangeType>,
-    /// Extra JSON Pointers (RFC 6901) dropped before diffing, e.g. `/spec/replicasHint`.
+    /// Extra JSON Pointers (RFC 6901) dropped before diffing, e.g. `/spec/replicasHint`;
+    /// a `*` segment matches any key or array index.
     #[serde(default)]
     pub ignore: Vec<String>,
-    /// Whether `status` changes count as changes (key `includeStatus`).
-    // false: status churn (conditions, timestamps) is mostly noise for consumers.
+    /// JSON Pointers (`*` segments allowed) that alone count as changes and appear in
+    /// patches, outside `status`; empty: the whole object counts.
     #[serde(default)]
-    pub include_status: bool,
+    pub include: Vec<String>,
+    /// Whether, or which parts of, `status` count as changes (key `includeStatus`: `true`,
+    /// `false`, or a list of pointers under `/status`).
+    // false: status churn (conditions, timestamps) is mostly noise for consumers.
+    #[serde(default, deserialize_with = "deserialize_include_status")]
+    pub include_status: StatusRule,
     /// What the very first start emits.
     #[serde(default)]
     pub initial: InitialMode,
@@ -207,6 +214,84 @@ fn deserialize_watch_sinks<'de, D: Deserializer<'de>>(
     Ok(sinks)
 }
 
+/// `watches[].includeStatus`: a boolean, or a list of pointers.
+fn deserialize_include_status<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<StatusRule, D::Error> {
+    struct Visitor;
+    impl<'de> de::Visitor<'de> for Visitor {
+        type Value = StatusRule;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("true, false or a list of JSON Pointers under /status")
+        }
+        fn visit_bool<E: de::Error>(self, v: bool) -> Result<StatusRule, E> {
+            Ok(if v {
+                StatusRule::Included
+            } else {
+                StatusRule::Excluded
+            })
+        }
+        fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<StatusRule, A::Error> {
+            let mut paths = Vec::new();
+            while let Some(p) = seq.next_element::<String>()? {
+                paths.push(p);
+            }
+            if paths.is_empty() {
+                return Err(de::Error::custom(
+                    "empty list (expected pointers under /status, e.g. [/status/phase]; or true / false)",
+                ));
+            }
+            Ok(StatusRule::Only(paths))
+        }
+    }
+    deserializer.deserialize_any(Visitor)
+}
+
+/// Syntax of one pointer (RFC 6901, `*` segments allowed): its error message if bad.
+fn pointer_syntax(pointer: &str) -> Result<(), String> {
+    if !pointer.starts_with('/') {
+        return Err(format!(
+            "invalid JSON Pointer {pointer:?} (expected RFC 6901, starting with \"/\", e.g. /spec/replicasHint)"
+        ));
+    }
+    let bad_escape = pointer
+        .split('~')
+        .skip(1)
+        .any(|after| !after.starts_with('0') && !after.starts_with('1'));
+    if bad_escape {
+        return Err(format!(
+            "invalid JSON Pointer {pointer:?} (\"~\" must be followed by 0 or 1, RFC 6901)"
+        ));
+    }
+    Ok(())
+}
+
+/// True when `pattern` (`*`: any one segment) matches `path` or a parent of it.
+fn covers(pattern: &str, path: &str) -> bool {
+    let (p, q): (Vec<&str>, Vec<&str>) = (pattern.split('/').collect(), path.split('/').collect());
+    p.len() <= q.len() && p.iter().zip(&q).all(|(a, b)| a == b || *a == "*")
+}
+
+/// Checks a list of pointers under `key`: syntax, duplicates and `extra`'s rule.
+fn check_pointers(
+    key: &str,
+    pointers: &[String],
+    extra: impl Fn(&str) -> Option<String>,
+) -> Result<(), (String, String)> {
+    let mut seen = HashSet::new();
+    for (i, pointer) in pointers.iter().enumerate() {
+        let at = format!(".{key}[{i}]");
+        pointer_syntax(pointer).map_err(|m| (at.clone(), m))?;
+        if let Some(message) = extra(pointer) {
+            return Err((at, message));
+        }
+        if !seen.insert(pointer.as_str()) {
+            return Err((at, format!("duplicate pointer {pointer:?}")));
+        }
+    }
+    Ok(())
+}
+
 /// Identity of an object: ignoring any of these (or a parent) would break keys and ids.
 const PROTECTED_POINTERS: [&str; 5] = [
     "/metadata/uid",
@@ -308,42 +393,26 @@ pub(super) fn validate_watch(
             ));
         }
     }
-    let mut seen = HashSet::new();
-    for (i, pointer) in watch.ignore.iter().enumerate() {
-        let at = format!(".ignore[{i}]");
-        if !pointer.starts_with('/') {
-            return Err((
-                at,
-                format!(
-                    "invalid JSON Pointer {pointer:?} (expected RFC 6901, starting with \"/\", e.g. /spec/replicasHint)"
-                ),
-            ));
-        }
-        let bad_escape = pointer
-            .split('~')
-            .skip(1)
-            .any(|after| !after.starts_with('0') && !after.starts_with('1'));
-        if bad_escape {
-            return Err((
-                at,
-                format!(
-                    "invalid JSON Pointer {pointer:?} (\"~\" must be followed by 0 or 1, RFC 6901)"
-                ),
-            ));
-        }
-        if let Some(protected) = PROTECTED_POINTERS.iter().find(|p| {
-            **p == pointer
-                || p.strip_prefix(pointer.as_str())
-                    .is_some_and(|r| r.starts_with('/'))
-        }) {
-            return Err((
-                at,
-                format!("{pointer:?} cannot be ignored ({protected} identifies the object)"),
-            ));
-        }
-        if !seen.insert(pointer.as_str()) {
-            return Err((at, format!("duplicate pointer {pointer:?}")));
-        }
+    check_pointers("ignore", &watch.ignore, |pointer| {
+        PROTECTED_POINTERS
+            .iter()
+            .find(|p| covers(pointer, p))
+            .map(|protected| {
+                format!("{pointer:?} cannot be ignored ({protected} identifies the object)")
+            })
+    })?;
+    check_pointers("include", &watch.include, |pointer| {
+        covers("/status", pointer).then(|| {
+            format!(
+                "{pointer:?} is under /status, which includeStatus selects (e.g. includeStatus: [{pointer}])"
+            )
+        })
+    })?;
+    if let StatusRule::Only(paths) = &watch.include_status {
+        check_pointers("includeStatus", paths, |pointer| {
+            (!covers("/status", pointer))
+                .then(|| format!("{pointer:?} is not under /status (expected e.g. /status/phase)"))
+        })?;
     }
     let mut seen = HashSet::new();
     for (i, sink) in watch.sinks.iter().enumerate() {

@@ -5,20 +5,26 @@
 //! * the **raw** object as the API server sends it;
 //! * the **clean** object ([`clean`]): raw minus `metadata.managedFields` and the
 //!   `kubectl.kubernetes.io/last-applied-configuration` annotation. This is what crbridge
-//!   stores and publishes as `data.object`, and what patches are computed between, so a
-//!   consumer applying the patches in order to the previous object gets the next one;
+//!   stores and publishes as `data.object`;
 //! * the **normalized** object ([`Rules::normalize`]): clean minus the fields that change
-//!   without a meaningful change (`resourceVersion`, `generation`, `status` unless the kind
-//!   opts in, and the kind's `ignore` pointers). Two clean objects whose normalized forms
+//!   without a meaningful change (`resourceVersion`, `generation`, `status` or the parts of
+//!   it the kind does not opt in, what its `include` list does not name, and its `ignore`
+//!   pointers; `*` in a pointer matches any key or index). Two clean objects whose normalized forms
 //!   are equal are the same as far as consumers care: the update is a no-op and is
-//!   suppressed.
+//!   suppressed. An update's patch is computed between the normalized forms, so it says
+//!   what changed and carries no bookkeeping (issue 16): applying the patches in order to
+//!   the previous event's normalized object gives the next event's normalized object.
+//!
+//! The normalized form is never built on the hot path: comparison and patch read the clean
+//! objects through a tree of left-out paths (`skip`) in one walk.
 
 mod changed_by;
 mod normalize;
 mod patch;
+mod skip;
 
 pub use changed_by::changed_by;
-pub use normalize::{clean, NormalizeError, Rules};
+pub use normalize::{clean, NormalizeError, Rules, StatusRule};
 pub use patch::diff;
 
 use serde_json::Value;
@@ -28,16 +34,19 @@ use serde_json::Value;
 pub enum Verdict {
     /// Nothing a consumer cares about changed: publish nothing.
     Noop,
-    /// A real change, with the RFC 6902 patch from the previous clean object to the new one.
+    /// A real change, with the RFC 6902 patch from the previous normalized object to the
+    /// new one.
     Changed(json_patch::Patch),
 }
 
-/// Compares two clean objects under `rules`.
+/// Compares two clean objects under `rules`, in one walk: unchanged parts are compared,
+/// not copied, and only the values in the patch's operations are.
 pub fn compare(prev: &Value, next: &Value, rules: &Rules) -> Verdict {
-    if rules.same(prev, next) {
+    let patch = rules.diff(prev, next);
+    if patch.0.is_empty() {
         Verdict::Noop
     } else {
-        Verdict::Changed(diff(prev, next))
+        Verdict::Changed(patch)
     }
 }
 
@@ -66,9 +75,51 @@ mod tests {
         let Verdict::Changed(p) = compare(&a, &b, &rules()) else {
             panic!("expected a change")
         };
-        let mut doc = a.clone();
+        let mut doc = rules().normalize(&a);
         json_patch::patch(&mut doc, &p).unwrap();
-        assert_eq!(doc, b);
+        assert_eq!(doc, rules().normalize(&b));
+    }
+
+    #[test]
+    fn patch_says_what_changed_without_bookkeeping() {
+        let a = widget(1, "10");
+        let mut b = widget(2, "11");
+        b["metadata"]["generation"] = json!(2);
+        b["status"]["phase"] = json!("Degraded");
+        b["spec"]["replicasHint"] = json!(4);
+        let Verdict::Changed(p) = compare(&a, &b, &rules()) else {
+            panic!("expected a change")
+        };
+        assert_eq!(
+            serde_json::to_value(&p).unwrap(),
+            json!([{"op": "replace", "path": "/spec/size", "value": 2}])
+        );
+        // With status included, its change is in the patch too.
+        let with_status = Rules::new(true, &[]).unwrap();
+        let Verdict::Changed(p) = compare(&a, &b, &with_status) else {
+            panic!("expected a change")
+        };
+        assert_eq!(
+            serde_json::to_value(&p).unwrap(),
+            json!([
+                {"op": "add", "path": "/spec/replicasHint", "value": 4},
+                {"op": "replace", "path": "/spec/size", "value": 2},
+                {"op": "replace", "path": "/status/phase", "value": "Degraded"},
+            ])
+        );
+    }
+
+    #[test]
+    fn added_subtrees_are_added_normalized() {
+        let a = json!({"metadata": {"name": "w"}});
+        let b = json!({"metadata": {"name": "w"}, "spec": {"size": 1, "replicasHint": 2}});
+        let Verdict::Changed(p) = compare(&a, &b, &rules()) else {
+            panic!("expected a change")
+        };
+        assert_eq!(
+            serde_json::to_value(&p).unwrap(),
+            json!([{"op": "add", "path": "/spec", "value": {"size": 1}}])
+        );
     }
 
     #[test]
@@ -127,6 +178,23 @@ mod tests {
             let mut doc = a.clone();
             json_patch::patch(&mut doc, &diff(&a, &b)).unwrap();
             prop_assert_eq!(doc, b);
+        }
+
+        /// The patch turns the previous normalized object into the next one; a no-op
+        /// exactly when the normalized forms are equal.
+        #[test]
+        fn patch_chains_over_normalized_forms(a in arb_json(), b in arb_json(), status in any::<bool>()) {
+            let r = Rules::new(status, &["/spec/a".to_string(), "/b/0".to_string()]).unwrap();
+            let (a, b) = (json!({"metadata": {"resourceVersion": "1"}, "spec": a.clone(), "b": a, "status": 1}),
+                          json!({"metadata": {"resourceVersion": "2", "generation": 3}, "spec": b.clone(), "b": b, "status": 2}));
+            match compare(&a, &b, &r) {
+                Verdict::Noop => prop_assert_eq!(r.normalize(&a), r.normalize(&b)),
+                Verdict::Changed(p) => {
+                    let mut doc = r.normalize(&a);
+                    json_patch::patch(&mut doc, &p).unwrap();
+                    prop_assert_eq!(doc, r.normalize(&b));
+                }
+            }
         }
 
         /// Changing only noise never produces an event; changing spec always does.

@@ -1,13 +1,16 @@
 use serde_json::Value;
 
+use super::patch::diff_except;
+use super::skip::{equal, project, Skip, Tree};
+
 /// The annotation `kubectl apply` writes: a copy of the object, pure noise for consumers.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// A bad normalization rule from the config.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum NormalizeError {
-    /// An `ignore` entry is not an RFC 6901 JSON Pointer.
-    #[error("ignore pointer {pointer:?} must start with '/' (RFC 6901 JSON Pointer)")]
+    /// An `ignore` / `include` / `includeStatus` entry is not an RFC 6901 JSON Pointer.
+    #[error("pointer {pointer:?} must start with '/' (RFC 6901 JSON Pointer)")]
     BadPointer {
         /// The pointer as written.
         pointer: String,
@@ -30,115 +33,107 @@ pub fn clean(obj: &mut Value) {
     }
 }
 
+/// Which parts of `status` count as changes (key `includeStatus`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum StatusRule {
+    /// None of it (`includeStatus: false`).
+    #[default]
+    Excluded,
+    /// All of it (`includeStatus: true`).
+    Included,
+    /// Only these pointers (each under `/status`, `*` segments allowed).
+    Only(Vec<String>),
+}
+
 /// Per-kind normalization rules: what does not count as a change.
 #[derive(Debug, Clone, Default)]
 pub struct Rules {
-    include_status: bool,
-    /// Each ignore pointer split into unescaped reference tokens.
-    ignore: Vec<Vec<String>>,
-    /// Everything ignored, as a tree of tokens, for comparing without copying.
-    skip: Skip,
-}
-
-/// A tree of ignored paths: a leaf ignores the whole value under it.
-#[derive(Debug, Clone, Default)]
-struct Skip {
-    leaf: bool,
-    children: std::collections::BTreeMap<String, Skip>,
-}
-
-impl Skip {
-    fn insert(&mut self, tokens: &[String]) {
-        match tokens.split_first() {
-            None => self.leaf = true,
-            Some((first, rest)) => self.children.entry(first.clone()).or_default().insert(rest),
-        }
-    }
-}
-
-/// `a == b` apart from the paths in `skip`, without copying either.
-fn equal_except(a: &Value, b: &Value, skip: &Skip) -> bool {
-    if skip.children.is_empty() {
-        return a == b;
-    }
-    match (a, b) {
-        (Value::Object(x), Value::Object(y)) => {
-            let same_side = |from: &serde_json::Map<String, Value>,
-                             to: &serde_json::Map<String, Value>| {
-                from.iter().all(|(k, v)| match skip.children.get(k) {
-                    Some(s) if s.leaf => true,
-                    Some(s) => to.get(k).is_some_and(|w| equal_except(v, w, s)),
-                    None => to.get(k) == Some(v),
-                })
-            };
-            // Keys only one side has count as differences unless ignored.
-            same_side(x, y) && same_side(y, x)
-        }
-        (Value::Array(x), Value::Array(y)) => {
-            x.len() == y.len()
-                && x.iter().zip(y).enumerate().all(|(i, (v, w))| {
-                    match skip.children.get(&i.to_string()) {
-                        Some(s) if s.leaf => true,
-                        Some(s) => equal_except(v, w, s),
-                        None => v == w,
-                    }
-                })
-        }
-        _ => a == b,
-    }
+    /// What is kept (`include`, an `includeStatus` list); empty: everything.
+    keep: Tree,
+    /// What is left out (bookkeeping, `status` unless included, `ignore`).
+    drop: Tree,
 }
 
 impl Rules {
     /// Rules for a kind: whether `status` counts, and JSON Pointers to ignore.
     pub fn new(include_status: bool, ignore: &[String]) -> Result<Self, NormalizeError> {
-        let ignore: Vec<Vec<String>> = ignore
-            .iter()
-            .map(|p| parse_pointer(p))
-            .collect::<Result<_, _>>()?;
-        let mut skip = Skip::default();
+        let status = if include_status {
+            StatusRule::Included
+        } else {
+            StatusRule::Excluded
+        };
+        Self::with_paths(&status, &[], ignore)
+    }
+
+    /// Rules from every key: which parts of `status` count, the pointers that alone count
+    /// outside `status` (`include`; empty: all of it), and those that do not (`ignore`).
+    /// A `*` segment matches any key or array index.
+    pub fn with_paths(
+        status: &StatusRule,
+        include: &[String],
+        ignore: &[String],
+    ) -> Result<Self, NormalizeError> {
+        let mut keep = Tree::default();
+        for p in include {
+            keep.insert(&parse_pointer(p)?, true);
+        }
+        let mut drop = Tree::default();
         for fixed in [
             &["metadata", "resourceVersion"][..],
             &["metadata", "generation"],
             &["metadata", "managedFields"],
         ] {
-            skip.insert(&fixed.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+            drop.insert(
+                &fixed.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+                false,
+            );
         }
-        if !include_status {
-            skip.insert(&["status".to_string()]);
+        match status {
+            StatusRule::Excluded => drop.insert(&["status".to_string()], false),
+            StatusRule::Included if !include.is_empty() => {
+                keep.insert(&["status".to_string()], true)
+            }
+            StatusRule::Included => {}
+            StatusRule::Only(paths) => {
+                let everything_else = include.is_empty();
+                for p in paths {
+                    keep.insert(&parse_pointer(p)?, true);
+                }
+                // Without `include`, what is outside `status` all counts.
+                if everything_else {
+                    keep.unrestrict();
+                }
+            }
         }
-        for tokens in &ignore {
-            skip.insert(tokens);
+        for p in ignore {
+            drop.insert(&parse_pointer(p)?, false);
         }
-        Ok(Rules {
-            include_status,
-            ignore,
-            skip,
-        })
+        keep.settle();
+        drop.settle();
+        Ok(Rules { keep, drop })
     }
 
-    /// The comparison form of a clean object.
+    fn skip(&self) -> Skip<'_> {
+        Skip::root(&self.keep, &self.drop)
+    }
+
+    /// The comparison form of a clean object. An ignored array element is removed (the
+    /// elements after it move up), as `ignore` pointers name elements by their index in
+    /// the clean object.
     pub fn normalize(&self, clean: &Value) -> Value {
-        let mut v = clean.clone();
-        if let Some(obj) = v.as_object_mut() {
-            if !self.include_status {
-                obj.remove("status");
-            }
-            if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
-                meta.remove("resourceVersion");
-                meta.remove("generation");
-                meta.remove("managedFields");
-            }
-        }
-        for tokens in &self.ignore {
-            remove_path(&mut v, tokens);
-        }
-        v
+        project(clean, self.skip())
     }
 
     /// True when two clean objects differ only in what these rules ignore. Equivalent to
     /// `normalize(a) == normalize(b)`, without copying either object.
     pub fn same(&self, a: &Value, b: &Value) -> bool {
-        equal_except(a, b, &self.skip)
+        equal(a, b, self.skip())
+    }
+
+    /// The RFC 6902 patch from `normalize(prev)` to `normalize(next)` (empty when they are
+    /// the same), without building either normalized copy.
+    pub fn diff(&self, prev: &Value, next: &Value) -> json_patch::Patch {
+        diff_except(prev, next, self.skip())
     }
 }
 
@@ -152,40 +147,6 @@ fn parse_pointer(p: &str) -> Result<Vec<String>, NormalizeError> {
         .split('/')
         .map(|t| t.replace("~1", "/").replace("~0", "~"))
         .collect())
-}
-
-/// Removes the value at `tokens`, if present (arrays by index).
-fn remove_path(v: &mut Value, tokens: &[String]) {
-    let Some((last, parents)) = tokens.split_last() else {
-        return;
-    };
-    let mut cur = v;
-    for t in parents {
-        cur = match cur {
-            Value::Object(m) => match m.get_mut(t) {
-                Some(next) => next,
-                None => return,
-            },
-            Value::Array(a) => match t.parse::<usize>().ok().and_then(|i| a.get_mut(i)) {
-                Some(next) => next,
-                None => return,
-            },
-            _ => return,
-        };
-    }
-    match cur {
-        Value::Object(m) => {
-            m.remove(last);
-        }
-        Value::Array(a) => {
-            if let Ok(i) = last.parse::<usize>() {
-                if i < a.len() {
-                    a.remove(i);
-                }
-            }
-        }
-        _ => {}
-    }
 }
 
 #[cfg(test)]
@@ -230,6 +191,45 @@ mod tests {
             let y = json!({"metadata": {"resourceVersion": rv}, "spec": b, "status": {"s": status}});
             proptest::prop_assert_eq!(r.same(&x, &y), r.normalize(&x) == r.normalize(&y));
         }
+    }
+
+    #[test]
+    fn include_and_status_lists_select_what_counts() {
+        let v = json!({
+            "metadata": {"name": "w", "resourceVersion": "5", "labels": {"a": "1"}},
+            "spec": {"size": 1, "hint": 2},
+            "status": {"phase": "Ready", "conditions": [{"type": "A", "lastHeartbeatTime": "t"}]}
+        });
+        let status = StatusRule::Only(vec!["/status/phase".into()]);
+        // includeStatus list alone: all of the object outside status, only phase in it.
+        let r = Rules::with_paths(&status, &[], &[]).unwrap();
+        assert_eq!(
+            r.normalize(&v),
+            json!({"metadata": {"name": "w", "labels": {"a": "1"}},
+                   "spec": {"size": 1, "hint": 2}, "status": {"phase": "Ready"}})
+        );
+        // With include: only the included paths and phase; ignore still applies.
+        let r = Rules::with_paths(&status, &["/spec".into()], &["/spec/hint".into()]).unwrap();
+        assert_eq!(
+            r.normalize(&v),
+            json!({"spec": {"size": 1}, "status": {"phase": "Ready"}})
+        );
+        // includeStatus: true with include: all of status; a wildcard ignore inside it.
+        let r = Rules::with_paths(
+            &StatusRule::Included,
+            &["/metadata/labels".into()],
+            &["/status/conditions/*/lastHeartbeatTime".into()],
+        )
+        .unwrap();
+        assert_eq!(
+            r.normalize(&v),
+            json!({"metadata": {"labels": {"a": "1"}},
+                   "status": {"phase": "Ready", "conditions": [{"type": "A"}]}})
+        );
+        let mut heartbeat = v.clone();
+        heartbeat["status"]["conditions"][0]["lastHeartbeatTime"] = json!("t2");
+        heartbeat["spec"]["size"] = json!(9);
+        assert!(r.same(&v, &heartbeat));
     }
 
     #[test]

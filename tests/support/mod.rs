@@ -33,6 +33,11 @@ pub fn env(name: &str) -> String {
         .unwrap_or_else(|| panic!("{name} is missing from {path}: run deploy/local/up again"))
 }
 
+/// The `sequence` attribute of an event at resourceVersion `rv`: zero-padded to 20 digits.
+pub fn sequence_of(rv: &str) -> String {
+    format!("{rv:0>20}")
+}
+
 /// A name no other test (or earlier run) uses: DNS-1123 safe, lower case.
 pub fn unique(prefix: &str) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);

@@ -92,7 +92,7 @@ fn wrong_types_and_values() {
         err(&with_watches(
             "  - { version: v1, kind: Pod, includeStatus: 3 }"
         )),
-        "crbridge.yaml: watches[0].includeStatus: wrong type: integer `3` (expected a boolean)"
+        "crbridge.yaml: watches[0].includeStatus: wrong type: integer `3` (expected true, false or a list of JSON Pointers under /status)"
     );
     assert_eq!(
         err(&with_watches(

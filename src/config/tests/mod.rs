@@ -13,6 +13,7 @@ use super::error::{edit_distance, suggestion};
 use super::http::default_listen;
 use super::resolve::{expand_home, resolve};
 use super::*;
+use crate::diff::StatusRule;
 
 mod admin;
 mod clusters;

@@ -46,7 +46,8 @@ fn example_parses_with_expected_values() {
     assert_eq!(w.field_selector, None);
     assert_eq!(w.events, ChangeType::ALL);
     assert_eq!(w.ignore, ["/spec/replicasHint"]);
-    assert!(!w.include_status);
+    assert_eq!(w.include_status, StatusRule::Excluded);
+    assert!(w.include.is_empty());
     assert_eq!(w.initial, InitialMode::Snapshot);
     assert_eq!(w.payload, PayloadMode::FullPatch);
     assert_eq!(w.sinks, ["kafka", "nats"]);
@@ -124,7 +125,7 @@ fn every_key_set_explicitly() {
     assert_eq!(w.plural.as_deref(), Some("things"));
     assert_eq!(w.field_selector.as_deref(), Some("metadata.name=n"));
     assert_eq!(w.events, [ChangeType::Deleted, ChangeType::Created]);
-    assert!(w.include_status);
+    assert_eq!(w.include_status, StatusRule::Included);
     assert_eq!(
         (w.initial, w.payload),
         (InitialMode::Skip, PayloadMode::Patch)

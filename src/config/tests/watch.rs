@@ -184,6 +184,58 @@ fn ignore_pointer_rules() {
 }
 
 #[test]
+fn wildcards_include_and_status_lists() {
+    let w = |keys: &str| {
+        err(&with_watches(&format!(
+            "  - {{ version: v1, kind: W, {keys} }}"
+        )))
+    };
+    // A wildcard that would drop an identifying field is refused like the field itself.
+    assert_contains(
+        &w("ignore: ['/metadata/*']"),
+        r#"crbridge.yaml: watches[0].ignore[0]: "/metadata/*" cannot be ignored (/metadata/uid identifies the object)"#,
+    );
+    assert_contains(
+        &w("ignore: ['/*']"),
+        r#"watches[0].ignore[0]: "/*" cannot be ignored"#,
+    );
+    assert_contains(
+        &w("include: [/spec, spec/x]"),
+        r#"crbridge.yaml: watches[0].include[1]: invalid JSON Pointer "spec/x""#,
+    );
+    assert_contains(
+        &w("include: [/status/phase]"),
+        r#"crbridge.yaml: watches[0].include[0]: "/status/phase" is under /status, which includeStatus selects (e.g. includeStatus: [/status/phase])"#,
+    );
+    assert_contains(
+        &w("include: [/spec, /spec]"),
+        r#"watches[0].include[1]: duplicate pointer "/spec""#,
+    );
+    assert_contains(
+        &w("includeStatus: [/spec/x]"),
+        r#"crbridge.yaml: watches[0].includeStatus[0]: "/spec/x" is not under /status (expected e.g. /status/phase)"#,
+    );
+    assert_contains(
+        &w("includeStatus: []"),
+        "crbridge.yaml: watches[0].includeStatus: empty list (expected pointers under /status",
+    );
+    assert_contains(
+        &w("includeStatus: ['/status/a~2']"),
+        r#"watches[0].includeStatus[0]: invalid JSON Pointer "/status/a~2""#,
+    );
+    let c = ok(&with_watches(
+        "  - { version: v1, kind: W, ignore: ['/status/conditions/*/lastHeartbeatTime', '/spec/*/x'],\n      include: ['/spec', '/metadata/labels'], includeStatus: ['/status/phase', '/status/conditions'] }",
+    ));
+    let w = &c.watches[0];
+    assert_eq!(w.include, ["/spec", "/metadata/labels"]);
+    assert_eq!(
+        w.include_status,
+        StatusRule::Only(vec!["/status/phase".into(), "/status/conditions".into()])
+    );
+    assert_eq!(w.ignore.len(), 2);
+}
+
+#[test]
 fn watch_names_must_be_unique() {
     let line = err(&with_watches(
         "  - { group: example.com, version: v1, kind: Widget }\n  - { group: example.com, version: v2, kind: Widget }",
