@@ -249,6 +249,8 @@ proptest! {
 fn space_available_reports_free_bytes_of_the_state_directory() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
-    let free = store.space_available().expect("free space of a temp directory");
+    let free = store
+        .space_available()
+        .expect("free space of a temp directory");
     assert!(free > 0, "a writable temp directory has free space: {free}");
 }
