@@ -224,6 +224,46 @@ fn rbac_command_prints_least_privilege_for_the_configured_kinds() {
         && d["rules"].to_string().contains("leases")));
 }
 
+#[test]
+fn completions_for_each_shell_name_the_subcommands() {
+    for shell in ["bash", "zsh", "fish"] {
+        let (status, out, err) = support::bridge::run_cli(&["completions", shell]);
+        assert!(status.success(), "{shell}: {err}");
+        for sub in [
+            "run",
+            "check",
+            "status",
+            "replay",
+            "deadletters",
+            "completions",
+        ] {
+            assert!(out.contains(sub), "{shell}: {sub} missing from\n{out}");
+        }
+        // The subcommands' own flags complete too.
+        assert!(
+            out.contains("from-seq"),
+            "{shell}: replay's --from-seq missing"
+        );
+    }
+    let (_, script, _) = support::bridge::run_cli(&["completions", "bash"]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("crbridge.bash");
+    std::fs::write(&path, script).unwrap();
+    let syntax = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(&path)
+        .output()
+        .expect("running bash -n");
+    assert!(
+        syntax.status.success(),
+        "bash -n: {}",
+        String::from_utf8_lossy(&syntax.stderr)
+    );
+    let (status, _, err) = support::bridge::run_cli(&["completions", "tcsh"]);
+    assert!(!status.success(), "an unknown shell is refused");
+    assert!(err.contains("bash, zsh, fish"), "{err}");
+}
+
 #[tokio::test]
 async fn the_admin_api_is_on_its_own_listener_behind_a_token() {
     let client = support::kube_client().await;
