@@ -205,7 +205,7 @@ fn rbac_command_prints_least_privilege_for_the_configured_kinds() {
     assert!(status.success(), "{err}");
     let docs: Vec<serde_json::Value> = out
         .split("\n---\n")
-        .filter_map(|d| serde_yaml_ng::from_str(d).ok())
+        .filter_map(|d| serde_saphyr::from_str(d).ok())
         .filter(|v: &serde_json::Value| v.is_object())
         .collect();
     let kinds: Vec<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
