@@ -717,9 +717,9 @@ struct SinkDefaults {
 impl SinkDefaults {
     fn load() -> anyhow::Result<SinkDefaults> {
         Ok(SinkDefaults {
-            nats: serde_yaml_ng::from_str("url: x\nstream: S\nsubject: s\n")?,
-            kafka: serde_yaml_ng::from_str("brokers: x\ntopic: t\n")?,
-            amqp: serde_yaml_ng::from_str("url: x\nexchange: x\nroutingKey: k\n")?,
+            nats: serde_saphyr::from_str("url: x\nstream: S\nsubject: s\n")?,
+            kafka: serde_saphyr::from_str("brokers: x\ntopic: t\n")?,
+            amqp: serde_saphyr::from_str("url: x\nexchange: x\nroutingKey: k\n")?,
         })
     }
 

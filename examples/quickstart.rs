@@ -53,7 +53,7 @@ async fn main() -> anyhow::Result<()> {
     let client = Client::try_default().await?;
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let crd: CustomResourceDefinition =
-        serde_yaml_ng::from_str(&std::fs::read_to_string("examples/widget-crd.yaml")?)?;
+        serde_saphyr::from_str(&std::fs::read_to_string("examples/widget-crd.yaml")?)?;
     if crds.get_opt("widgets.example.com").await?.is_none() {
         crds.create(&PostParams::default(), &crd).await?;
     }

@@ -1,24 +1,83 @@
 //! `crbridge check`: validate the config, then probe the cluster and every sink, and print
-//! one line per item. Exit code 0 only if everything is usable.
+//! one line per item as it is decided (a sink probe can take seconds): text for people, or
+//! one JSON object per line ([`Item`]) for scripts. Exit code 0 only if everything is usable.
 
 use std::path::Path;
 use std::process::ExitCode;
 
+use serde::Serialize;
+
+use crate::cmd::Output;
 use crate::config;
 use crate::dispatch::chain;
 
-fn line(ok: bool, item: &str, detail: &str) {
-    println!("{} {item}: {detail}", if ok { "ok  " } else { "FAIL" });
+/// One line of the report; `--output json` prints it as one JSON object per line:
+/// `{"item":"sink","name":"kafka","ok":true,"detail":"kafka reachable"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Item {
+    /// What was checked: `config`, `cluster`, `watch` or `sink`.
+    pub item: &'static str,
+    /// Which one: the config file, the watch's or the sink's name; absent for `cluster`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Whether it is usable.
+    pub ok: bool,
+    /// What was found, or why it failed.
+    pub detail: String,
 }
 
-/// Runs the checks and prints the report.
-pub async fn run(path: &Path) -> anyhow::Result<ExitCode> {
+impl Item {
+    /// The line people read: `ok   sink kafka: kafka reachable`.
+    pub fn text(&self) -> String {
+        let mark = if self.ok { "ok  " } else { "FAIL" };
+        match (self.item, &self.name) {
+            // The file is already the start of the detail (`crbridge.yaml: 1 watches…`).
+            ("config", _) | (_, None) => format!("{mark} {}: {}", self.item, self.detail),
+            (item, Some(name)) => format!("{mark} {item} {name}: {}", self.detail),
+        }
+    }
+
+    /// The line scripts read: one JSON object.
+    pub fn json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// Prints the items in one format and remembers whether any failed.
+struct Report {
+    output: Output,
+    failed: bool,
+}
+
+impl Report {
+    fn line(&mut self, ok: bool, item: &'static str, name: Option<&str>, detail: &str) {
+        let item = Item {
+            item,
+            name: name.map(str::to_owned),
+            ok,
+            detail: detail.to_owned(),
+        };
+        self.failed |= !ok;
+        match self.output {
+            Output::Text => println!("{}", item.text()),
+            Output::Json => println!("{}", item.json()),
+        }
+    }
+}
+
+/// Runs the checks and prints the report in `output`'s format.
+pub async fn run(path: &Path, output: Output) -> anyhow::Result<ExitCode> {
     let file = path.display().to_string();
+    let mut report = Report {
+        output,
+        failed: false,
+    };
     let cfg = match config::load(path) {
         Ok(c) => {
-            line(
+            report.line(
                 true,
                 "config",
+                Some(&file),
                 &format!(
                     "{file}: {} watches, {} sinks",
                     c.watches.len(),
@@ -28,25 +87,27 @@ pub async fn run(path: &Path) -> anyhow::Result<ExitCode> {
             c
         }
         Err(e) => {
-            line(false, "config", &e.to_string());
+            report.line(false, "config", Some(&file), &e.to_string());
             return Ok(ExitCode::FAILURE);
         }
     };
-    let mut failed = false;
     match crate::app::kube_client(&cfg).await {
         Ok(client) => {
             match client.apiserver_version().await {
-                Ok(v) => line(true, "cluster", &format!("Kubernetes {}", v.git_version)),
-                Err(e) => {
-                    failed = true;
-                    line(false, "cluster", &chain(&e));
-                }
+                Ok(v) => report.line(
+                    true,
+                    "cluster",
+                    None,
+                    &format!("Kubernetes {}", v.git_version),
+                ),
+                Err(e) => report.line(false, "cluster", None, &chain(&e)),
             }
             for w in &cfg.watches {
                 match crate::app::resolve(&client, w).await {
-                    Ok(r) => line(
+                    Ok(r) => report.line(
                         true,
-                        &format!("watch {}", w.name),
+                        "watch",
+                        Some(&w.name),
                         &format!(
                             "{} → {} ({})",
                             w.kind,
@@ -58,25 +119,17 @@ pub async fn run(path: &Path) -> anyhow::Result<ExitCode> {
                             }
                         ),
                     ),
-                    Err(e) => {
-                        failed = true;
-                        line(false, &format!("watch {}", w.name), &format!("{e:#}"));
-                    }
+                    Err(e) => report.line(false, "watch", Some(&w.name), &format!("{e:#}")),
                 }
             }
         }
-        Err(e) => {
-            failed = true;
-            line(false, "cluster", &format!("{e:#}"));
-        }
+        Err(e) => report.line(false, "cluster", None, &format!("{e:#}")),
     }
     for (name, section) in &cfg.sinks {
-        let item = format!("sink {name}");
         let sink = match crate::sinks::configure_sink(&file, section) {
             Ok(s) => s,
             Err(e) => {
-                failed = true;
-                line(false, &item, &e.to_string());
+                report.line(false, "sink", Some(name), &e.to_string());
                 continue;
             }
         };
@@ -85,20 +138,71 @@ pub async fn run(path: &Path) -> anyhow::Result<ExitCode> {
             connected.healthcheck().await
         };
         match tokio::time::timeout(std::time::Duration::from_secs(15), probe).await {
-            Ok(Ok(())) => line(true, &item, &format!("{} reachable", sink.kind)),
-            Ok(Err(e)) => {
-                failed = true;
-                line(false, &item, &chain(&e));
-            }
-            Err(_) => {
-                failed = true;
-                line(false, &item, "no answer within 15s");
-            }
+            Ok(Ok(())) => report.line(
+                true,
+                "sink",
+                Some(name),
+                &format!("{} reachable", sink.kind),
+            ),
+            Ok(Err(e)) => report.line(false, "sink", Some(name), &chain(&e)),
+            Err(_) => report.line(false, "sink", Some(name), "no answer within 15s"),
         }
     }
-    Ok(if failed {
+    Ok(if report.failed {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(item: &'static str, name: Option<&str>, ok: bool, detail: &str) -> Item {
+        Item {
+            item,
+            name: name.map(str::to_owned),
+            ok,
+            detail: detail.into(),
+        }
+    }
+
+    #[test]
+    fn text_lines_keep_their_shape() {
+        let config = item("config", Some("c.yaml"), true, "c.yaml: 1 watches, 1 sinks");
+        assert_eq!(config.text(), "ok   config: c.yaml: 1 watches, 1 sinks");
+        let cluster = item("cluster", None, true, "Kubernetes 1.34");
+        assert_eq!(cluster.text(), "ok   cluster: Kubernetes 1.34");
+        let sink = item("sink", Some("nats"), false, "connect: refused");
+        assert_eq!(sink.text(), "FAIL sink nats: connect: refused");
+    }
+
+    #[test]
+    fn json_lines_are_one_object_each_naming_the_item() {
+        let watch = item(
+            "watch",
+            Some("widgets"),
+            true,
+            "Widget \u{2192} widgets\n(namespaced)",
+        );
+        let line = watch.json();
+        assert!(!line.contains('\n'), "one line: {line}");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "item": "watch",
+                "name": "widgets",
+                "ok": true,
+                "detail": "Widget \u{2192} widgets\n(namespaced)",
+            })
+        );
+        let cluster: serde_json::Value =
+            serde_json::from_str(&item("cluster", None, false, "x").json()).unwrap();
+        assert_eq!(
+            cluster,
+            serde_json::json!({"item": "cluster", "ok": false, "detail": "x"})
+        );
+    }
 }

@@ -1,10 +1,10 @@
 //! The `crbridge` command line: `run`, `check`, `status`, `replay`, `snapshot`, `tail`,
-//! `deadletters`, `rbac`.
+//! `deadletters`, `rbac`, `completions`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use crbridge::cmd::deadletters::{Action, LetterId};
 use crbridge::cmd::Output;
 use crbridge::config;
@@ -42,6 +42,9 @@ enum Command {
         /// The config file.
         #[arg(short, long, default_value = "crbridge.yaml")]
         config: PathBuf,
+        /// text or json (one object per item and line: item, name, ok, detail).
+        #[arg(long, short, value_enum, default_value_t = Output::Text)]
+        output: Output,
     },
     /// Per watch: checkpoint, objects known, last event; per sink: cursor, lag, dead
     /// letters. Works on a running instance (its admin endpoint) and a stopped one.
@@ -137,6 +140,31 @@ enum Command {
         #[arg(long)]
         cluster: Option<String>,
     },
+    /// Print a shell completion script, e.g. `crbridge completions bash >
+    /// /etc/bash_completion.d/crbridge`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: Shell,
+    },
+}
+
+/// The shells `completions` writes a script for.
+#[derive(Clone, Copy, ValueEnum)]
+enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+impl From<Shell> for clap_complete::Shell {
+    fn from(shell: Shell) -> Self {
+        match shell {
+            Shell::Bash => clap_complete::Shell::Bash,
+            Shell::Zsh => clap_complete::Shell::Zsh,
+            Shell::Fish => clap_complete::Shell::Fish,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -220,7 +248,7 @@ fn main() -> ExitCode {
     let result = rt.block_on(async {
         match cli.command {
             Command::Run { config } => run(&config).await,
-            Command::Check { config } => crbridge::check::run(&config).await,
+            Command::Check { config, output } => crbridge::check::run(&config, output).await,
             Command::Status { config, output } => {
                 let cfg = config::load(&config)?;
                 crbridge::cmd::status::run(&cfg, output).await
@@ -300,6 +328,16 @@ fn main() -> ExitCode {
                 service_account,
                 cluster,
             } => rbac(&config, namespace, service_account, cluster).await,
+            Command::Completions { shell } => {
+                let shell = clap_complete::Shell::from(shell);
+                clap_complete::generate(
+                    shell,
+                    &mut Cli::command(),
+                    "crbridge",
+                    &mut std::io::stdout(),
+                );
+                Ok(ExitCode::SUCCESS)
+            }
         }
     });
     match result {

@@ -169,7 +169,7 @@ pub fn manifests(config: &Config, resolved: &[ResolvedKind], opts: &RbacOptions)
     for obj in objects(config, resolved, opts) {
         out.push_str("---\n");
         // A `Value` of strings, arrays and maps always serializes.
-        out.push_str(&serde_yaml_ng::to_string(&obj).expect("serializing a JSON value"));
+        out.push_str(&serde_saphyr::to_string(&obj).expect("serializing a JSON value"));
     }
     out
 }
@@ -250,9 +250,7 @@ mod tests {
 
     fn docs(config: &Config, kinds: &[ResolvedKind]) -> Vec<Value> {
         let text = manifests(config, kinds, &RbacOptions::default());
-        let docs: Vec<Value> = serde_yaml_ng::Deserializer::from_str(&text)
-            .map(|d| serde::Deserialize::deserialize(d).unwrap())
-            .collect();
+        let docs: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap();
         assert_eq!(docs, objects(config, kinds, &RbacOptions::default()));
         docs
     }
@@ -409,7 +407,8 @@ mod tests {
             json!([{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch"]}])
         );
         let text = manifests(&config(""), &[k], &RbacOptions::default());
-        assert!(text.contains("- ''\n"), "{text}");
+        // Quoted, so that it reads as the empty string and not as null.
+        assert!(text.contains("- \"\"\n"), "{text}");
     }
 
     #[test]

@@ -43,12 +43,9 @@ fn manifest_files() -> Vec<PathBuf> {
 
 /// The non-empty documents of a multi-document YAML text, as JSON.
 fn documents(text: &str, what: &str) -> Vec<Value> {
-    serde_yaml_ng::Deserializer::from_str(text)
-        .enumerate()
-        .map(|(i, d)| {
-            <Value as serde::Deserialize>::deserialize(d)
-                .unwrap_or_else(|e| panic!("{what}: document {i}: {e}"))
-        })
+    serde_saphyr::from_multiple::<Value>(text)
+        .unwrap_or_else(|e| panic!("{what}: {e}"))
+        .into_iter()
         .filter(|v| !v.is_null())
         .collect()
 }
@@ -328,7 +325,7 @@ fn configmap_config_is_valid_and_matches_the_statefulset() {
 
 #[test]
 fn kustomization_lists_every_manifest() {
-    let k: Value = serde_yaml_ng::from_str(&read(&manifests_dir().join("kustomization.yaml")))
+    let k: Value = serde_saphyr::from_str(&read(&manifests_dir().join("kustomization.yaml")))
         .expect("kustomization.yaml");
     let listed: BTreeSet<String> = k["resources"]
         .as_array()

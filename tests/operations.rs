@@ -211,7 +211,7 @@ fn rbac_command_prints_least_privilege_for_the_configured_kinds() {
     assert!(status.success(), "{err}");
     let docs: Vec<serde_json::Value> = out
         .split("\n---\n")
-        .filter_map(|d| serde_yaml_ng::from_str(d).ok())
+        .filter_map(|d| serde_saphyr::from_str(d).ok())
         .filter(|v: &serde_json::Value| v.is_object())
         .collect();
     let kinds: Vec<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
@@ -228,6 +228,46 @@ fn rbac_command_prints_least_privilege_for_the_configured_kinds() {
     assert!(docs.iter().any(|d| d["kind"] == "Role"
         && d["metadata"]["namespace"] == "ops"
         && d["rules"].to_string().contains("leases")));
+}
+
+#[test]
+fn completions_for_each_shell_name_the_subcommands() {
+    for shell in ["bash", "zsh", "fish"] {
+        let (status, out, err) = support::bridge::run_cli(&["completions", shell]);
+        assert!(status.success(), "{shell}: {err}");
+        for sub in [
+            "run",
+            "check",
+            "status",
+            "replay",
+            "deadletters",
+            "completions",
+        ] {
+            assert!(out.contains(sub), "{shell}: {sub} missing from\n{out}");
+        }
+        // The subcommands' own flags complete too.
+        assert!(
+            out.contains("from-seq"),
+            "{shell}: replay's --from-seq missing"
+        );
+    }
+    let (_, script, _) = support::bridge::run_cli(&["completions", "bash"]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("crbridge.bash");
+    std::fs::write(&path, script).unwrap();
+    let syntax = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(&path)
+        .output()
+        .expect("running bash -n");
+    assert!(
+        syntax.status.success(),
+        "bash -n: {}",
+        String::from_utf8_lossy(&syntax.stderr)
+    );
+    let (status, _, err) = support::bridge::run_cli(&["completions", "tcsh"]);
+    assert!(!status.success(), "an unknown shell is refused");
+    assert!(err.contains("bash, zsh, fish"), "{err}");
 }
 
 #[tokio::test]

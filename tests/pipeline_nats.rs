@@ -480,3 +480,69 @@ async fn check_probes_cluster_watches_and_sinks() {
         "{out}"
     );
 }
+
+/// The items of `check --output json`: one object per line, as (item, name, ok).
+fn check_items(out: &str) -> Vec<(String, Option<String>, bool)> {
+    out.lines()
+        .map(|l| {
+            let v: Value =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}\n{out}"));
+            let detail = v["detail"].as_str().unwrap_or_default();
+            assert!(!detail.is_empty(), "every item says what was found: {l}");
+            (
+                v["item"].as_str().unwrap_or_default().to_owned(),
+                v["name"].as_str().map(str::to_owned),
+                v["ok"].as_bool().unwrap_or_else(|| panic!("no ok in {l}")),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn check_output_json_is_one_object_per_item() {
+    let (t, bridge) = setup().await;
+    let cfg = bridge.config.to_str().unwrap().to_string();
+    let (status, out, err) = support::bridge::run_cli(&["check", "-c", &cfg, "--output", "json"]);
+    assert!(status.success(), "check failed:\n{out}\n{err}");
+    let some = |s: &str| Some(s.to_owned());
+    assert_eq!(
+        check_items(&out),
+        [
+            ("config".into(), some(&cfg), true),
+            ("cluster".into(), None, true),
+            ("watch".into(), some("widgets"), true),
+            ("sink".into(), some("nats"), true),
+        ],
+        "{out}"
+    );
+
+    let broken = std::fs::read_to_string(&bridge.config)
+        .unwrap()
+        .replace(&support::env("CRBRIDGE_NATS_URL"), "nats://127.0.0.1:1")
+        .replace(&format!("kind: {}", t.crd.kind), "kind: Gadget");
+    let path = bridge.dir.join("broken.yaml");
+    std::fs::write(&path, broken).unwrap();
+    let (status, out, _) =
+        support::bridge::run_cli(&["check", "-c", path.to_str().unwrap(), "-o", "json"]);
+    assert!(!status.success());
+    let items = check_items(&out);
+    assert!(
+        items.contains(&("watch".into(), some("widgets"), false)),
+        "{out}"
+    );
+    assert!(
+        items.contains(&("sink".into(), some("nats"), false)),
+        "{out}"
+    );
+
+    // A config that does not load is the one item.
+    std::fs::write(&path, "cluster: [\n").unwrap();
+    let (status, out, _) =
+        support::bridge::run_cli(&["check", "-c", path.to_str().unwrap(), "-o", "json"]);
+    assert!(!status.success());
+    assert_eq!(
+        check_items(&out),
+        [("config".into(), some(path.to_str().unwrap()), false)],
+        "{out}"
+    );
+}

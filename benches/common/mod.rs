@@ -174,7 +174,7 @@ pub async fn ensure_crd(client: &kube::Client) -> anyhow::Result<()> {
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
     use kube::api::{Api, PostParams};
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd: CustomResourceDefinition = serde_yaml_ng::from_str(CRD_YAML)?;
+    let crd: CustomResourceDefinition = serde_saphyr::from_str(CRD_YAML)?;
     let name = format!("{PLURAL}.{GROUP}");
     if crds.get_opt(&name).await?.is_none() {
         match crds.create(&PostParams::default(), &crd).await {

@@ -91,6 +91,6 @@ pub fn target(config: &Config) -> anyhow::Result<Target> {
 pub enum Output {
     /// For people.
     Text,
-    /// One JSON document (status) or one JSON object per line (tail).
+    /// One JSON document (status) or one JSON object per line (tail, check).
     Json,
 }

@@ -137,7 +137,28 @@ impl<'de> Deserialize<'de> for StrictValue {
     }
 }
 
-/// A path as serde_yaml_ng prints it (`watches[0].kind`), to strip it from its messages.
+/// Runs `f` on a deserializer of the one YAML document in `text` (serde-saphyr, pure Rust;
+/// a second document is an error). Source snippets stay off: every error is one line.
+/// `strict` refuses tags: the syntax pass lets them through so that the shape pass can
+/// name the key that carries one.
+pub(super) fn with_yaml<'de, R>(
+    text: &'de str,
+    strict: bool,
+    f: impl for<'e> FnOnce(serde_saphyr::Deserializer<'de, 'e>) -> Result<R, serde_saphyr::Error>,
+) -> Result<R, serde_saphyr::Error> {
+    let mut options = serde_saphyr::Options::default();
+    options.with_snippet = false;
+    // YAML 1.2 booleans only: `yes` / `on` stay strings, as the README's examples assume.
+    options.strict_booleans = true;
+    // Duplicate keys reach our visitors, which name them with their key path.
+    options.duplicate_keys = serde_saphyr::DuplicateKeyPolicy::PassThrough;
+    // Non-finite numbers too: `StrictValue` refuses them with a key path.
+    options.non_finite_float_policy = serde_saphyr::NonFiniteFloatPolicy::PassThrough;
+    options.reject_unsupported_tags = strict;
+    serde_saphyr::with_deserializer_from_str_with_options(text, options, f)
+}
+
+/// A path as a YAML parser may print it (`watches[0].kind`), to strip it from its messages.
 pub(super) fn yaml_path(segments: &[&Segment]) -> String {
     let mut out = String::new();
     for segment in segments {

@@ -117,31 +117,150 @@ pub(super) fn config_field_hint(field: &str) -> String {
 }
 
 /// A [`ConfigError::Syntax`] from a YAML parser error.
-pub(super) fn syntax_error(file: &str, err: &serde_yaml_ng::Error) -> ConfigError {
-    let location = err.location();
+pub(super) fn syntax_error(file: &str, text: &str, err: &serde_saphyr::Error) -> ConfigError {
+    // A second document is about the file as a whole; its position adds nothing.
+    let location = match err.without_snippet() {
+        serde_saphyr::Error::MultipleDocuments { .. } => None,
+        other => other.location(),
+    };
     ConfigError::Syntax {
         file: file.to_owned(),
-        line: location.as_ref().map(|l| l.line()),
-        column: location.as_ref().map(|l| l.column()),
-        message: strip_yaml_decorations(err, &[]),
+        line: location.and_then(|l| usize::try_from(l.line()).ok().filter(|n| *n > 0)),
+        column: location.and_then(|l| usize::try_from(l.column()).ok().filter(|n| *n > 0)),
+        message: yaml_message(err, text),
     }
 }
 
-/// The message of a serde_yaml_ng error without the ` at line L column C` it appends and
-/// the `path: ` it prepends (we print our own path).
-pub(super) fn strip_yaml_decorations(err: &serde_yaml_ng::Error, segments: &[&Segment]) -> String {
-    let mut message = err.to_string();
-    if let Some(location) = err.location() {
-        for mark in [
-            format!(" at line {} column {}", location.line(), location.column()),
-            format!(" at position {}", location.index()),
-        ] {
-            if let Some(at) = message.find(&mark) {
-                message.replace_range(at..at + mark.len(), "");
-                break;
+/// An empty value where a string is required; [`schema_error`] words it with the key's
+/// hint, as `empty (expected …)`.
+const NULL_INTO_STRING: &str = "invalid type: unit value, expected a string";
+
+/// The message serde itself gives for `err` (the wording [`schema_error`] rewrites),
+/// without the location serde-saphyr appends: serde-saphyr keeps serde's errors as
+/// structured variants and reports a scalar of the wrong type in its own words, which
+/// this turns back into serde's `invalid type: {found}, expected {what}`.
+pub(super) fn yaml_message(err: &serde_saphyr::Error, text: &str) -> String {
+    use serde_saphyr::Error as E;
+    match err.without_snippet() {
+        E::Message { msg, .. } => msg.clone(),
+        E::SerdeInvalidType {
+            unexpected,
+            expected,
+            ..
+        } => format!("invalid type: {unexpected}, expected {expected}"),
+        E::SerdeInvalidValue {
+            unexpected,
+            expected,
+            ..
+        } => format!("invalid value: {unexpected}, expected {expected}"),
+        E::SerdeUnknownField {
+            field, expected, ..
+        } => format!("unknown field `{field}`, {}", one_of(expected, "fields")),
+        E::SerdeUnknownVariant {
+            variant, expected, ..
+        } => format!(
+            "unknown variant `{variant}`, {}",
+            one_of(expected, "variants")
+        ),
+        E::SerdeMissingField { field, .. } => format!("missing field `{field}`"),
+        E::InvalidBooleanStrict { location } => {
+            format!(
+                "invalid type: {}, expected a boolean",
+                found(text, location)
+            )
+        }
+        E::Unexpected { expected, location } => {
+            let expected = match *expected {
+                "sequence start" => "a sequence",
+                "mapping start" => "a map",
+                "string scalar" => "a string",
+                "scalar" => "a plain value",
+                other => other,
+            };
+            format!(
+                "invalid type: {}, expected {expected}",
+                found(text, location)
+            )
+        }
+        E::NullIntoString { .. } => NULL_INTO_STRING.to_owned(),
+        E::UnsupportedTag { tag, .. } => {
+            format!("tag {tag} is not supported (expected a plain YAML value)")
+        }
+        E::MultipleDocuments { .. } => {
+            "more than one document (expected a single YAML document)".to_owned()
+        }
+        E::InvalidScalar { ty, location } => {
+            let ty = if *ty == "boolean" { "a boolean" } else { ty };
+            format!("invalid type: {}, expected {ty}", found(text, location))
+        }
+        other => {
+            let message = other.to_string();
+            match other.location() {
+                Some(l) => {
+                    let mark = format!(" at line {}, column {}", l.line(), l.column());
+                    message.replace(&mark, "")
+                }
+                None => message,
             }
         }
     }
+}
+
+/// serde's list of the allowed names: `expected one of `a`, `b``.
+fn one_of(names: &[&str], what: &str) -> String {
+    if names.is_empty() {
+        return format!("there are no {what}");
+    }
+    let quoted: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
+    format!("expected one of {}", quoted.join(", "))
+}
+
+/// The scalar at `location` as serde names an unexpected value: ``integer `3` ``,
+/// `string "x"`, ...
+fn found(text: &str, location: &serde_saphyr::Location) -> String {
+    let span = location.span();
+    let scalar = span
+        .byte_offset()
+        .zip(span.byte_len())
+        .and_then(|(at, len)| {
+            let at = usize::try_from(at).ok()?;
+            text.get(at..at.checked_add(usize::try_from(len).ok()?)?)
+        })
+        .unwrap_or_default()
+        .trim();
+    let at = span
+        .byte_offset()
+        .and_then(|at| usize::try_from(at).ok())
+        .and_then(|at| text.get(at..))
+        .unwrap_or_default();
+    if at.starts_with('{') {
+        return "map".to_owned();
+    }
+    if at.starts_with('[') || at.starts_with("- ") {
+        return "sequence".to_owned();
+    }
+    if scalar.starts_with(['"', '\'']) {
+        let inner = scalar
+            .get(1..scalar.len().saturating_sub(1))
+            .unwrap_or_default();
+        return format!("string {inner:?}");
+    }
+    if scalar.parse::<i64>().is_ok() || scalar.parse::<u64>().is_ok() {
+        format!("integer `{scalar}`")
+    } else if scalar.parse::<f64>().is_ok() && scalar.contains(|c: char| c.is_ascii_digit()) {
+        format!("floating point `{scalar}`")
+    } else if scalar == "true" || scalar == "false" {
+        format!("boolean `{scalar}`")
+    } else if ["", "~", "null", "Null", "NULL"].contains(&scalar) {
+        "unit value".to_owned()
+    } else {
+        format!("string {scalar:?}")
+    }
+}
+
+/// A serde message without the `path: ` a YAML library may prepend (we print our own
+/// path).
+pub(super) fn strip_yaml_decorations(message: String, segments: &[&Segment]) -> String {
     for len in (1..=segments.len()).rev() {
         let prefix = format!("{}: ", yaml_path(&segments[..len]));
         if let Some(rest) = message.strip_prefix(&prefix) {
@@ -256,7 +375,13 @@ pub(super) fn schema_error(
         Some(Segment::Map { key }) => Some(key.as_str()),
         _ => None,
     };
-    let text = if message.starts_with("missing field `") {
+    let empty_string = match last_key {
+        Some(field) if message == NULL_INTO_STRING => Some(field),
+        _ => None,
+    };
+    let text = if let Some(field) = empty_string {
+        format!("empty (expected {})", hint(field))
+    } else if message.starts_with("missing field `") {
         let field = backticked(message).first().copied().unwrap_or_default();
         key = join_key(&key, field);
         format!("missing field (expected {})", hint(field))

@@ -62,7 +62,9 @@ pub use watch::{
 };
 
 use de::deserialize_sinks;
-use error::{config_field_hint, schema_error, strip_yaml_decorations, syntax_error, TOP_LEVEL};
+use error::{
+    config_field_hint, schema_error, strip_yaml_decorations, syntax_error, yaml_message, TOP_LEVEL,
+};
 use resolve::resolve;
 
 /// The whole `crbridge.yaml`.
@@ -136,15 +138,23 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
     }
     // First pass: well-formed YAML at all? Keeps syntax errors (with line and column)
     // apart from shape errors (with a key path).
-    IgnoredAny::deserialize(serde_yaml_ng::Deserializer::from_str(text))
-        .map_err(|err| syntax_error(file, &err))?;
-    let config: Config = serde_path_to_error::deserialize(serde_yaml_ng::Deserializer::from_str(
-        text,
-    ))
-    .map_err(|err| {
-        let segments: Vec<&Segment> = err.path().iter().collect();
-        let message = strip_yaml_decorations(err.inner(), &segments);
-        schema_error(file, "", err.path(), &message, &config_field_hint)
+    de::with_yaml(text, false, |d| IgnoredAny::deserialize(d))
+        .map_err(|err| syntax_error(file, text, &err))?;
+    let mut path = None;
+    let config: Config = de::with_yaml(text, true, |d| {
+        serde_path_to_error::deserialize(d).map_err(|err| {
+            path = Some(err.path().clone());
+            err.into_inner()
+        })
+    })
+    .map_err(|err| match path.take() {
+        Some(path) => {
+            let segments: Vec<&Segment> = path.iter().collect();
+            let message = strip_yaml_decorations(yaml_message(&err, text), &segments);
+            schema_error(file, "", &path, &message, &config_field_hint)
+        }
+        // Failed after the document was read (a second document, say).
+        None => syntax_error(file, text, &err),
     })?;
     resolve(file, config, std::env::var_os("HOME").as_deref())
 }

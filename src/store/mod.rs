@@ -279,7 +279,7 @@ impl Store {
 
     /// Bytes free on the state directory's file system, if the OS says.
     pub fn space_available(&self) -> Option<u64> {
-        fs2::available_space(&self.path).ok()
+        fs4::available_space(&self.path).ok()
     }
 
     /// Closes and reopens the database. sled keeps failing every operation after one I/O

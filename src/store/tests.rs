@@ -243,3 +243,14 @@ proptest! {
         }
     }
 }
+
+/// The disk guard in capture reads this; `None` would switch the guard off.
+#[test]
+fn space_available_reports_free_bytes_of_the_state_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let free = store
+        .space_available()
+        .expect("free space of a temp directory");
+    assert!(free > 0, "a writable temp directory has free space: {free}");
+}

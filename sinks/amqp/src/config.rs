@@ -162,7 +162,7 @@ mod tests {
 
     #[test]
     fn defaults_and_unknown_keys() {
-        let c: AmqpSinkConfig = serde_yaml_ng::from_str(
+        let c: AmqpSinkConfig = serde_saphyr::from_str(
             "url: amqp://h\nexchange: x\nroutingKey: \"{group}.{kind}.{namespace}.{type}\"\n",
         )
         .unwrap();
@@ -170,7 +170,7 @@ mod tests {
         assert!(c.declare_exchange);
         assert_eq!(c.exchange_type, ExchangeKindConfig::Topic);
         assert_eq!(c.unroutable, UnroutablePolicy::Retry);
-        let err = serde_yaml_ng::from_str::<AmqpSinkConfig>(
+        let err = serde_saphyr::from_str::<AmqpSinkConfig>(
             "url: u\nexchange: x\nroutingKey: k\nqueue: q\n",
         )
         .unwrap_err();
@@ -178,7 +178,7 @@ mod tests {
     }
 
     fn parse(yaml: &str) -> AmqpSinkConfig {
-        serde_yaml_ng::from_str(&format!("exchange: x\nroutingKey: k\n{yaml}")).unwrap()
+        serde_saphyr::from_str(&format!("exchange: x\nroutingKey: k\n{yaml}")).unwrap()
     }
 
     #[test]
@@ -208,7 +208,7 @@ mod tests {
     fn tls_keys_are_checked_with_their_path() {
         let c = parse("url: amqps://h\ntls: {certFile: /c.crt}\n");
         assert_eq!(c.validate().unwrap_err().0, "tls.keyFile");
-        let err = serde_yaml_ng::from_str::<AmqpSinkConfig>(
+        let err = serde_saphyr::from_str::<AmqpSinkConfig>(
             "url: amqps://h\nexchange: x\nroutingKey: k\ntls: {ca: /x}\n",
         )
         .unwrap_err();
@@ -256,7 +256,7 @@ mod tests {
             assert_eq!(c.unroutable, policy);
             assert_eq!(policy.to_string(), word);
         }
-        let err = serde_yaml_ng::from_str::<AmqpSinkConfig>(
+        let err = serde_saphyr::from_str::<AmqpSinkConfig>(
             "url: amqp://h\nexchange: x\nroutingKey: k\nunroutable: deadletter\n",
         )
         .unwrap_err();

@@ -305,7 +305,7 @@ mod tests {
 
     fn config(yaml: &str) -> AmqpSinkConfig {
         let mut c: AmqpSinkConfig =
-            serde_yaml_ng::from_str(&format!("exchange: x\nroutingKey: k\n{yaml}")).unwrap();
+            serde_saphyr::from_str(&format!("exchange: x\nroutingKey: k\n{yaml}")).unwrap();
         c.name = "rabbit".into();
         c
     }

@@ -250,7 +250,7 @@ mod tests {
     }
 
     fn units(yaml: &str) -> Result<Units, String> {
-        serde_yaml_ng::from_str(yaml).map_err(|e| e.to_string())
+        serde_saphyr::from_str(yaml).map_err(|e| e.to_string())
     }
 
     #[test]

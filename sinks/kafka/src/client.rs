@@ -187,7 +187,7 @@ mod tests {
 
     #[test]
     fn a_dropped_first_request_without_tls_hints_at_a_tls_listener() {
-        let mut c: KafkaSinkConfig = serde_yaml_ng::from_str("brokers: h\ntopic: t\n").unwrap();
+        let mut c: KafkaSinkConfig = serde_saphyr::from_str("brokers: h\ntopic: t\n").unwrap();
         let cause = "h/bootstrap: Disconnected (after 1ms in state APIVERSION_QUERY)";
         assert!(explain(cause, &c).ends_with(
             "is this a TLS listener? then set tls, or security.protocol SSL / SASL_SSL)"
@@ -198,7 +198,7 @@ mod tests {
 
     #[test]
     fn settings_map_first_class_keys_and_pass_options() {
-        let mut c: KafkaSinkConfig = serde_yaml_ng::from_str(
+        let mut c: KafkaSinkConfig = serde_saphyr::from_str(
             "brokers: h:9093\ntopic: t\ntls: {caFile: /ca.crt}\nsasl: {mechanism: PLAIN, username: u, password: \"env:CRB_KAFKA_CLIENT_TEST_PW\"}\noptions: {linger.ms: \"5\", compression.type: lz4}\n",
         )
         .unwrap();

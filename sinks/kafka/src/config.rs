@@ -105,21 +105,21 @@ mod tests {
 
     #[test]
     fn defaults_options_and_unknown_keys() {
-        let c: KafkaSinkConfig = serde_yaml_ng::from_str(
+        let c: KafkaSinkConfig = serde_saphyr::from_str(
             "brokers: h:9092\ntopic: \"crbridge.{group}.{plural}\"\noptions: {compression.type: zstd}\n",
         )
         .unwrap();
         assert_eq!(c.mode, ContentMode::Binary);
         assert_eq!(c.max_in_flight, 1024);
         assert_eq!(c.options["compression.type"], "zstd");
-        let err = serde_yaml_ng::from_str::<KafkaSinkConfig>("brokers: h\ntopic: t\ntopics: x\n")
+        let err = serde_saphyr::from_str::<KafkaSinkConfig>("brokers: h\ntopic: t\ntopics: x\n")
             .unwrap_err();
         assert!(err.to_string().contains("unknown field `topics`"), "{err}");
     }
 
     #[test]
     fn tls_and_sasl_keys_parse_and_debug_hides_secrets() {
-        let c: KafkaSinkConfig = serde_yaml_ng::from_str(
+        let c: KafkaSinkConfig = serde_saphyr::from_str(
             "brokers: h:9093\ntopic: t\ntls: {caFile: /ca.crt, certFile: /tls.crt, keyFile: /tls.key}\nsasl: {mechanism: SCRAM-SHA-512, username: crbridge, password: lit3ral-pw}\noptions: {sasl.oauthbearer.client.secret: s3cr3t, compression.type: zstd}\n",
         )
         .unwrap();
@@ -134,7 +134,7 @@ mod tests {
             "{shown}"
         );
         assert!(shown.contains("zstd"), "{shown}");
-        let err = serde_yaml_ng::from_str::<KafkaSinkConfig>(
+        let err = serde_saphyr::from_str::<KafkaSinkConfig>(
             "brokers: h\ntopic: t\nsasl: {mechanism: PLAIN, user: u}\n",
         )
         .unwrap_err();
@@ -143,7 +143,7 @@ mod tests {
 
     #[test]
     fn a_conflicting_option_fails_validation() {
-        let mut c: KafkaSinkConfig = serde_yaml_ng::from_str(
+        let mut c: KafkaSinkConfig = serde_saphyr::from_str(
             "brokers: h\ntopic: t\ntls: {caFile: /ca.crt}\noptions: {ssl.ca.location: /other.crt}\n",
         )
         .unwrap();

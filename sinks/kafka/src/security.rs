@@ -348,7 +348,7 @@ mod tests {
     use super::*;
 
     fn sasl(yaml: &str) -> SaslConfig {
-        serde_yaml_ng::from_str(yaml).unwrap()
+        serde_saphyr::from_str(yaml).unwrap()
     }
 
     fn tls_all() -> TlsConfig {
@@ -446,7 +446,7 @@ mod tests {
             check("", Some(&cert_only), None, []).unwrap_err().0,
             "tls.keyFile"
         );
-        assert!(serde_yaml_ng::from_str::<SaslConfig>("{mechanism: OAUTHBEARER}").is_err());
+        assert!(serde_saphyr::from_str::<SaslConfig>("{mechanism: OAUTHBEARER}").is_err());
     }
 
     #[test]

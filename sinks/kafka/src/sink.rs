@@ -232,7 +232,7 @@ mod tests {
 
     #[test]
     fn option_values_resolve_from_env_and_names_the_key() {
-        let mut c: KafkaSinkConfig = serde_yaml_ng::from_str(
+        let mut c: KafkaSinkConfig = serde_saphyr::from_str(
             "brokers: h\ntopic: t\noptions: {sasl.password: \"env:CRB_KAFKA_TEST_MISSING\"}\n",
         )
         .unwrap();

@@ -308,7 +308,7 @@ mod tests {
 
     #[test]
     fn defaults_and_unknown_keys() {
-        let c: NatsSinkConfig = serde_yaml_ng::from_str(
+        let c: NatsSinkConfig = serde_saphyr::from_str(
             "url: nats://h:1\nstream: S\nsubject: \"crbridge.{cluster}.{kind}\"\n",
         )
         .unwrap();
@@ -316,7 +316,7 @@ mod tests {
         assert_eq!(c.max_in_flight, 256);
         assert_eq!(c.mode, ContentMode::Binary);
         assert_eq!(c.duplicate_window, Duration::from_secs(600));
-        let err = serde_yaml_ng::from_str::<NatsSinkConfig>(
+        let err = serde_saphyr::from_str::<NatsSinkConfig>(
             "url: x\nstream: S\nsubject: a\nsubjects: b\n",
         )
         .unwrap_err();
@@ -325,13 +325,13 @@ mod tests {
             "{err}"
         );
         let err =
-            serde_yaml_ng::from_str::<NatsSinkConfig>("url: x\nstream: S\nsubject: a.{nope}\n")
+            serde_saphyr::from_str::<NatsSinkConfig>("url: x\nstream: S\nsubject: a.{nope}\n")
                 .unwrap_err();
         assert!(err.to_string().contains("nope"), "{err}");
     }
 
     fn parse(yaml: &str) -> NatsSinkConfig {
-        serde_yaml_ng::from_str(&format!("url: tls://h:1\nstream: S\nsubject: a\n{yaml}")).unwrap()
+        serde_saphyr::from_str(&format!("url: tls://h:1\nstream: S\nsubject: a\n{yaml}")).unwrap()
     }
 
     fn invalid(yaml: &str) -> (String, String) {
@@ -361,12 +361,12 @@ mod tests {
             c.validate().unwrap();
             assert_eq!(c.auth.unwrap().method(), Ok(method), "{yaml}");
         }
-        let err = serde_yaml_ng::from_str::<NatsSinkConfig>(
+        let err = serde_saphyr::from_str::<NatsSinkConfig>(
             "url: x\nstream: S\nsubject: a\ntls: { cafile: /ca }\n",
         )
         .unwrap_err();
         assert!(err.to_string().contains("unknown field `cafile`"), "{err}");
-        let err = serde_yaml_ng::from_str::<NatsSinkConfig>(
+        let err = serde_saphyr::from_str::<NatsSinkConfig>(
             "url: x\nstream: S\nsubject: a\nauth: { nkey: /s }\n",
         )
         .unwrap_err();
@@ -389,13 +389,13 @@ mod tests {
         assert_eq!(invalid("auth: { nkeySeedFile: '' }").0, "auth.nkeySeedFile");
         assert_eq!(invalid("tls: { certFile: /c }").0, "tls.keyFile");
         assert_eq!(invalid("tls: { keyFile: /k }").0, "tls.certFile");
-        let c: NatsSinkConfig = serde_yaml_ng::from_str(
+        let c: NatsSinkConfig = serde_saphyr::from_str(
             "url: nats://u:p@h:1\nstream: S\nsubject: a\nauth: { token: t }\n",
         )
         .unwrap();
         assert_eq!(c.validate().unwrap_err().0, "url");
         let c: NatsSinkConfig =
-            serde_yaml_ng::from_str("url: http://h:1\nstream: S\nsubject: a\n").unwrap();
+            serde_saphyr::from_str("url: http://h:1\nstream: S\nsubject: a\n").unwrap();
         assert!(c.validate().unwrap_err().1.contains("http://"));
     }
 
@@ -412,7 +412,7 @@ mod tests {
 
     #[test]
     fn debug_output_hides_secrets() {
-        let c: NatsSinkConfig = serde_yaml_ng::from_str(
+        let c: NatsSinkConfig = serde_saphyr::from_str(
             "url: nats://u:urlsecret@h:1\nstream: S\nsubject: a\n\
              auth: { username: admin-user, password: pwsecret }\n",
         )

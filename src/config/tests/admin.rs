@@ -9,7 +9,7 @@ fn addr(s: &str) -> SocketAddr {
 
 /// Deserialized but not resolved, to drive `resolve` with a chosen $HOME.
 pub(super) fn unresolved(text: &str) -> Config {
-    serde_yaml_ng::from_str(text).unwrap()
+    serde_saphyr::from_str(text).unwrap()
 }
 
 #[test]

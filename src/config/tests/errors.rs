@@ -183,3 +183,43 @@ fn edit_distance_and_suggestions() {
         "; did you mean kafka?"
     );
 }
+
+/// What the YAML parser must keep doing (serde-saphyr's defaults differ): YAML 1.2
+/// booleans only, repeated keys named with their path, one line per error.
+#[test]
+fn parser_rules_kept_across_parsers() {
+    assert_eq!(
+        err(&with_watches(
+            "  - { version: v1, kind: Pod, includeStatus: yes }"
+        )),
+        r#"crbridge.yaml: watches[0].includeStatus: wrong type: string "yes" (expected a boolean)"#
+    );
+    assert_eq!(
+        err(&with_watches(
+            "  - { version: v1, kind: Pod, includeStatus: 1.5 }"
+        )),
+        "crbridge.yaml: watches[0].includeStatus: wrong type: floating point `1.5` (expected a boolean)"
+    );
+    assert_contains(
+        &err(&with_top("cluster: c2")),
+        "crbridge.yaml: cluster: duplicate key (each key may appear only once)",
+    );
+    assert_eq!(
+        err(&with_watches("  - { version: v1, kind: [Pod] }")),
+        "crbridge.yaml: watches[0].kind: wrong type: a list (expected a string)"
+    );
+    assert_eq!(
+        err(&with_top("").replace("state: { path: /tmp/s }", "state: /tmp/s")),
+        r#"crbridge.yaml: state: wrong type: string "/tmp/s" (expected a mapping)"#
+    );
+    let line = err("cluster: c\nwatches: [\n  { kind: A,\n");
+    assert_eq!(
+        line.matches("line ").count(),
+        1,
+        "the position once: {line}"
+    );
+    assert_contains(
+        &err("cluster: a\n---\ncluster: b\n"),
+        "invalid YAML: more than one document (expected a single YAML document)",
+    );
+}

@@ -53,7 +53,7 @@ fn sink_section_rules() {
     );
     assert_contains(
         &err(&text("  k: { type: kafka, x: !tag 1 }")),
-        "crbridge.yaml: sinks.k.x: wrong type: enum (expected a plain YAML value (tags are not supported))",
+        "crbridge.yaml: sinks.k: tag !tag is not supported (expected a plain YAML value)",
     );
 }
 

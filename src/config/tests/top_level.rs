@@ -93,5 +93,5 @@ fn home_expansion() {
 
 /// Deserialized but not resolved, to drive `resolve` with a chosen $HOME.
 fn ok_raw(text: &str) -> Config {
-    serde_yaml_ng::from_str(text).unwrap()
+    serde_saphyr::from_str(text).unwrap()
 }
