@@ -189,16 +189,12 @@ fn edit_distance_and_suggestions() {
 #[test]
 fn parser_rules_kept_across_parsers() {
     assert_eq!(
-        err(&with_watches(
-            "  - { version: v1, kind: Pod, includeStatus: yes }"
-        )),
-        r#"crbridge.yaml: watches[0].includeStatus: wrong type: string "yes" (expected a boolean)"#
+        err(&with_top("leaderElection: { enabled: yes }")),
+        r#"crbridge.yaml: leaderElection.enabled: wrong type: string "yes" (expected a boolean)"#
     );
     assert_eq!(
-        err(&with_watches(
-            "  - { version: v1, kind: Pod, includeStatus: 1.5 }"
-        )),
-        "crbridge.yaml: watches[0].includeStatus: wrong type: floating point `1.5` (expected a boolean)"
+        err(&with_top("leaderElection: { enabled: 1.5 }")),
+        "crbridge.yaml: leaderElection.enabled: wrong type: floating point `1.5` (expected a boolean)"
     );
     assert_contains(
         &err(&with_top("cluster: c2")),
