@@ -19,6 +19,7 @@ pub mod config;
 pub mod diff;
 pub mod dispatch;
 pub mod event;
+pub mod filter;
 pub mod http;
 pub mod leader;
 pub mod metrics;
