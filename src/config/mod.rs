@@ -54,7 +54,7 @@ pub use sink::{
     SinkPolicy, SinkSection,
 };
 pub use state::{OutboxConfig, StateConfig};
-pub use watch::{ChangeType, InitialMode, PayloadMode, WatchConfig};
+pub use watch::{ChangeType, FilterErrors, InitialMode, PayloadMode, WatchConfig};
 
 use de::deserialize_sinks;
 use error::{config_field_hint, schema_error, strip_yaml_decorations, syntax_error, TOP_LEVEL};

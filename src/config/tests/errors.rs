@@ -183,3 +183,47 @@ fn edit_distance_and_suggestions() {
         "; did you mean kafka?"
     );
 }
+
+#[test]
+fn filter_compile_errors_name_the_watch_the_expression_and_the_position() {
+    assert_eq!(
+        err(&with_watches(
+            "  - { name: widgets, version: v1, kind: Widget, filter: \"object.spec.tier = 'prod'\" }"
+        )),
+        "crbridge.yaml: watches[0].filter: watch \"widgets\": invalid CEL expression \"object.spec.tier = 'prod'\": \
+         line 1, column 18: Syntax error: token recognition error at: '= ' \
+         (expected an expression over type, object, oldObject and patch, e.g. object.spec.tier == 'prod')"
+    );
+    // A watch without a name is named by its default.
+    assert_contains(
+        &err(&with_watches(
+            "  - { group: example.com, plural: widgets, version: v1, kind: Widget, filter: \"type ==\" }",
+        )),
+        "crbridge.yaml: watches[0].filter: watch \"widgets.example.com\": invalid CEL expression \"type ==\": line 1, column ",
+    );
+    assert_contains(
+        &err(&with_watches("  - { version: v1, kind: Pod, filter: \"\" }")),
+        "crbridge.yaml: watches[0].filter: watch \"pod\": invalid CEL expression \"\": ",
+    );
+    assert_eq!(
+        err(&with_watches(
+            "  - { version: v1, kind: Pod, filter: \"true\", filterErrors: skip }"
+        )),
+        r#"crbridge.yaml: watches[0].filterErrors: unknown value "skip" (expected one of: publish, drop)"#
+    );
+}
+
+#[test]
+fn filters_compile_once_with_the_config() {
+    let config = ok(&with_watches(
+        "  - { version: v1, kind: Pod, filter: \"object.spec.tier == 'prod'\", filterErrors: drop }\n  - { version: v1, kind: Node }",
+    ));
+    let (with, without) = (&config.watches[0], &config.watches[1]);
+    assert_eq!(
+        with.compiled_filter.as_ref().map(|f| f.source()),
+        Some("object.spec.tier == 'prod'")
+    );
+    assert_eq!(with.filter_errors, crate::config::FilterErrors::Drop);
+    assert!(without.filter.is_none() && without.compiled_filter.is_none());
+    assert_eq!(without.filter_errors, crate::config::FilterErrors::Publish);
+}
