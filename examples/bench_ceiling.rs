@@ -208,6 +208,8 @@ async fn bridge(objects: usize, updates: usize) -> anyhow::Result<()> {
         .into_iter()
         .collect(),
         initial: InitialMode::Snapshot,
+        filter: None,
+        filter_errors: Default::default(),
     }];
 
     let cpu0 = common::cpu_seconds("self");

@@ -170,6 +170,8 @@ pub async fn plan(
                 rules: norm.clone(),
                 events: w.events.iter().copied().map(change_kind).collect(),
                 initial: w.initial,
+                filter: w.compiled_filter.clone(),
+                filter_errors: w.filter_errors,
             });
         }
         if resolved {
