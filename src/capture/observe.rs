@@ -169,12 +169,11 @@ impl Capture {
         };
         self.checkpoint(scope, id.rv.clone(), batch);
         let key = object_key(&s.watch, &id.namespace, &id.uid);
-        // The event carries the deleted object from the watch; of the stored state only
-        // its resourceVersion is needed.
         self.warned.forget(&s.watch, &id.uid);
         // A delete is published exactly when the object was: consumers never keep a ghost
         // of a deleted object, and never hear of one they did not see. The filter is not
-        // asked.
+        // asked. The event carries the deleted object from the watch; of the stored state
+        // only its resourceVersion is needed.
         let Some(prev_rv) = batch.version(&key)? else {
             // Never published (filtered out): nothing to retract.
             return Ok(());

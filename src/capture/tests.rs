@@ -62,8 +62,8 @@ fn fixture_with(rules: ScopeRules, page: usize) -> Fixture {
     let (dtx, durable) = watch::channel(0);
     let stats = Arc::new(CaptureStats::default());
     let metrics = Arc::new(Metrics::new());
-    let mut cap = Capture::new(store.clone(), vec![rules], dtx, stats.clone())
-        .with_metrics(metrics.clone());
+    let mut cap =
+        Capture::new(store.clone(), vec![rules], dtx, stats.clone()).with_metrics(metrics.clone());
     cap.snapshot_page = page;
     let task = tokio::spawn(cap.run(rx, crx, CancellationToken::new()));
     Fixture {
@@ -740,7 +740,10 @@ async fn relists_neither_invent_nor_retract_objects_that_were_never_published() 
 async fn filter_errors_publish_by_default_and_drop_when_asked() {
     // `tier` is missing from every widget: the expression fails on each change.
     for (drop, want) in [
-        (false, vec![ev("created", "a", false), ev("updated", "a", false)]),
+        (
+            false,
+            vec![ev("created", "a", false), ev("updated", "a", false)],
+        ),
         (true, vec![]),
     ] {
         let f = fixture_with(
@@ -855,9 +858,11 @@ mod filter_model {
         let mut out = Vec::new();
         let mut next_uid = 0;
         let mut rv = 0;
-        let change = |uid: &str, size: i64, inferred: bool,
-                          published: &mut std::collections::HashMap<String, i64>,
-                          out: &mut Vec<(String, String, i64, bool)>| {
+        let change = |uid: &str,
+                      size: i64,
+                      inferred: bool,
+                      published: &mut std::collections::HashMap<String, i64>,
+                      out: &mut Vec<(String, String, i64, bool)>| {
             let kind = match published.get(uid) {
                 Some(p) if *p == size => return,
                 Some(_) => "updated",
@@ -874,7 +879,11 @@ mod filter_model {
                 Op::Set(i, size) => {
                     let l = live[i].get_or_insert_with(|| {
                         next_uid += 1;
-                        Live { uid: format!("u{next_uid}"), rv, size }
+                        Live {
+                            uid: format!("u{next_uid}"),
+                            rv,
+                            size,
+                        }
                     });
                     l.rv = rv;
                     l.size = size;

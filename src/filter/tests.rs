@@ -36,18 +36,27 @@ fn the_four_variables_are_bound() {
         ("type == 'updated'", true),
         ("object.spec.tier == 'prod' && object.spec.size > 1", true),
         ("oldObject.spec.tier == 'dev'", true),
-        ("patch.exists(p, p.path == '/spec/size' && p.op == 'replace' && p.value == 2)", true),
+        (
+            "patch.exists(p, p.path == '/spec/size' && p.op == 'replace' && p.value == 2)",
+            true,
+        ),
         ("patch.all(p, p.path.startsWith('/metadata'))", false),
         ("'tier' in object.metadata.labels", true),
         ("has(object.spec.missing)", false),
-        ("object.spec.tags.size() == 2 && 'b' in object.spec.tags", true),
+        (
+            "object.spec.tags.size() == 2 && 'b' in object.spec.tags",
+            true,
+        ),
         ("object.metadata.name.matches('^w$')", true),
         ("object.spec.tier.upperAscii() == 'PROD'", true),
     ] {
         assert_eq!(eval(source, &updated), Ok(want), "{source}");
     }
     let c = created(&new);
-    assert_eq!(eval("oldObject == null && patch == [] && type == 'created'", &c), Ok(true));
+    assert_eq!(
+        eval("oldObject == null && patch == [] && type == 'created'", &c),
+        Ok(true)
+    );
     let snapshot = Input {
         kind: ChangeKind::Snapshot,
         ..c
@@ -60,10 +69,22 @@ fn runtime_errors_are_values_not_panics() {
     let o = widget("prod", 1);
     let c = created(&o);
     let missing = eval("object.spec.nope == 1", &c).unwrap_err();
-    assert!(matches!(&missing, FilterError::Evaluate(m) if m.contains("nope")), "{missing}");
-    assert!(matches!(eval("object.spec.size == 'one'", &c), Ok(false) | Err(FilterError::Evaluate(_))));
-    assert!(matches!(eval("object.spec.size / 0 == 1", &c), Err(FilterError::Evaluate(_))));
-    assert!(matches!(eval("oldObject.spec.tier == 'x'", &c), Err(FilterError::Evaluate(_))));
+    assert!(
+        matches!(&missing, FilterError::Evaluate(m) if m.contains("nope")),
+        "{missing}"
+    );
+    assert!(matches!(
+        eval("object.spec.size == 'one'", &c),
+        Ok(false) | Err(FilterError::Evaluate(_))
+    ));
+    assert!(matches!(
+        eval("object.spec.size / 0 == 1", &c),
+        Err(FilterError::Evaluate(_))
+    ));
+    assert!(matches!(
+        eval("oldObject.spec.tier == 'x'", &c),
+        Err(FilterError::Evaluate(_))
+    ));
     assert_eq!(
         eval("object.spec.size", &c),
         Err(FilterError::NotBool("int".into()))

@@ -25,9 +25,9 @@ pub(super) fn to_val(json: &Value) -> Box<dyn Val + '_> {
             }
         }
         Value::String(s) => Box::new(CelString::from(s.as_str())),
-        Value::Array(items) => Box::new(CelList::from(
-            items.iter().map(to_val).collect::<Vec<_>>(),
-        )),
+        Value::Array(items) => {
+            Box::new(CelList::from(items.iter().map(to_val).collect::<Vec<_>>()))
+        }
         Value::Object(map) => Box::new(CelMap::from(
             map.iter()
                 .map(|(k, v)| (CelMapKey::from(k.as_str()), to_val(v)))

@@ -202,7 +202,9 @@ fn filter_compile_errors_name_the_watch_the_expression_and_the_position() {
         "crbridge.yaml: watches[0].filter: watch \"widgets.example.com\": invalid CEL expression \"type ==\": line 1, column ",
     );
     assert_contains(
-        &err(&with_watches("  - { version: v1, kind: Pod, filter: \"\" }")),
+        &err(&with_watches(
+            "  - { version: v1, kind: Pod, filter: \"\" }",
+        )),
         "crbridge.yaml: watches[0].filter: watch \"pod\": invalid CEL expression \"\": ",
     );
     assert_eq!(
