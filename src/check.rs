@@ -25,6 +25,12 @@ pub async fn run(path: &Path) -> anyhow::Result<ExitCode> {
                     c.sinks.len()
                 ),
             );
+            // Loading compiled every filter (a bad one fails the config line above).
+            for w in &c.watches {
+                if let Some(filter) = &w.compiled_filter {
+                    line(true, &format!("filter {}", w.name), filter.source());
+                }
+            }
             c
         }
         Err(e) => {
