@@ -24,6 +24,7 @@ pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod rbac;
+pub mod redact;
 pub mod replay;
 pub mod sinks;
 pub mod stats;
