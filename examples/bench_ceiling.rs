@@ -210,6 +210,7 @@ async fn bridge(objects: usize, updates: usize) -> anyhow::Result<()> {
         initial: InitialMode::Snapshot,
         filter: None,
         filter_errors: Default::default(),
+        redact: None,
     }];
 
     let cpu0 = common::cpu_seconds("self");

@@ -25,6 +25,7 @@ use crate::diff::Rules;
 use crate::dispatch::DispatchStats;
 use crate::event::Identity;
 use crate::leader::{ElectionConfig, Elector, Held};
+use crate::redact::Redactor;
 use crate::stats::Stats;
 use crate::store::{Store, StoreOptions};
 use crate::supervise::{with_test_panic, Supervisor};
@@ -113,6 +114,12 @@ pub async fn plan(
     let mut scopes = Vec::new();
     let mut rules = Vec::new();
     for w in &config.watches {
+        let redact = match (&config.resolved_redact_key, w.redact.is_empty()) {
+            (_, true) => None,
+            (Some(key), false) => Some(Redactor::new(key.clone(), &w.redact)),
+            // `config::load` refuses this; a config built otherwise must not leak values.
+            (None, false) => anyhow::bail!("watch {}: redact needs redactKey", w.name),
+        };
         let kind = kind_ref(w);
         let (r, resolved) = match crate::watch::discover(client, &kind).await {
             Ok(r) => {
@@ -172,6 +179,7 @@ pub async fn plan(
                 initial: w.initial,
                 filter: w.compiled_filter.clone(),
                 filter_errors: w.filter_errors,
+                redact: redact.clone(),
             });
         }
         if resolved {

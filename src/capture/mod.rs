@@ -49,6 +49,7 @@ use crate::diff::Rules;
 use crate::event::{self, Change, Identity};
 use crate::filter::Filter;
 use crate::metrics::{self, Metrics};
+use crate::redact::Redactor;
 use crate::store::{checkpoint_key, now_ms, OutboxEntry, Store, StoreError};
 use crate::watch::{Observed, ScopeId};
 use batch::BatchBuilder;
@@ -76,6 +77,8 @@ pub struct ScopeRules {
     pub filter: Option<Filter>,
     /// What a change does when `filter` fails on it.
     pub filter_errors: FilterErrors,
+    /// Values replaced by keyed hashes before anything else (`redact`); `None`: none.
+    pub redact: Option<Redactor>,
 }
 
 /// Counters of what capture decided.

@@ -95,6 +95,10 @@ impl Capture {
         let changed_by = diff::changed_by(object);
         let mut object = object.clone();
         diff::clean(&mut object);
+        // Before anything is compared, filtered, stored or published.
+        if let Some(r) = &s.redact {
+            r.apply(&mut object);
+        }
         let inferred = matches!(origin, Origin::List(_));
         // The event this change would be: an object with no stored state was never
         // published, so consumers meet it as created (or in the first-start snapshot),
@@ -180,6 +184,9 @@ impl Capture {
         };
         let mut object = object.clone();
         diff::clean(&mut object);
+        if let Some(r) = &s.redact {
+            r.apply(&mut object);
+        }
         let change = Change::new(ChangeKind::Deleted, &object, &id.rv, received)
             .with_previous(Some(&prev_rv));
         let entry = self.entry(scope, &change);

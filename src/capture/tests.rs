@@ -41,6 +41,7 @@ fn rules(initial: InitialMode) -> ScopeRules {
         initial,
         filter: None,
         filter_errors: FilterErrors::Publish,
+        redact: None,
     }
 }
 
@@ -1001,4 +1002,54 @@ mod filter_model {
             prop_assert_eq!(got, model(&ops));
         }
     }
+}
+
+#[tokio::test]
+async fn redacted_values_are_hashed_before_they_are_compared_stored_or_published() {
+    let redactor = crate::redact::Redactor::new(
+        crate::redact::RedactKey::new(b"0123456789abcdef"),
+        &["/spec/password".to_string()],
+    );
+    let f = fixture_with(
+        ScopeRules {
+            redact: Some(redactor.clone()),
+            ..rules(InitialMode::Snapshot)
+        },
+        MAX_BATCH,
+    );
+    let with_password = |rv: u64, size: i64, password: &str| {
+        let mut o = widget("a", rv, size);
+        o["spec"]["password"] = json!(password);
+        o
+    };
+    f.upsert(with_password(10, 1, "hunter2-raw"), Origin::Watch)
+        .await;
+    f.upsert(with_password(11, 2, "hunter2-raw"), Origin::Watch)
+        .await;
+    f.upsert(with_password(12, 2, "swordfish-raw"), Origin::Watch)
+        .await; // still a change
+    f.upsert(with_password(13, 3, "swordfish-raw"), Origin::Watch)
+        .await;
+    let key = object_key("widgets", "ns", "a");
+    let (events, store, _) = f.finish().await;
+    assert_eq!(
+        events,
+        vec![
+            ev("created", "a", false),
+            ev("updated", "a", false),
+            ev("updated", "a", false),
+            ev("updated", "a", false)
+        ]
+    );
+    let data = events_with_data(&store);
+    let hash = |v: &str| redactor.hash(&json!(v));
+    assert_eq!(data[0].2["object"]["spec"]["password"], hash("hunter2-raw"));
+    assert!(data[2].2["patch"].as_array().unwrap().contains(
+        &json!({"op": "replace", "path": "/spec/password", "value": hash("swordfish-raw")})
+    ));
+    let all = format!(
+        "{data:?}{:?}",
+        store.object(&key).unwrap().map(|s| s.object)
+    );
+    assert!(!all.contains("-raw"), "{all}");
 }

@@ -66,6 +66,10 @@ pub struct WatchConfig {
     /// What a change whose filter fails to evaluate does (key `filterErrors`).
     #[serde(default)]
     pub filter_errors: FilterErrors,
+    /// JSON Pointers (a `*` segment: any key or index) whose values are replaced by keyed
+    /// hashes before anything is diffed, stored or published (needs `redactKey`).
+    #[serde(default)]
+    pub redact: Vec<String>,
     /// `filter`, compiled by validation.
     #[serde(skip)]
     pub compiled_filter: Option<Filter>,
@@ -337,43 +341,11 @@ pub(super) fn validate_watch(
             ));
         }
     }
-    let mut seen = HashSet::new();
-    for (i, pointer) in watch.ignore.iter().enumerate() {
-        let at = format!(".ignore[{i}]");
-        if !pointer.starts_with('/') {
-            return Err((
-                at,
-                format!(
-                    "invalid JSON Pointer {pointer:?} (expected RFC 6901, starting with \"/\", e.g. /spec/replicasHint)"
-                ),
-            ));
-        }
-        let bad_escape = pointer
-            .split('~')
-            .skip(1)
-            .any(|after| !after.starts_with('0') && !after.starts_with('1'));
-        if bad_escape {
-            return Err((
-                at,
-                format!(
-                    "invalid JSON Pointer {pointer:?} (\"~\" must be followed by 0 or 1, RFC 6901)"
-                ),
-            ));
-        }
-        if let Some(protected) = PROTECTED_POINTERS.iter().find(|p| {
-            **p == pointer
-                || p.strip_prefix(pointer.as_str())
-                    .is_some_and(|r| r.starts_with('/'))
-        }) {
-            return Err((
-                at,
-                format!("{pointer:?} cannot be ignored ({protected} identifies the object)"),
-            ));
-        }
-        if !seen.insert(pointer.as_str()) {
-            return Err((at, format!("duplicate pointer {pointer:?}")));
-        }
-    }
+    check_pointers(&watch.ignore, ".ignore", "ignored", &PROTECTED_POINTERS)?;
+    // resourceVersion orders an object's states: a hash of it would order nothing.
+    let mut protected = PROTECTED_POINTERS.to_vec();
+    protected.push("/metadata/resourceVersion");
+    check_pointers(&watch.redact, ".redact", "redacted", &protected)?;
     if let Some(source) = &watch.filter {
         let name = if watch.name.is_empty() {
             default_watch_name(watch)
@@ -405,6 +377,56 @@ pub(super) fn validate_watch(
         }
         if !seen.insert(sink.as_str()) {
             return Err((format!(".sinks[{i}]"), format!("duplicate sink {sink:?}")));
+        }
+    }
+    Ok(())
+}
+
+/// Checks the JSON Pointers of key `key` (RFC 6901; none of `protected` or a parent of
+/// one, which would be `verb`; no duplicates).
+fn check_pointers(
+    pointers: &[String],
+    key: &str,
+    verb: &str,
+    protected: &[&str],
+) -> Result<(), (String, String)> {
+    let mut seen = HashSet::new();
+    for (i, pointer) in pointers.iter().enumerate() {
+        let at = format!("{key}[{i}]");
+        if !pointer.starts_with('/') {
+            return Err((
+                at,
+                format!(
+                    "invalid JSON Pointer {pointer:?} (expected RFC 6901, starting with \"/\", e.g. /spec/replicasHint)"
+                ),
+            ));
+        }
+        let bad_escape = pointer
+            .split('~')
+            .skip(1)
+            .any(|after| !after.starts_with('0') && !after.starts_with('1'));
+        if bad_escape {
+            return Err((
+                at,
+                format!(
+                    "invalid JSON Pointer {pointer:?} (\"~\" must be followed by 0 or 1, RFC 6901)"
+                ),
+            ));
+        }
+        // The pointer selects a protected path or a parent of one (`*` matches any segment).
+        let selects = |p: &&&str| {
+            let (mine, theirs): (Vec<&str>, Vec<&str>) =
+                (pointer.split('/').collect(), p.split('/').collect());
+            mine.len() <= theirs.len() && mine.iter().zip(&theirs).all(|(m, t)| m == t || *m == "*")
+        };
+        if let Some(protected) = protected.iter().find(selects) {
+            return Err((
+                at,
+                format!("{pointer:?} cannot be {verb} ({protected} identifies the object)"),
+            ));
+        }
+        if !seen.insert(pointer.as_str()) {
+            return Err((at, format!("duplicate pointer {pointer:?}")));
         }
     }
     Ok(())

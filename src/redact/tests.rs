@@ -11,7 +11,12 @@ fn redactor(pointers: &[&str]) -> Redactor {
 
 #[test]
 fn exact_and_wildcard_pointers_replace_values_by_keyed_hashes() {
-    let r = redactor(&["/spec/password", "/spec/credentials/*", "/spec/users/*/token", "/spec/a~1b"]);
+    let r = redactor(&[
+        "/spec/password",
+        "/spec/credentials/*",
+        "/spec/users/*/token",
+        "/spec/a~1b",
+    ]);
     let mut o = json!({"spec": {
         "password": "hunter2", "keep": "x",
         "credentials": {"aws": "AKIA", "gcp": {"json": 1}},

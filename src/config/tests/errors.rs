@@ -39,7 +39,7 @@ fn unknown_keys_are_rejected_everywhere() {
     assert_contains(&line, "did you mean includeStatus?");
     assert_contains(
         &err(&with_top("clusterName: x")),
-        "crbridge.yaml: clusterName: unknown key (expected one of: cluster, kubeconfig, state, http, admin, leaderElection, eventTypePrefix, watches, sinks)",
+        "crbridge.yaml: clusterName: unknown key (expected one of: cluster, kubeconfig, state, http, admin, leaderElection, eventTypePrefix, redactKey, watches, sinks)",
     );
     let line =
         err(&with_top("").replace("path: /tmp/s", "path: /tmp/s, outbox: { retentoin: 1h }"));
@@ -228,4 +228,53 @@ fn filters_compile_once_with_the_config() {
     assert_eq!(with.filter_errors, crate::config::FilterErrors::Drop);
     assert!(without.filter.is_none() && without.compiled_filter.is_none());
     assert_eq!(without.filter_errors, crate::config::FilterErrors::Publish);
+}
+
+#[test]
+fn redaction_needs_a_key_from_the_environment_or_a_file() {
+    let redacting = "  - { version: v1, kind: Pod, redact: [/spec/password] }";
+    assert_eq!(
+        err(&with_watches(redacting)),
+        "crbridge.yaml: watches[0].redact: needs the top-level redactKey (expected redactKey: env:NAME or file:/path, the HMAC key of redacted values)"
+    );
+    let with_key = |key: &str| {
+        with_watches(redacting)
+            .replace("cluster: c1\n", &format!("cluster: c1\nredactKey: {key}\n"))
+    };
+    assert_eq!(
+        err(&with_key("s3cr3t-in-the-file")),
+        "crbridge.yaml: redactKey: not a reference (expected env:NAME or file:/path: the key itself does not belong in the file)"
+    );
+    assert_eq!(
+        err(&with_key("env:CRB_TEST_REDACT_KEY_UNSET")),
+        "crbridge.yaml: redactKey: environment variable CRB_TEST_REDACT_KEY_UNSET is not set"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let short = dir.path().join("short");
+    std::fs::write(&short, "tiny\n").unwrap();
+    let line = err(&with_key(&format!("file:{}", short.display())));
+    assert_contains(
+        &line,
+        "holds 4 bytes (expected a secret of at least 16 bytes)",
+    );
+    assert!(!line.contains("tiny"), "{line}");
+    let good = dir.path().join("key");
+    std::fs::write(&good, "0123456789abcdef0123\n").unwrap();
+    let config = ok(&with_key(&format!("file:{}", good.display())));
+    assert_eq!(
+        config.resolved_redact_key,
+        Some(crate::redact::RedactKey::new(b"0123456789abcdef0123"))
+    );
+    assert_eq!(config.watches[0].redact, ["/spec/password"]);
+    assert!(!format!("{config:?}").contains("0123456789abcdef"));
+    assert_contains(
+        &err(&with_key("env:X").replace("redact: [/spec/password]", "redact: [/metadata/*]")),
+        "crbridge.yaml: watches[0].redact[0]: \"/metadata/*\" cannot be redacted (/metadata/uid identifies the object)",
+    );
+    assert_contains(
+        &err(&with_watches(
+            "  - { version: v1, kind: Pod, redact: [spec] }",
+        )),
+        "crbridge.yaml: watches[0].redact[0]: invalid JSON Pointer \"spec\"",
+    );
 }
