@@ -209,6 +209,9 @@ async fn bridge(objects: usize, updates: usize) -> anyhow::Result<()> {
         .into_iter()
         .collect(),
         initial: InitialMode::Snapshot,
+        filter: None,
+        filter_errors: Default::default(),
+        redact: None,
     }];
 
     let cpu0 = common::cpu_seconds("self");

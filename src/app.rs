@@ -26,6 +26,7 @@ use crate::diff::Rules;
 use crate::dispatch::DispatchStats;
 use crate::event::Identity;
 use crate::leader::{ElectionConfig, Elector, Held};
+use crate::redact::Redactor;
 use crate::stats::{ScopeStats, Stats};
 use crate::store::{Store, StoreOptions};
 use crate::supervise::{with_test_panic, Supervisor};
@@ -133,6 +134,12 @@ pub async fn plan(
     for w in &config.watches {
         let norm = Rules::with_paths(&w.include_status, &w.include, &w.ignore)
             .with_context(|| format!("watch {}: ignore / include / includeStatus", w.name))?;
+        let redact = match (&config.resolved_redact_key, w.redact.is_empty()) {
+            (_, true) => None,
+            (Some(key), false) => Some(Redactor::new(key.clone(), &w.redact)),
+            // `config::load` refuses this; a config built otherwise must not leak values.
+            (None, false) => anyhow::bail!("watch {}: redact needs redactKey", w.name),
+        };
         for cluster in &w.clusters {
             let client = clients
                 .get(cluster)
@@ -145,6 +152,7 @@ pub async fn plan(
                 &key,
                 client,
                 &norm,
+                &redact,
                 &mut scopes,
                 &mut rules,
             )
@@ -163,6 +171,7 @@ async fn plan_watch(
     key: &str,
     client: &Client,
     norm: &Rules,
+    redact: &Option<Redactor>,
     scopes: &mut Vec<Scope>,
     rules: &mut Vec<ScopeRules>,
 ) -> anyhow::Result<()> {
@@ -223,6 +232,9 @@ async fn plan_watch(
                 rules: norm.clone(),
                 events: w.events.iter().copied().map(change_kind).collect(),
                 initial: w.initial,
+                filter: w.compiled_filter.clone(),
+                filter_errors: w.filter_errors,
+                redact: redact.clone(),
             });
         }
         if resolved {

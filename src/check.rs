@@ -84,6 +84,12 @@ pub async fn run(path: &Path, output: Output) -> anyhow::Result<ExitCode> {
                     c.sinks.len()
                 ),
             );
+            // Loading compiled every filter (a bad one fails the config line above).
+            for w in &c.watches {
+                if let Some(filter) = &w.compiled_filter {
+                    report.line(true, "filter", Some(&w.name), filter.source());
+                }
+            }
             c
         }
         Err(e) => {

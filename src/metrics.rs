@@ -71,6 +71,10 @@ pub struct Metrics {
     pub events: Family<WatchType, Counter>,
     /// Updates dropped as no-ops.
     pub suppressed: Family<WatchLabel, Counter>,
+    /// Changes the watch's `filter` did not publish.
+    pub filtered: Family<WatchLabel, Counter>,
+    /// Evaluations of the watch's `filter` that failed.
+    pub filter_errors: Family<WatchLabel, Counter>,
     /// Events reconstructed by a relist.
     pub inferred: Family<WatchType, Counter>,
     /// Events acknowledged by a sink's broker.
@@ -113,6 +117,10 @@ pub const OBSERVED: &str = "crbridge_events_observed";
 pub const EVENTS: &str = "crbridge_events";
 /// `crbridge_events_suppressed_total`
 pub const SUPPRESSED: &str = "crbridge_events_suppressed";
+/// `crbridge_events_filtered_total`
+pub const FILTERED: &str = "crbridge_events_filtered";
+/// `crbridge_filter_errors_total`
+pub const FILTER_ERRORS: &str = "crbridge_filter_errors";
 /// `crbridge_events_inferred_total`
 pub const INFERRED: &str = "crbridge_events_inferred";
 /// `crbridge_events_published_total`
@@ -170,6 +178,8 @@ impl Metrics {
             observed: Family::default(),
             events: Family::default(),
             suppressed: Family::default(),
+            filtered: Family::default(),
+            filter_errors: Family::default(),
             inferred: Family::default(),
             published: Family::default(),
             publish_latency: Family::new_with_constructor(latency_histogram),
@@ -200,6 +210,16 @@ impl Metrics {
             SUPPRESSED,
             "Updates dropped because nothing meaningful changed",
             m.suppressed.clone(),
+        );
+        r.register(
+            FILTERED,
+            "Changes the watch's filter did not publish",
+            m.filtered.clone(),
+        );
+        r.register(
+            FILTER_ERRORS,
+            "Evaluations of the watch's filter that failed (the change is published unless filterErrors: drop)",
+            m.filter_errors.clone(),
         );
         r.register(
             INFERRED,

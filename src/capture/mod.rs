@@ -17,6 +17,7 @@
 //! * `batch.rs`: `BatchBuilder`, the batch and the in-batch view of states not yet
 //!   committed, through which every read and write goes;
 //! * `observe.rs`: upserts, deletes, bookmarks;
+//! * `filter.rs`: the watch's `filter` verdict for a change, and its error policy;
 //! * `reconcile.rs`: a list's end, deletions inferred for objects the list did not see;
 //! * `snapshot.rs`: on-demand snapshots, one page per batch;
 //! * `commit.rs`: backpressure on a full outbox; building and committing a batch, again
@@ -36,16 +37,19 @@ use tracing::{debug, warn};
 mod batch;
 mod command;
 mod commit;
+mod filter;
 mod observe;
 mod reconcile;
 mod snapshot;
 
 pub use command::{Command, SnapshotDone, SnapshotRequest};
 
-use crate::config::InitialMode;
+use crate::config::{FilterErrors, InitialMode};
 use crate::diff::Rules;
 use crate::event::{self, Change, Identity};
+use crate::filter::Filter;
 use crate::metrics::{self, Metrics};
+use crate::redact::Redactor;
 use crate::store::{checkpoint_key, now_ms, OutboxEntry, Store, StoreError};
 use crate::watch::{Observed, ScopeId};
 use batch::BatchBuilder;
@@ -69,6 +73,12 @@ pub struct ScopeRules {
     pub events: HashSet<ChangeKind>,
     /// What the very first start emits.
     pub initial: InitialMode,
+    /// Which changes are published (`filter`); `None`: all.
+    pub filter: Option<Filter>,
+    /// What a change does when `filter` fails on it.
+    pub filter_errors: FilterErrors,
+    /// Values replaced by keyed hashes before anything else (`redact`); `None`: none.
+    pub redact: Option<Redactor>,
 }
 
 /// Counters of what capture decided.
@@ -92,6 +102,8 @@ pub struct Capture {
     max_outbox_bytes: u64,
     /// Objects per page of an on-demand snapshot.
     snapshot_page: usize,
+    /// Objects whose filter failure was logged.
+    warned: filter::Warned,
 }
 
 /// What starts or continues a batch.
@@ -177,6 +189,7 @@ impl Capture {
             metrics: Arc::new(Metrics::new()),
             max_outbox_bytes: u64::MAX,
             snapshot_page: MAX_BATCH,
+            warned: filter::Warned::default(),
         }
     }
 

@@ -14,6 +14,7 @@ use super::{is_newer, Capture};
 use crate::config::InitialMode;
 use crate::diff::{self, Verdict};
 use crate::event::Change;
+use crate::filter::Input;
 use crate::metrics;
 use crate::store::{object_key, StoreError, StoredObject};
 use crate::watch::{ListMode, Observed, Origin, ScopeId};
@@ -94,13 +95,17 @@ impl Capture {
         let changed_by = diff::changed_by(object);
         let mut object = object.clone();
         diff::clean(&mut object);
+        // Before anything is compared, filtered, stored or published.
+        if let Some(r) = &s.redact {
+            r.apply(&mut object);
+        }
         let inferred = matches!(origin, Origin::List(_));
+        // The event this change would be: an object with no stored state was never
+        // published, so consumers meet it as created (or in the first-start snapshot),
+        // whatever the server's event was.
         let (kind, patch) = match (&prev, origin) {
-            (None, Origin::List(ListMode::Initial)) => match s.initial {
-                InitialMode::Snapshot => (Some(ChangeKind::Snapshot), None),
-                InitialMode::Skip => (None, None),
-            },
-            (None, _) => (Some(ChangeKind::Created), None),
+            (None, Origin::List(ListMode::Initial)) => (ChangeKind::Snapshot, None),
+            (None, _) => (ChangeKind::Created, None),
             (Some(p), _) => match diff::compare(&p.object, &object, &s.rules) {
                 Verdict::Noop => {
                     self.stats.suppressed.fetch_add(1, Ordering::Relaxed);
@@ -110,8 +115,24 @@ impl Capture {
                         .inc();
                     return Ok(());
                 }
-                Verdict::Changed(patch) => (Some(ChangeKind::Updated), Some(patch)),
+                Verdict::Changed(patch) => (ChangeKind::Updated, Some(patch)),
             },
+        };
+        let input = Input {
+            kind,
+            object: &object,
+            old_object: prev.as_ref().map(|p| &p.object),
+            patch: patch.as_ref(),
+        };
+        if !self.passes(scope, &id.uid, &input) {
+            // Not published, so not stored: the stored state stays what consumers last
+            // saw. The checkpoint (set above) still moves past the change.
+            return Ok(());
+        }
+        // `initial: skip` stores what exists at the first start without publishing it.
+        let kind = match (kind, s.initial) {
+            (ChangeKind::Snapshot, InitialMode::Skip) => None,
+            (kind, _) => Some(kind),
         };
         // Serialized once: the event's data and the stored state share the text.
         let object_json = match serde_json::value::to_raw_value(&object) {
@@ -152,14 +173,20 @@ impl Capture {
         };
         self.checkpoint(scope, id.rv.clone(), batch);
         let key = object_key(&s.watch, &id.namespace, &id.uid);
-        // The event carries the deleted object from the watch; of the stored state only
-        // its resourceVersion is needed.
+        self.warned.forget(&s.watch, &id.uid);
+        // A delete is published exactly when the object was: consumers never keep a ghost
+        // of a deleted object, and never hear of one they did not see. The filter is not
+        // asked. The event carries the deleted object from the watch; of the stored state
+        // only its resourceVersion is needed.
         let Some(prev_rv) = batch.version(&key)? else {
-            // Never published (e.g. filtered or skipped): nothing to retract.
+            // Never published (filtered out): nothing to retract.
             return Ok(());
         };
         let mut object = object.clone();
         diff::clean(&mut object);
+        if let Some(r) = &s.redact {
+            r.apply(&mut object);
+        }
         let change = Change::new(ChangeKind::Deleted, &object, &id.rv, received)
             .with_previous(Some(&prev_rv));
         let entry = self.entry(scope, &change);

@@ -29,7 +29,11 @@ impl Capture {
         let s = &self.scopes[scope];
         let prefix = object_prefix(&s.watch, s.namespace.as_deref());
         // Keys first: only the states of objects that are gone are read.
+        // Only stored objects can be missing, and only published ones are stored (a
+        // watch's filter keeps the others out), so no delete is inferred for an object
+        // consumers never saw.
         for key in batch.missing(&prefix, seen)? {
+            self.warned.forget(&s.watch, key.uid());
             let Some(stored) = batch.state(&key)? else {
                 continue;
             };

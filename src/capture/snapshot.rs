@@ -10,6 +10,7 @@ use crbridge_sink_api::ChangeKind;
 use super::batch::BatchBuilder;
 use super::{Capture, SnapshotDone, SnapshotRequest};
 use crate::event::Change;
+use crate::filter::Input;
 use crate::store::{object_prefix, ObjectKey, StoreError};
 use crate::watch::ScopeId;
 
@@ -69,7 +70,7 @@ pub(super) struct PageWritten {
 
 impl Capture {
     /// Writes the next page of `s` into `batch`: the current (last published) state of the
-    /// next objects in key order, as the batch leaves them.
+    /// next objects in key order, as the batch leaves them, those the watch's filter passes.
     pub(super) fn snapshot_page(
         &self,
         s: &Snapshotting,
@@ -79,7 +80,17 @@ impl Capture {
         let prefix = object_prefix(&scope.watch, scope.namespace.as_deref());
         let (page, more) = batch.page(&prefix, s.after.as_ref(), self.snapshot_page)?;
         let mut events = 0;
-        for (_, state) in &page {
+        for (key, state) in &page {
+            // A snapshot stands alone: the filter sees it with no old object and no patch.
+            let input = Input {
+                kind: ChangeKind::Snapshot,
+                object: &state.object,
+                old_object: None,
+                patch: None,
+            };
+            if !self.passes(s.scope, key.uid(), &input) {
+                continue;
+            }
             let change = Change::new(
                 ChangeKind::Snapshot,
                 &state.object,

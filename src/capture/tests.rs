@@ -14,6 +14,7 @@ struct Fixture {
     durable: watch::Receiver<u64>,
     task: tokio::task::JoinHandle<()>,
     stats: Arc<CaptureStats>,
+    metrics: Arc<Metrics>,
 }
 
 fn rules(initial: InitialMode) -> ScopeRules {
@@ -38,6 +39,9 @@ fn rules(initial: InitialMode) -> ScopeRules {
         .into_iter()
         .collect(),
         initial,
+        filter: None,
+        filter_errors: FilterErrors::Publish,
+        redact: None,
     }
 }
 
@@ -47,13 +51,20 @@ fn fixture(initial: InitialMode) -> Fixture {
 
 /// A fixture whose on-demand snapshots write `page` objects per batch.
 fn fixture_paged(initial: InitialMode, page: usize) -> Fixture {
+    fixture_with(rules(initial), page)
+}
+
+/// A fixture over one scope with `rules`.
+fn fixture_with(rules: ScopeRules, page: usize) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
     let (tx, rx) = mpsc::channel(16);
     let (commands, crx) = mpsc::channel(16);
     let (dtx, durable) = watch::channel(0);
     let stats = Arc::new(CaptureStats::default());
-    let mut cap = Capture::new(store.clone(), vec![rules(initial)], dtx, stats.clone());
+    let metrics = Arc::new(Metrics::new());
+    let mut cap =
+        Capture::new(store.clone(), vec![rules], dtx, stats.clone()).with_metrics(metrics.clone());
     cap.snapshot_page = page;
     let task = tokio::spawn(cap.run(rx, crx, CancellationToken::new()));
     Fixture {
@@ -64,6 +75,7 @@ fn fixture_paged(initial: InitialMode, page: usize) -> Fixture {
         durable,
         task,
         stats,
+        metrics,
     }
 }
 
@@ -593,4 +605,458 @@ async fn a_list_end_whose_scan_fails_is_retried_not_skipped() {
         ]
     );
     assert_eq!(store.count_objects(&object_prefix("widgets", None)), 1);
+}
+
+// ---- filter: what is published, what is stored, and deletes ----
+
+/// Rules with `filter` (and `filterErrors: drop` when `drop`).
+fn filtered(initial: InitialMode, filter: &str, drop: bool) -> ScopeRules {
+    ScopeRules {
+        filter: Some(crate::filter::Filter::new(filter).unwrap()),
+        filter_errors: if drop {
+            FilterErrors::Drop
+        } else {
+            FilterErrors::Publish
+        },
+        ..rules(initial)
+    }
+}
+
+/// Every committed event: (type, name, data).
+fn events_with_data(store: &Store) -> Vec<(String, String, Value)> {
+    store
+        .outbox_range(1, u64::MAX)
+        .map(|r| {
+            let e = r.unwrap().1.event;
+            let name = e.subject.rsplit('/').next().unwrap().to_string();
+            let ty = e.ty.rsplit('.').next().unwrap().to_string();
+            (ty, name, serde_json::from_str(e.data.get()).unwrap())
+        })
+        .collect()
+}
+
+fn watch_counter(
+    f: &prometheus_client::metrics::family::Family<
+        metrics::WatchLabel,
+        prometheus_client::metrics::counter::Counter,
+    >,
+) -> u64 {
+    f.get_or_create(&metrics::watch("c1", "widgets")).get()
+}
+
+#[tokio::test]
+async fn a_filtered_change_is_not_stored_and_the_next_patch_goes_from_the_published_state() {
+    let f = fixture_with(
+        filtered(InitialMode::Snapshot, "object.spec.size >= 2", false),
+        MAX_BATCH,
+    );
+    f.upsert(widget("a", 10, 1), Origin::Watch).await; // no match: silent, not stored
+    f.upsert(widget("a", 11, 2), Origin::Watch).await; // first match: created
+    f.upsert(widget("a", 12, 1), Origin::Watch).await; // no match: silent
+    f.upsert(widget("a", 13, 3), Origin::Watch).await; // updated, from size 2
+    f.delete(widget("a", 14, 3)).await; // was published: deleted
+    f.upsert(widget("b", 15, 0), Origin::Watch).await; // never published
+    f.delete(widget("b", 16, 0)).await; // ... so its delete is silent
+    let metrics = f.metrics.clone();
+    let (events, store, _) = f.finish().await;
+    assert_eq!(
+        events,
+        vec![
+            ev("created", "a", false),
+            ev("updated", "a", false),
+            ev("deleted", "a", false)
+        ]
+    );
+    let data = events_with_data(&store);
+    // First published on the server's update: created, with the whole object and no diff.
+    assert_eq!(data[0].2["object"]["spec"]["size"], 2);
+    assert!(data[0].2["previousResourceVersion"].is_null());
+    // The update goes from what consumers saw (rv 11, size 2), not from the filtered rv 12.
+    assert_eq!(data[1].2["previousResourceVersion"], "11");
+    // Patches go between normalized forms (no resourceVersion, no status here).
+    let norm = Rules::new(false, &[]).unwrap();
+    let mut doc = norm.normalize(&data[0].2["object"]);
+    let patch: json_patch::Patch = serde_json::from_value(data[1].2["patch"].clone()).unwrap();
+    json_patch::patch(&mut doc, &patch).unwrap();
+    assert_eq!(doc, norm.normalize(&data[1].2["object"]));
+    assert!(data[1].2["patch"]
+        .as_array()
+        .unwrap()
+        .contains(&json!({"op": "replace", "path": "/spec/size", "value": 3})));
+    assert_eq!(data[2].2["previousResourceVersion"], "13");
+    // The checkpoint moved past every change, published or not.
+    assert_eq!(
+        store
+            .checkpoint(&checkpoint_key("widgets", None))
+            .unwrap()
+            .as_deref(),
+        Some("16")
+    );
+    assert_eq!(store.count_objects(&object_prefix("widgets", None)), 0);
+    assert_eq!(watch_counter(&metrics.filtered), 3);
+    assert_eq!(watch_counter(&metrics.filter_errors), 0);
+}
+
+#[tokio::test]
+async fn relists_neither_invent_nor_retract_objects_that_were_never_published() {
+    let f = fixture_with(
+        filtered(InitialMode::Snapshot, "object.spec.size >= 2", false),
+        MAX_BATCH,
+    );
+    // First start: only b matches, so only b is in the snapshot and stored.
+    f.upsert(widget("a", 10, 1), Origin::List(ListMode::Initial))
+        .await;
+    f.upsert(widget("b", 11, 2), Origin::List(ListMode::Initial))
+        .await;
+    f.list_done("11", &["a", "b"], ListMode::Initial).await;
+    // A relist finds the same objects, then one where c never matched and is gone, and b
+    // changed to a non-matching size.
+    f.upsert(widget("a", 10, 1), Origin::List(ListMode::Relist))
+        .await;
+    f.upsert(widget("b", 11, 2), Origin::List(ListMode::Relist))
+        .await;
+    f.list_done("12", &["a", "b"], ListMode::Relist).await;
+    f.upsert(widget("c", 13, 0), Origin::Watch).await;
+    f.upsert(widget("b", 14, 1), Origin::List(ListMode::Relist))
+        .await;
+    f.list_done("15", &["a", "b"], ListMode::Relist).await;
+    // a matches at last (seen by a relist): created, inferred.
+    f.upsert(widget("a", 16, 5), Origin::List(ListMode::Relist))
+        .await;
+    f.list_done("17", &["a", "b"], ListMode::Relist).await;
+    // Both gone while not watched: only what was published is retracted.
+    f.list_done("18", &[], ListMode::Relist).await;
+    let (events, store, _) = f.finish().await;
+    assert_eq!(
+        events,
+        vec![
+            ev("snapshot", "b", false),
+            ev("created", "a", true),
+            ev("deleted", "a", true),
+            ev("deleted", "b", true),
+        ]
+    );
+    let data = events_with_data(&store);
+    // b's retraction carries what consumers last saw of it (size 2), not the filtered size.
+    assert_eq!(data[3].2["object"]["spec"]["size"], 2);
+    assert_eq!(store.count_objects(&object_prefix("widgets", None)), 0);
+}
+
+#[tokio::test]
+async fn filter_errors_publish_by_default_and_drop_when_asked() {
+    // `tier` is missing from every widget: the expression fails on each change.
+    for (drop, want) in [
+        (
+            false,
+            vec![ev("created", "a", false), ev("updated", "a", false)],
+        ),
+        (true, vec![]),
+    ] {
+        let f = fixture_with(
+            filtered(InitialMode::Snapshot, "object.spec.tier == 'prod'", drop),
+            MAX_BATCH,
+        );
+        f.upsert(widget("a", 10, 1), Origin::Watch).await;
+        f.upsert(widget("a", 11, 2), Origin::Watch).await;
+        let metrics = f.metrics.clone();
+        let (events, _, _) = f.finish().await;
+        assert_eq!(events, want, "filterErrors drop: {drop}");
+        assert_eq!(watch_counter(&metrics.filter_errors), 2);
+    }
+}
+
+#[test]
+fn a_failing_filter_is_logged_once_per_object() {
+    let warned = super::filter::Warned::default();
+    assert!(warned.first("w", "a"));
+    assert!(!warned.first("w", "a"));
+    assert!(warned.first("w", "b"));
+    assert!(warned.first("other", "a"));
+    warned.forget("w", "a");
+    assert!(warned.first("w", "a"));
+}
+
+#[tokio::test]
+async fn snapshots_are_filtered_with_type_snapshot() {
+    let f = fixture_with(
+        filtered(
+            InitialMode::Snapshot,
+            "type != 'snapshot' || object.spec.size >= 3",
+            false,
+        ),
+        MAX_BATCH,
+    );
+    f.upsert(widget("a", 10, 1), Origin::Watch).await;
+    f.upsert(widget("b", 11, 5), Origin::Watch).await;
+    let done = f.snapshot("s1", None).await;
+    let snapshot = done.await.unwrap();
+    assert_eq!(snapshot.events, 1);
+    let (events, _, _) = f.finish().await;
+    assert_eq!(
+        events,
+        vec![
+            ev("created", "a", false),
+            ev("created", "b", false),
+            ev("snapshot", "b", false)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn initial_skip_with_a_filter_stores_only_matching_objects() {
+    let f = fixture_with(
+        filtered(InitialMode::Skip, "object.spec.size >= 2", false),
+        MAX_BATCH,
+    );
+    f.upsert(widget("a", 10, 1), Origin::List(ListMode::Initial))
+        .await;
+    f.upsert(widget("b", 11, 2), Origin::List(ListMode::Initial))
+        .await;
+    f.list_done("11", &["a", "b"], ListMode::Initial).await;
+    f.delete(widget("a", 12, 1)).await; // never published: silent
+    f.delete(widget("b", 13, 2)).await; // known to consumers (skip): retracted
+    let (events, _, _) = f.finish().await;
+    assert_eq!(events, vec![ev("deleted", "b", false)]);
+}
+
+mod filter_model {
+    //! Random histories of a few objects against a model of the filter semantics.
+
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// Object `i` gets `size` (created if it does not exist).
+        Set(usize, i64),
+        /// Object `i` is deleted, observed by the watch.
+        Delete(usize),
+        /// Object `i` is deleted while not watched (seen only by the next relist).
+        Vanish(usize),
+        /// A relist of every existing object.
+        Relist,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0..3usize, 0..4i64).prop_map(|(i, s)| Op::Set(i, s)),
+            1 => (0..3usize).prop_map(Op::Delete),
+            1 => (0..3usize).prop_map(Op::Vanish),
+            1 => Just(Op::Relist),
+        ]
+    }
+
+    /// An object on the server: uid, resourceVersion, size.
+    #[derive(Debug, Clone)]
+    struct Live {
+        uid: String,
+        rv: u64,
+        size: i64,
+    }
+
+    /// (type, uid, size, inferred) the semantics say is published; the size is that of the
+    /// event's object.
+    fn model(ops: &[Op]) -> Vec<(String, String, i64, bool)> {
+        let passes = |size: i64| size % 2 == 0;
+        let mut live: Vec<Option<Live>> = vec![None; 3];
+        // What consumers last saw of each uid.
+        let mut published: std::collections::HashMap<String, i64> = Default::default();
+        let mut out = Vec::new();
+        let mut next_uid = 0;
+        let mut rv = 0;
+        let change = |uid: &str,
+                      size: i64,
+                      inferred: bool,
+                      published: &mut std::collections::HashMap<String, i64>,
+                      out: &mut Vec<(String, String, i64, bool)>| {
+            let kind = match published.get(uid) {
+                Some(p) if *p == size => return,
+                Some(_) => "updated",
+                None => "created",
+            };
+            if passes(size) {
+                published.insert(uid.to_owned(), size);
+                out.push((kind.to_owned(), uid.to_owned(), size, inferred));
+            }
+        };
+        for op in ops {
+            rv += 1;
+            match *op {
+                Op::Set(i, size) => {
+                    let l = live[i].get_or_insert_with(|| {
+                        next_uid += 1;
+                        Live {
+                            uid: format!("u{next_uid}"),
+                            rv,
+                            size,
+                        }
+                    });
+                    l.rv = rv;
+                    l.size = size;
+                    let uid = l.uid.clone();
+                    change(&uid, size, false, &mut published, &mut out);
+                }
+                Op::Delete(i) => {
+                    // A watched delete carries the object as the server last had it.
+                    if let Some(l) = live[i].take() {
+                        if published.remove(&l.uid).is_some() {
+                            out.push(("deleted".into(), l.uid, l.size, false));
+                        }
+                    }
+                }
+                Op::Vanish(i) => {
+                    live[i] = None;
+                }
+                Op::Relist => {
+                    for l in live.iter().flatten() {
+                        change(&l.uid, l.size, true, &mut published, &mut out);
+                    }
+                    let mut gone: Vec<(String, i64)> = published
+                        .iter()
+                        .filter(|(uid, _)| !live.iter().flatten().any(|l| &&l.uid == uid))
+                        .map(|(u, s)| (u.clone(), *s))
+                        .collect();
+                    gone.sort();
+                    for (uid, size) in gone {
+                        published.remove(&uid);
+                        out.push(("deleted".into(), uid, size, true));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn object(uid: &str, rv: u64, size: i64) -> Value {
+        let mut o = widget(uid, rv, size);
+        o["metadata"]["name"] = json!(uid);
+        o
+    }
+
+    async fn run(ops: &[Op]) -> Vec<(String, String, i64, bool)> {
+        let f = fixture_with(
+            filtered(InitialMode::Snapshot, "object.spec.size % 2 == 0", false),
+            MAX_BATCH,
+        );
+        let mut live: Vec<Option<(String, u64, i64)>> = vec![None; 3];
+        let mut next_uid = 0;
+        let mut rv = 0;
+        // The first list: empty, so that later lists are relists.
+        f.list_done("0", &[], ListMode::Initial).await;
+        for op in ops {
+            rv += 1;
+            match *op {
+                Op::Set(i, size) => {
+                    let l = live[i].get_or_insert_with(|| {
+                        next_uid += 1;
+                        (format!("u{next_uid}"), rv, size)
+                    });
+                    l.1 = rv;
+                    l.2 = size;
+                    f.upsert(object(&l.0, rv, size), Origin::Watch).await;
+                }
+                Op::Delete(i) => {
+                    if let Some((uid, _, size)) = live[i].take() {
+                        f.delete(object(&uid, rv, size)).await;
+                    }
+                }
+                Op::Vanish(i) => live[i] = None,
+                Op::Relist => {
+                    let mut seen = Vec::new();
+                    for (uid, lrv, size) in live.iter().flatten() {
+                        f.upsert(object(uid, *lrv, *size), Origin::List(ListMode::Relist))
+                            .await;
+                        seen.push(uid.as_str());
+                    }
+                    f.list_done(&rv.to_string(), &seen, ListMode::Relist).await;
+                }
+            }
+        }
+        let store = f.finish().await.1;
+        let events = events_with_data(&store);
+        // Every update's patch turns the object consumers last saw into the new one
+        // (their normalized forms: patches leave out what does not count as a change).
+        let norm = Rules::new(false, &[]).unwrap();
+        let mut last: std::collections::HashMap<String, Value> = Default::default();
+        for (ty, uid, data) in &events {
+            if ty == "updated" {
+                let mut doc = last[uid].clone();
+                let patch: json_patch::Patch =
+                    serde_json::from_value(data["patch"].clone()).unwrap();
+                json_patch::patch(&mut doc, &patch).unwrap();
+                assert_eq!(&doc, &norm.normalize(&data["object"]), "patch of {uid}");
+            }
+            last.insert(uid.clone(), norm.normalize(&data["object"]));
+        }
+        store
+            .outbox_range(1, u64::MAX)
+            .zip(events)
+            .map(|(r, (ty, uid, data))| {
+                let inferred = r.unwrap().1.event.extension("crbinferred")
+                    == Some(&crbridge_sink_api::Extension::Bool(true));
+                let size = data["object"]["spec"]["size"].as_i64().unwrap();
+                (ty, uid, size, inferred)
+            })
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        #[test]
+        fn published_events_follow_the_filter_semantics(ops in proptest::collection::vec(op(), 0..24)) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let got = rt.block_on(run(&ops));
+            prop_assert_eq!(got, model(&ops));
+        }
+    }
+}
+
+#[tokio::test]
+async fn redacted_values_are_hashed_before_they_are_compared_stored_or_published() {
+    let redactor = crate::redact::Redactor::new(
+        crate::redact::RedactKey::new(b"0123456789abcdef"),
+        &["/spec/password".to_string()],
+    );
+    let f = fixture_with(
+        ScopeRules {
+            redact: Some(redactor.clone()),
+            ..rules(InitialMode::Snapshot)
+        },
+        MAX_BATCH,
+    );
+    let with_password = |rv: u64, size: i64, password: &str| {
+        let mut o = widget("a", rv, size);
+        o["spec"]["password"] = json!(password);
+        o
+    };
+    f.upsert(with_password(10, 1, "hunter2-raw"), Origin::Watch)
+        .await;
+    f.upsert(with_password(11, 2, "hunter2-raw"), Origin::Watch)
+        .await;
+    f.upsert(with_password(12, 2, "swordfish-raw"), Origin::Watch)
+        .await; // still a change
+    f.upsert(with_password(13, 3, "swordfish-raw"), Origin::Watch)
+        .await;
+    let key = object_key("widgets", "ns", "a");
+    let (events, store, _) = f.finish().await;
+    assert_eq!(
+        events,
+        vec![
+            ev("created", "a", false),
+            ev("updated", "a", false),
+            ev("updated", "a", false),
+            ev("updated", "a", false)
+        ]
+    );
+    let data = events_with_data(&store);
+    let hash = |v: &str| redactor.hash(&json!(v));
+    assert_eq!(data[0].2["object"]["spec"]["password"], hash("hunter2-raw"));
+    assert!(data[2].2["patch"].as_array().unwrap().contains(
+        &json!({"op": "replace", "path": "/spec/password", "value": hash("swordfish-raw")})
+    ));
+    let all = format!(
+        "{data:?}{:?}",
+        store.object(&key).unwrap().map(|s| s.object)
+    );
+    assert!(!all.contains("-raw"), "{all}");
 }

@@ -57,8 +57,8 @@ pub use sink::{
 };
 pub use state::{OutboxConfig, StateConfig};
 pub use watch::{
-    default_plural, default_watch_name, legacy_default_name, ChangeType, InitialMode, PayloadMode,
-    WatchConfig,
+    default_plural, default_watch_name, legacy_default_name, ChangeType, FilterErrors, InitialMode,
+    PayloadMode, WatchConfig,
 };
 
 use de::deserialize_sinks;
@@ -105,6 +105,13 @@ pub struct Config {
     /// Prefix of the CloudEvent `type` (key `eventTypePrefix`); the change type is appended.
     #[serde(default = "default_event_type_prefix")]
     pub event_type_prefix: String,
+    /// HMAC key of redacted values (key `redactKey`): `env:NAME` or `file:/path`, never
+    /// the key itself; required when a watch has `redact`.
+    #[serde(default)]
+    pub redact_key: Option<String>,
+    /// `redactKey`, resolved by validation.
+    #[serde(skip)]
+    pub resolved_redact_key: Option<crate::redact::RedactKey>,
     /// The resources to watch; at least one.
     pub watches: Vec<WatchConfig>,
     /// The sinks by name; at least one. Each watch publishes to some or all of them.

@@ -212,5 +212,33 @@ pub(super) fn resolve(
             watch.clusters = all_clusters.clone();
         }
     }
+
+    // redactKey: a secret, so only from the environment or a file, and never in messages.
+    if let Some(source) = &config.redact_key {
+        if !source.starts_with("env:") && !source.starts_with("file:") {
+            return Err(invalid(
+                "redactKey",
+                "not a reference (expected env:NAME or file:/path: the key itself does not belong in the file)".into(),
+            ));
+        }
+        let key = crbridge_sink_api::secret::resolve("redactKey", source)
+            .map_err(|m| invalid("redactKey", m.trim_start_matches("redactKey: ").to_owned()))?;
+        // Shorter keys could be found by trying them.
+        if key.len() < 16 {
+            return Err(invalid(
+                "redactKey",
+                format!(
+                    "{source} holds {} bytes (expected a secret of at least 16 bytes)",
+                    key.len()
+                ),
+            ));
+        }
+        config.resolved_redact_key = Some(crate::redact::RedactKey::new(key.as_bytes()));
+    } else if let Some(index) = config.watches.iter().position(|w| !w.redact.is_empty()) {
+        return Err(invalid(
+            &format!("watches[{index}].redact"),
+            "needs the top-level redactKey (expected redactKey: env:NAME or file:/path, the HMAC key of redacted values)".into(),
+        ));
+    }
     Ok(config)
 }

@@ -11,6 +11,7 @@ use super::error::suggestion;
 use super::resolve::{is_dns_label, is_dns_subdomain};
 use super::SinkSection;
 use crate::diff::StatusRule;
+use crate::filter::Filter;
 
 /// One entry of `watches`: a resource kind and what to publish about it.
 #[derive(Debug, Clone, Deserialize)]
@@ -70,6 +71,43 @@ pub struct WatchConfig {
     /// Names of the sinks this watch publishes to; default: every defined sink.
     #[serde(default, deserialize_with = "deserialize_watch_sinks")]
     pub sinks: Vec<String>,
+    /// CEL expression over `type`, `object`, `oldObject` and `patch`: a change is published
+    /// only when it is true (README, "Choosing what to publish"); absent: every change.
+    #[serde(default)]
+    pub filter: Option<String>,
+    /// What a change whose filter fails to evaluate does (key `filterErrors`).
+    #[serde(default)]
+    pub filter_errors: FilterErrors,
+    /// JSON Pointers (a `*` segment: any key or index) whose values are replaced by keyed
+    /// hashes before anything is diffed, stored or published (needs `redactKey`).
+    #[serde(default)]
+    pub redact: Vec<String>,
+    /// `filter`, compiled by validation.
+    #[serde(skip)]
+    pub compiled_filter: Option<Filter>,
+}
+
+/// `filterErrors`: what a change does when its watch's `filter` fails on it (a missing
+/// field, a type mismatch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FilterErrors {
+    /// Published, as without a filter.
+    // Default: nothing is silently lost because an expression missed a case.
+    #[default]
+    Publish,
+    /// Not published.
+    Drop,
+}
+
+impl FilterErrors {
+    /// The config spelling: `publish` or `drop`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FilterErrors::Publish => "publish",
+            FilterErrors::Drop => "drop",
+        }
+    }
 }
 
 /// A kind of change to an object.
@@ -413,6 +451,32 @@ pub(super) fn validate_watch(
             (!covers("/status", pointer))
                 .then(|| format!("{pointer:?} is not under /status (expected e.g. /status/phase)"))
         })?;
+    }
+    // resourceVersion orders an object's states: a hash of it would order nothing.
+    check_pointers("redact", &watch.redact, |pointer| {
+        PROTECTED_POINTERS
+            .iter()
+            .chain(&["/metadata/resourceVersion"])
+            .find(|p| covers(pointer, p))
+            .map(|protected| {
+                format!("{pointer:?} cannot be redacted ({protected} identifies the object)")
+            })
+    })?;
+    if let Some(source) = &watch.filter {
+        let name = if watch.name.is_empty() {
+            default_watch_name(watch)
+        } else {
+            watch.name.clone()
+        };
+        let filter = Filter::new(source).map_err(|e| {
+            (
+                ".filter".to_owned(),
+                format!(
+                    "watch {name:?}: invalid CEL expression {source:?}: {e} (expected an expression over type, object, oldObject and patch, e.g. object.spec.tier == 'prod')"
+                ),
+            )
+        })?;
+        watch.compiled_filter = Some(filter);
     }
     let mut seen = HashSet::new();
     for (i, sink) in watch.sinks.iter().enumerate() {

@@ -39,7 +39,7 @@ fn unknown_keys_are_rejected_everywhere() {
     assert_contains(&line, "did you mean includeStatus?");
     assert_contains(
         &err(&with_top("clusterName: x")),
-        "crbridge.yaml: clusterName: unknown key (expected one of: cluster, kubeconfig, clusters, state, http, admin, leaderElection, eventTypePrefix, watches, sinks)",
+        "crbridge.yaml: clusterName: unknown key (expected one of: cluster, kubeconfig, clusters, state, http, admin, leaderElection, eventTypePrefix, redactKey, watches, sinks)",
     );
     let line =
         err(&with_top("").replace("path: /tmp/s", "path: /tmp/s, outbox: { retentoin: 1h }"));
@@ -217,5 +217,100 @@ fn parser_rules_kept_across_parsers() {
     assert_contains(
         &err("cluster: a\n---\ncluster: b\n"),
         "invalid YAML: more than one document (expected a single YAML document)",
+    );
+}
+
+#[test]
+fn filter_compile_errors_name_the_watch_the_expression_and_the_position() {
+    assert_eq!(
+        err(&with_watches(
+            "  - { name: widgets, version: v1, kind: Widget, filter: \"object.spec.tier = 'prod'\" }"
+        )),
+        "crbridge.yaml: watches[0].filter: watch \"widgets\": invalid CEL expression \"object.spec.tier = 'prod'\": \
+         line 1, column 18: Syntax error: token recognition error at: '= ' \
+         (expected an expression over type, object, oldObject and patch, e.g. object.spec.tier == 'prod')"
+    );
+    // A watch without a name is named by its default.
+    assert_contains(
+        &err(&with_watches(
+            "  - { group: example.com, plural: widgets, version: v1, kind: Widget, filter: \"type ==\" }",
+        )),
+        "crbridge.yaml: watches[0].filter: watch \"widgets.example.com\": invalid CEL expression \"type ==\": line 1, column ",
+    );
+    assert_contains(
+        &err(&with_watches(
+            "  - { version: v1, kind: Pod, filter: \"\" }",
+        )),
+        "crbridge.yaml: watches[0].filter: watch \"pods\": invalid CEL expression \"\": ",
+    );
+    assert_eq!(
+        err(&with_watches(
+            "  - { version: v1, kind: Pod, filter: \"true\", filterErrors: skip }"
+        )),
+        r#"crbridge.yaml: watches[0].filterErrors: unknown value "skip" (expected one of: publish, drop)"#
+    );
+}
+
+#[test]
+fn filters_compile_once_with_the_config() {
+    let config = ok(&with_watches(
+        "  - { version: v1, kind: Pod, filter: \"object.spec.tier == 'prod'\", filterErrors: drop }\n  - { version: v1, kind: Node }",
+    ));
+    let (with, without) = (&config.watches[0], &config.watches[1]);
+    assert_eq!(
+        with.compiled_filter.as_ref().map(|f| f.source()),
+        Some("object.spec.tier == 'prod'")
+    );
+    assert_eq!(with.filter_errors, crate::config::FilterErrors::Drop);
+    assert!(without.filter.is_none() && without.compiled_filter.is_none());
+    assert_eq!(without.filter_errors, crate::config::FilterErrors::Publish);
+}
+
+#[test]
+fn redaction_needs_a_key_from_the_environment_or_a_file() {
+    let redacting = "  - { version: v1, kind: Pod, redact: [/spec/password] }";
+    assert_eq!(
+        err(&with_watches(redacting)),
+        "crbridge.yaml: watches[0].redact: needs the top-level redactKey (expected redactKey: env:NAME or file:/path, the HMAC key of redacted values)"
+    );
+    let with_key = |key: &str| {
+        with_watches(redacting)
+            .replace("cluster: c1\n", &format!("cluster: c1\nredactKey: {key}\n"))
+    };
+    assert_eq!(
+        err(&with_key("s3cr3t-in-the-file")),
+        "crbridge.yaml: redactKey: not a reference (expected env:NAME or file:/path: the key itself does not belong in the file)"
+    );
+    assert_eq!(
+        err(&with_key("env:CRB_TEST_REDACT_KEY_UNSET")),
+        "crbridge.yaml: redactKey: environment variable CRB_TEST_REDACT_KEY_UNSET is not set"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let short = dir.path().join("short");
+    std::fs::write(&short, "tiny\n").unwrap();
+    let line = err(&with_key(&format!("file:{}", short.display())));
+    assert_contains(
+        &line,
+        "holds 4 bytes (expected a secret of at least 16 bytes)",
+    );
+    assert!(!line.contains("tiny"), "{line}");
+    let good = dir.path().join("key");
+    std::fs::write(&good, "0123456789abcdef0123\n").unwrap();
+    let config = ok(&with_key(&format!("file:{}", good.display())));
+    assert_eq!(
+        config.resolved_redact_key,
+        Some(crate::redact::RedactKey::new(b"0123456789abcdef0123"))
+    );
+    assert_eq!(config.watches[0].redact, ["/spec/password"]);
+    assert!(!format!("{config:?}").contains("0123456789abcdef"));
+    assert_contains(
+        &err(&with_key("env:X").replace("redact: [/spec/password]", "redact: [/metadata/*]")),
+        "crbridge.yaml: watches[0].redact[0]: \"/metadata/*\" cannot be redacted (/metadata/uid identifies the object)",
+    );
+    assert_contains(
+        &err(&with_watches(
+            "  - { version: v1, kind: Pod, redact: [spec] }",
+        )),
+        "crbridge.yaml: watches[0].redact[0]: invalid JSON Pointer \"spec\"",
     );
 }
