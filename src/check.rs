@@ -97,39 +97,55 @@ pub async fn run(path: &Path, output: Output) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
-    match crate::app::kube_client(&cfg).await {
-        Ok(client) => {
-            match client.apiserver_version().await {
-                Ok(v) => report.line(
-                    true,
-                    "cluster",
-                    None,
-                    &format!("Kubernetes {}", v.git_version),
-                ),
-                Err(e) => report.line(false, "cluster", None, &chain(&e)),
+    // Every cluster (one, or each of a fleet's), and each watch where it is watched.
+    for cluster in &cfg.clusters {
+        let named = cfg.fleet.then_some(cluster.name.as_str());
+        let client = match crate::cluster::client_for(cluster).await {
+            Ok(c) => c,
+            Err(e) => {
+                report.line(false, "cluster", named, &e.to_string());
+                continue;
             }
-            for w in &cfg.watches {
-                match crate::app::resolve(&client, w).await {
-                    Ok(r) => report.line(
-                        true,
-                        "watch",
-                        Some(&w.name),
-                        &format!(
-                            "{} → {} ({})",
-                            w.kind,
-                            r.resource.plural,
-                            if r.namespaced {
-                                "namespaced"
-                            } else {
-                                "cluster-scoped"
-                            }
-                        ),
+        };
+        let version = tokio::time::timeout(
+            std::time::Duration::from_secs(15),
+            client.apiserver_version(),
+        );
+        match version.await {
+            Ok(Ok(v)) => report.line(
+                true,
+                "cluster",
+                named,
+                &format!("Kubernetes {}", v.git_version),
+            ),
+            Ok(Err(e)) => report.line(false, "cluster", named, &chain(&e)),
+            Err(_) => report.line(false, "cluster", named, "no answer within 15s"),
+        }
+        for w in cfg
+            .watches
+            .iter()
+            .filter(|w| w.clusters.contains(&cluster.name))
+        {
+            let key = cfg.state_key(&cluster.name, &w.name);
+            match crate::app::resolve(&client, w).await {
+                Ok(r) => report.line(
+                    true,
+                    "watch",
+                    Some(&key),
+                    &format!(
+                        "{} → {} ({})",
+                        w.kind,
+                        r.resource.plural,
+                        if r.namespaced {
+                            "namespaced"
+                        } else {
+                            "cluster-scoped"
+                        }
                     ),
-                    Err(e) => report.line(false, "watch", Some(&w.name), &format!("{e:#}")),
-                }
+                ),
+                Err(e) => report.line(false, "watch", Some(&key), &format!("{e:#}")),
             }
         }
-        Err(e) => report.line(false, "cluster", None, &format!("{e:#}")),
     }
     for (name, section) in &cfg.sinks {
         let sink = match crate::sinks::configure_sink(&file, section) {

@@ -201,6 +201,16 @@ async fn changes_in_both_clusters_reach_the_sink_with_their_own_source_and_ids()
         support::bridge::run_cli(&["status", "-c", config.to_str().unwrap(), "--output", "json"]);
     assert!(st.success(), "status: {err}");
     let status: Value = serde_json::from_str(out.trim()).expect("status JSON");
+    let (st, out, err) = support::bridge::run_cli(&["check", "-c", config.to_str().unwrap()]);
+    assert!(st.success(), "check: {out} {err}");
+    for line in [
+        "ok   cluster east: Kubernetes v",
+        "ok   cluster west: Kubernetes v",
+        "ok   watch east/widgets: Widget → widgets (namespaced)",
+        "ok   watch west/widgets: Widget → widgets (namespaced)",
+    ] {
+        assert!(out.contains(line), "{line:?} missing from\n{out}");
+    }
     let watches: Vec<(String, String, u64)> = status["watches"]
         .as_array()
         .unwrap()
