@@ -164,11 +164,6 @@ async fn take(ch: &lapin::Channel, queue: &str, n: usize, limit: Duration) -> Ve
     got
 }
 
-async fn http_base(bridge: &mut Bridge) -> String {
-    let line = bridge.wait_logged("http listening", WAIT).await;
-    format!("http://{}", line["addr"].as_str().unwrap())
-}
-
 /// Waits until the current run logged a failed publish whose error contains `cause`.
 async fn wait_retrying(bridge: &Bridge, cause: &str) -> Value {
     support::eventually(
@@ -266,7 +261,7 @@ async fn access_refused_halts_the_sink_until_the_permission_is_granted() {
     );
     let mut bridge = Bridge::new(dir.path(), &cfg);
     bridge.start();
-    let base = http_base(&mut bridge).await;
+    let base = bridge.http_base().await;
     bridge.wait_logged("list reconciled", WAIT).await;
     for name in ["a", "b", "c"] {
         support::create_widget(&api, &crd, name, json!({"size": 1})).await;

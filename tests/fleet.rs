@@ -132,32 +132,13 @@ fn triple(c: &str, change: &str, name: &str) -> (String, String, String) {
     (c.into(), change.into(), name.into())
 }
 
-async fn http_base(bridge: &mut Bridge) -> String {
-    let line = bridge.wait_logged("http listening", WAIT).await;
-    format!("http://{}", line["addr"].as_str().unwrap())
-}
-
-/// Waits until `/readyz` answers `code` with a body containing `text`; returns the body.
-async fn readyz(base: &str, code: u16, text: &str) -> String {
-    let url = format!("{base}/readyz");
-    support::eventually(
-        &format!("/readyz to answer {code} with {text:?}"),
-        WAIT,
-        || async {
-            let (c, body) = support::http_get(&url);
-            (c == code && body.contains(text)).then_some(body)
-        },
-    )
-    .await
-}
-
 #[tokio::test]
 async fn changes_in_both_clusters_reach_the_sink_with_their_own_source_and_ids() {
     let _serial = SERIAL.lock().await;
     let (f, mut bridge) = fleet("fleet-both").await;
     bridge.start();
-    let base = http_base(&mut bridge).await;
-    readyz(&base, 200, "ok").await;
+    let base = bridge.http_base().await;
+    support::wait_readyz(&base, 200, "ok", WAIT).await;
     let mut reader = Reader::open(&f.stream).await;
 
     // The same name in both clusters: two objects, two uids, two events.
@@ -237,8 +218,8 @@ async fn one_cluster_down_the_other_flows_and_the_returned_one_catches_up() {
     let _serial = SERIAL.lock().await;
     let (f, mut bridge) = fleet("fleet-down").await;
     bridge.start();
-    let base = http_base(&mut bridge).await;
-    readyz(&base, 200, "ok").await;
+    let base = bridge.http_base().await;
+    support::wait_readyz(&base, 200, "ok", WAIT).await;
     let mut reader = Reader::open(&f.stream).await;
     f.create(&f.west, "w1", 1).await;
     f.create(&f.east, "e1", 1).await;
@@ -247,7 +228,7 @@ async fn one_cluster_down_the_other_flows_and_the_returned_one_catches_up() {
     // The second API server dies: its scope fails, /readyz says which cluster, and the
     // first cluster's changes keep flowing.
     signal_server("kube-b", "KILL");
-    let body = readyz(&base, 503, "cluster west").await;
+    let body = support::wait_readyz(&base, 503, "cluster west", WAIT).await;
     assert!(!body.contains("cluster east"), "{body}");
     f.create(&f.east, "e2", 1).await;
     f.resize(&f.east, "e1", 2).await;
@@ -276,7 +257,7 @@ async fn one_cluster_down_the_other_flows_and_the_returned_one_catches_up() {
         ]
     );
     reader.expect_none(Duration::from_secs(1)).await;
-    readyz(&base, 200, "ok").await;
+    support::wait_readyz(&base, 200, "ok", WAIT).await;
     assert_eq!(bridge.stop().await.code(), Some(0));
 }
 

@@ -29,25 +29,6 @@ fn with_second_watch(cfg: &str, name: &str, group: &str, kind: &str, ns: &str) -
     cfg.replacen("\nsinks:\n", &format!("\n{entry}"), 1)
 }
 
-async fn http_base(bridge: &mut Bridge) -> String {
-    let line = bridge.wait_logged("http listening", WAIT).await;
-    format!("http://{}", line["addr"].as_str().unwrap())
-}
-
-/// Waits until `/readyz` answers `code` with a body containing `text`; returns the body.
-async fn readyz(base: &str, code: u16, text: &str, limit: Duration) -> String {
-    let url = format!("{base}/readyz");
-    support::eventually(
-        &format!("/readyz to answer {code} with {text:?}"),
-        limit,
-        || async {
-            let (c, body) = support::http_get(&url);
-            (c == code && body.contains(text)).then_some(body)
-        },
-    )
-    .await
-}
-
 fn metric(base: &str, series: &str) -> Option<f64> {
     let (_, text) = support::http_get(&format!("{base}/metrics"));
     text.lines()
@@ -99,7 +80,7 @@ async fn a_kind_missing_at_start_is_reported_and_picked_up_once_installed() {
     );
     let mut bridge = Bridge::new(dir.path(), &cfg);
     bridge.start();
-    let base = http_base(&mut bridge).await;
+    let base = bridge.http_base().await;
 
     // The good watch runs and publishes.
     let mut reader = Reader::open(&stream).await;
@@ -108,7 +89,7 @@ async fn a_kind_missing_at_start_is_reported_and_picked_up_once_installed() {
 
     // The missing kind is named, the process is alive, the gauge says down.
     let missing = format!("watch gadgets: kind {group}/v1 Gadget is not served (404)");
-    readyz(&base, 503, &missing, WAIT).await;
+    support::wait_readyz(&base, 503, &missing, WAIT).await;
     assert_eq!(support::http_get(&format!("{base}/healthz")).0, 200);
     assert_eq!(
         metric(
@@ -141,7 +122,7 @@ async fn a_kind_missing_at_start_is_reported_and_picked_up_once_installed() {
 
     // Installed after the start: found without a restart.
     let gadgets = support::crd_in(&client, &group, "Gadget").await;
-    readyz(&base, 200, "ok", RESOLVE_WAIT).await;
+    support::wait_readyz(&base, 200, "ok", RESOLVE_WAIT).await;
     assert_eq!(
         metric(
             &base,
@@ -176,8 +157,8 @@ async fn a_watched_kind_deleted_while_running_leaves_the_other_watch_publishing(
     let cfg = with_second_watch(&cfg, "gadgets", &gadgets.group, "Gadget", &ns);
     let mut bridge = Bridge::new(dir.path(), &cfg);
     bridge.start();
-    let base = http_base(&mut bridge).await;
-    readyz(&base, 200, "ok", WAIT).await;
+    let base = bridge.http_base().await;
+    support::wait_readyz(&base, 200, "ok", WAIT).await;
 
     let mut reader = Reader::open(&stream).await;
     create(&client, &gadgets, &ns, "g1").await;
@@ -193,7 +174,7 @@ async fn a_watched_kind_deleted_while_running_leaves_the_other_watch_publishing(
         "watch gadgets: kind {}/v1 Gadget is not served (404)",
         gadgets.group
     );
-    readyz(&base, 503, &gone, RESOLVE_WAIT).await;
+    support::wait_readyz(&base, 503, &gone, RESOLVE_WAIT).await;
     create(&client, &widgets, &ns, "w-after").await;
     until(&mut reader, "w-after", "created", WAIT).await;
     assert_eq!(support::http_get(&format!("{base}/healthz")).0, 200);
@@ -263,13 +244,13 @@ async fn a_forbidden_kind_is_reported_and_picked_up_once_rbac_allows_it() {
     );
     let mut bridge = Bridge::new(dir.path(), &cfg);
     bridge.start();
-    let base = http_base(&mut bridge).await;
+    let base = bridge.http_base().await;
 
     let mut reader = Reader::open(&stream).await;
     create(&client, &widgets, &ns, "w1").await;
     until(&mut reader, "w1", "created", WAIT).await;
 
-    let body = readyz(&base, 503, "watch gadgets: forbidden: ", WAIT).await;
+    let body = support::wait_readyz(&base, 503, "watch gadgets: forbidden: ", WAIT).await;
     assert!(
         body.contains(&user),
         "the RBAC message names the user: {body}"
@@ -282,7 +263,7 @@ async fn a_forbidden_kind_is_reported_and_picked_up_once_rbac_allows_it() {
 
     // Granted while running: picked up without a restart.
     allow(&client, &ns, &user, &gadgets.group, &gadgets.plural).await;
-    readyz(&base, 200, "ok", RESOLVE_WAIT).await;
+    support::wait_readyz(&base, 200, "ok", RESOLVE_WAIT).await;
     create(&client, &gadgets, &ns, "g1").await;
     until(&mut reader, "g1", "created", WAIT).await;
     assert_eq!(bridge.stop().await.code(), Some(0));

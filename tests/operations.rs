@@ -13,11 +13,6 @@ use support::nats::Reader;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-async fn http_base(bridge: &mut Bridge) -> String {
-    let line = bridge.wait_logged("http listening", WAIT).await;
-    format!("http://{}", line["addr"].as_str().unwrap())
-}
-
 fn metric(text: &str, series: &str) -> f64 {
     text.lines()
         .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
@@ -37,7 +32,7 @@ async fn metrics_health_and_a_graceful_restart_that_resends_nothing() {
         &support::nats_config(dir.path(), &crd, &ns, &stream),
     );
     bridge.start();
-    let base = http_base(&mut bridge).await;
+    let base = bridge.http_base().await;
     support::eventually("/readyz to answer 200", WAIT, || {
         let base = base.clone();
         async move { (support::http_get(&format!("{base}/readyz")).0 == 200).then_some(()) }
@@ -140,7 +135,7 @@ async fn readyz_names_an_unhealthy_sink() {
         .replace(&support::env("CRBRIDGE_NATS_URL"), "nats://127.0.0.1:1");
     let mut bridge = Bridge::new(dir.path(), &cfg);
     bridge.start();
-    let base = http_base(&mut bridge).await;
+    let base = bridge.http_base().await;
     bridge.wait_logged("connecting sink failed", WAIT).await;
     let (code, body) = support::http_get(&format!("{base}/readyz"));
     assert_eq!(code, 503);
@@ -286,7 +281,7 @@ async fn the_admin_api_is_on_its_own_listener_behind_a_token() {
     );
     let mut bridge = Bridge::new(dir.path(), &yaml);
     bridge.start();
-    let base = http_base(&mut bridge).await;
+    let base = bridge.http_base().await;
     let line = bridge.wait_logged("admin listening", WAIT).await;
     let admin = format!("http://{}", line["addr"].as_str().unwrap());
     let state = Bridge::state_path(dir.path());

@@ -17,11 +17,6 @@ use support::nats::{Reader, Received};
 
 const WAIT: Duration = Duration::from_secs(30);
 
-async fn http_base(bridge: &mut Bridge) -> String {
-    let line = bridge.wait_logged("http listening", WAIT).await;
-    format!("http://{}", line["addr"].as_str().unwrap())
-}
-
 /// Names of the objects whose `created` events are in `events`.
 fn created(events: &[Received]) -> BTreeSet<String> {
     events
@@ -63,7 +58,7 @@ async fn a_panicking_dispatcher_shows_in_healthz_restarts_and_keeps_delivering()
     );
     bridge.env("CRBRIDGE_TEST_PANIC", "dispatch/nats:2");
     bridge.start();
-    let base = http_base(&mut bridge).await;
+    let base = bridge.http_base().await;
     support::eventually("/readyz to answer 200", WAIT, || {
         let base = base.clone();
         async move { (support::http_get(&format!("{base}/readyz")).0 == 200).then_some(()) }
@@ -131,7 +126,7 @@ async fn a_panicking_capture_stops_the_process_and_the_next_run_loses_nothing() 
     );
     bridge.env("CRBRIDGE_TEST_PANIC", "capture:2");
     bridge.start();
-    let base = http_base(&mut bridge).await;
+    let base = bridge.http_base().await;
     support::eventually("/readyz to answer 200", WAIT, || {
         let base = base.clone();
         async move { (support::http_get(&format!("{base}/readyz")).0 == 200).then_some(()) }

@@ -144,6 +144,14 @@ impl Bridge {
         }
     }
 
+    /// `http://ADDR` of the current run's `http.listen` (metrics, health), once it listens.
+    pub async fn http_base(&mut self) -> String {
+        let line = self
+            .wait_logged("http listening", Duration::from_secs(30))
+            .await;
+        format!("http://{}", line["addr"].as_str().unwrap())
+    }
+
     /// The current run's log as text, for failure messages.
     pub fn raw_log(&self) -> String {
         std::fs::read_to_string(self.log_path(self.runs)).unwrap_or_default()

@@ -71,6 +71,21 @@ where
     }
 }
 
+/// Waits until `{base}/readyz` answers `code` with a body containing `text`; returns the
+/// body.
+pub async fn wait_readyz(base: &str, code: u16, text: &str, limit: Duration) -> String {
+    let url = format!("{base}/readyz");
+    eventually(
+        &format!("/readyz to answer {code} with {text:?}"),
+        limit,
+        || async {
+            let (c, body) = http_get(&url);
+            (c == code && body.contains(text)).then_some(body)
+        },
+    )
+    .await
+}
+
 /// A client for the local kube-apiserver, from the kubeconfig `deploy/local/up` wrote.
 pub async fn kube_client() -> Client {
     kube_client_from(&env("KUBECONFIG")).await
