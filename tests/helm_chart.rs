@@ -588,3 +588,221 @@ async fn rbac_equals_crbridge_rbac_output() {
         );
     }
 }
+
+// ----- the dashboard and the alerts ------------------------------------------------------------
+
+/// Metric names other exporters provide, that the alerts may use: kube-state-metrics' pod
+/// readiness (crbridge cannot report its own unreadiness when it is not scraped).
+const FOREIGN_METRICS: [&str; 1] = ["kube_pod_status_ready"];
+
+/// The metric names in PromQL expressions: identifiers directly followed by `{` (every
+/// selector in the dashboard and the rules names its labels).
+fn metric_names(expr: &str, out: &mut std::collections::BTreeSet<String>) {
+    let b = expr.as_bytes();
+    for (i, _) in expr.match_indices('{') {
+        let start = b[..i]
+            .iter()
+            .rposition(|c| !(c.is_ascii_alphanumeric() || *c == b'_' || *c == b':'))
+            .map_or(0, |p| p + 1);
+        let name = &expr[start..i];
+        if !name.is_empty() && !name.starts_with('$') && !b[start..i][0].is_ascii_digit() {
+            out.insert(name.to_owned());
+        }
+    }
+}
+
+/// Every PromQL expression of the Grafana dashboard: panel targets and variable queries.
+fn dashboard_exprs() -> Vec<String> {
+    let path = root().join("deploy/grafana/crbridge.json");
+    let dash: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap())
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut out = Vec::new();
+    for panel in dash["panels"].as_array().unwrap() {
+        for t in panel["targets"].as_array().into_iter().flatten() {
+            out.push(t["expr"].as_str().unwrap().to_owned());
+        }
+    }
+    for v in dash["templating"]["list"].as_array().unwrap() {
+        if let Some(q) = v["query"]["query"].as_str() {
+            out.push(q.to_owned());
+        }
+    }
+    assert!(out.len() > 20, "{out:?}");
+    out
+}
+
+/// The PrometheusRule's alerts as rendered: (name, expression).
+fn alert_exprs() -> Vec<(String, String)> {
+    let values = Some(chart_dir().join("ci/monitoring-values.yaml"));
+    let docs = documents(&render(&values, RELEASE, &[]), "monitoring");
+    let rule = one(&docs, "PrometheusRule", "monitoring");
+    rule["spec"]["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["rules"].as_array().unwrap().iter())
+        .map(|r| {
+            (
+                r["alert"].as_str().unwrap().to_owned(),
+                r["expr"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Every alert has a runbook entry in the README, and its annotations point there.
+#[test]
+fn every_alert_has_a_runbook_in_the_readme() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let section = readme
+        .split("### Alerts and runbooks")
+        .nth(1)
+        .expect("README: no \"### Alerts and runbooks\" section");
+    let section = section.split("\n## ").next().unwrap();
+    let section = section.split("\n### ").next().unwrap();
+    let alerts = alert_exprs();
+    assert_eq!(alerts.len(), 7, "{alerts:?}");
+    for (alert, _) in &alerts {
+        assert!(
+            section.contains(&format!("`{alert}`")),
+            "README's \"Alerts and runbooks\" has no entry for {alert}"
+        );
+    }
+}
+
+/// The names the metric families export: samples, and each `# TYPE` family with its
+/// suffixes (`_total` for counters, `_bucket`/`_sum`/`_count` for histograms), so a family
+/// with no series yet still counts.
+fn exported_names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut it = rest.split_whitespace();
+            let (name, kind) = (it.next().unwrap(), it.next().unwrap_or_default());
+            out.insert(name.to_owned());
+            match kind {
+                "counter" => {
+                    out.insert(format!("{}_total", name.trim_end_matches("_total")));
+                }
+                "histogram" => {
+                    for s in ["_bucket", "_sum", "_count"] {
+                        out.insert(format!("{name}{s}"));
+                    }
+                }
+                _ => {}
+            }
+        } else if !line.starts_with('#') && !line.is_empty() {
+            let end = line.find(['{', ' ']).unwrap_or(line.len());
+            out.insert(line[..end].to_owned());
+        }
+    }
+    out
+}
+
+/// Every metric the Grafana dashboard and the PrometheusRule use is exported by a running
+/// crbridge. A family appears in /metrics once it has a series, so the instance goes through
+/// what each one counts: events published and suppressed, a dead letter (an unroutable
+/// RabbitMQ message refused), connect errors (a NATS sink nobody listens for), a dispatcher
+/// panic (the test hook) and, on its second run, a 410 Gone after compacted history, a relist
+/// and an inferred deletion.
+#[tokio::test]
+async fn dashboard_and_alerts_use_exported_metrics() {
+    let mut used = std::collections::BTreeSet::new();
+    for e in dashboard_exprs() {
+        metric_names(&e, &mut used);
+    }
+    for (_, e) in alert_exprs() {
+        metric_names(&e, &mut used);
+    }
+    used.retain(|n| !FOREIGN_METRICS.contains(&n.as_str()));
+    assert!(used.len() > 15, "{used:?}");
+
+    let client = support::kube_client().await;
+    let crd = support::crd(&client, "Widget").await;
+    let ns = support::namespace(&client, "helm-metrics").await;
+    let api: Api<DynamicObject> = Api::namespaced_with(client, &ns, &crd.resource);
+    let dir = tempfile::tempdir().unwrap();
+    let sinks = format!(
+        "  out:\n    type: stdout\n  rabbit:\n    type: amqp\n    url: \"{amqp}\"\n    exchange: {exchange}\n    routingKey: \"{{kind}}.{{name}}\"\n    unroutable: refuse\n  down:\n    type: nats\n    url: nats://127.0.0.1:{port}\n    stream: DOWN\n    subject: down.{{name}}\n",
+        amqp = support::env("CRBRIDGE_AMQP_URL"),
+        exchange = support::unique("crb-helm"),
+        port = support::free_port(),
+    );
+    let config = support::config_with_sinks(
+        dir.path(),
+        &crd,
+        &ns,
+        &["out", "rabbit", "down"],
+        &sinks,
+        "",
+    );
+    let mut bridge = support::bridge::Bridge::new(dir.path(), &config);
+    bridge.env("CRBRIDGE_TEST_PANIC", "dispatch/out:1");
+    let wait = Duration::from_secs(30);
+
+    // First run: a checkpoint with two objects.
+    bridge.start();
+    bridge.wait_logged("list reconciled", wait).await;
+    support::create_widget(&api, &crd, "a", json!({"size": 1})).await;
+    support::create_widget(&api, &crd, "b", json!({"size": 1})).await;
+    support::eventually("two events captured", wait, || {
+        let line = bridge.logged("http listening")[0]["addr"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        async move {
+            let (_, text) = support::http_get(&format!("http://{line}/metrics"));
+            text.contains("crbridge_events_total{watch=\"widgets\",type=\"created\"} 2")
+                .then_some(())
+        }
+    })
+    .await;
+    assert!(bridge.stop().await.success(), "{}", bridge.raw_log());
+
+    // While down: b deleted, d created, history compacted (past the deletion: compacting at
+    // the deletion's own revision leaves an event whose previous state is gone, which the
+    // API server answers with an internal error instead of 410).
+    api.delete("b", &Default::default()).await.unwrap();
+    support::create_widget(&api, &crd, "d", json!({"size": 1})).await;
+    support::compact_etcd();
+
+    // Second run: 410 Gone, a relist inferring the deletion, a status-only update
+    // (suppressed), a new object (dead letter on rabbit; the panic after out's first ack).
+    bridge.start();
+    bridge
+        .wait_logged("resourceVersion expired (410 Gone), relisting", wait)
+        .await;
+    let line = bridge.logged("http listening");
+    let base = format!("http://{}", line.last().unwrap()["addr"].as_str().unwrap());
+    api.patch_status(
+        "a",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"x": 1}})),
+    )
+    .await
+    .unwrap();
+    support::create_widget(&api, &crd, "c", json!({"size": 1})).await;
+    // Every family used appears (the gauges with the next refresh): poll until none is
+    // missing, and name the missing ones if some never appear.
+    let mut last = (used.iter().cloned().collect::<Vec<_>>(), String::new());
+    let appeared = tokio::time::timeout(wait, async {
+        loop {
+            let (code, text) = support::http_get(&format!("{base}/metrics"));
+            let exported = exported_names(&text);
+            let missing: Vec<String> = used.difference(&exported).cloned().collect();
+            if code == 200 && missing.is_empty() {
+                return;
+            }
+            last = (missing, text);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    bridge.stop().await;
+    assert!(
+        appeared.is_ok(),
+        "used by deploy/grafana/crbridge.json or the PrometheusRule but not exported within {wait:?}: {:?}\n{}",
+        last.0,
+        last.1
+    );
+}
