@@ -699,3 +699,69 @@ async fn pod_template_passes_restricted_pod_security() {
         .unwrap_err();
     assert!(err.to_string().contains("PodSecurity"), "{err}");
 }
+
+/// docker-compose.yml runs the brokers `deploy/local/up` runs: Kafka at the version of
+/// up's pom.xml, NATS and RabbitMQ at the series of the Debian packages up installed (read
+/// from the installed servers). And its crbridge service runs the Dockerfile's image.
+#[test]
+fn compose_uses_the_versions_of_deploy_local_up() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let compose: Value = serde_yaml_ng::from_str(&read(&root.join("docker-compose.yml")))
+        .expect("docker-compose.yml");
+    let image = |service: &str| -> String {
+        compose["services"][service]["image"]
+            .as_str()
+            .unwrap_or_else(|| panic!("docker-compose.yml: no image for {service}"))
+            .to_owned()
+    };
+    let pom = read(&root.join("deploy/local/kafka/pom.xml"));
+    let kafka = pom
+        .split("<kafka.version>")
+        .nth(1)
+        .and_then(|r| r.split("</kafka.version>").next())
+        .expect("pom.xml: kafka.version");
+    assert_eq!(image("kafka"), format!("apache/kafka:{kafka}"));
+
+    // `major.minor` of a version string's first `N.N.N` word.
+    let series = |text: &str, what: &str| -> String {
+        let v = text
+            .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .find(|w| w.matches('.').count() >= 2)
+            .unwrap_or_else(|| panic!("{what}: no version in {text:?}"));
+        v.splitn(3, '.').take(2).collect::<Vec<_>>().join(".")
+    };
+    let run = |cmd: &str, args: &[&str]| -> String {
+        let out = std::process::Command::new(cmd)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("running {cmd}: {e} (deploy/local/up installs it)"));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let nats = series(&run("nats-server", &["--version"]), "nats-server");
+    assert_eq!(image("nats"), format!("nats:{nats}"));
+    let rabbit = series(
+        &run("dpkg-query", &["-W", "-f", "${Version}", "rabbitmq-server"]),
+        "rabbitmq-server",
+    );
+    assert_eq!(image("rabbitmq"), format!("rabbitmq:{rabbit}-management"));
+
+    let crbridge = &compose["services"]["crbridge"];
+    assert_eq!(crbridge["build"]["dockerfile"], "deploy/Dockerfile");
+    assert_eq!(crbridge["profiles"], json!(["crbridge"]));
+    let volumes: Vec<&str> = crbridge["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(
+        volumes
+            .iter()
+            .any(|v| v.ends_with(":/etc/crbridge/crbridge.yaml:ro")),
+        "{volumes:?}"
+    );
+    assert!(
+        volumes.iter().any(|v| v.ends_with(":/var/lib/crbridge")),
+        "{volumes:?}"
+    );
+}
