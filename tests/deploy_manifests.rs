@@ -1,4 +1,6 @@
-//! The deploy manifests (`deploy/kubernetes/`) and the generated RBAC (`crbridge::rbac`),
+//! The deploy manifests (`deploy/kubernetes/`: the namespace and the Helm chart's rendered
+//! defaults, which tests/helm_chart.rs keeps equal to the chart) and the generated RBAC
+//! (`crbridge::rbac`),
 //! checked against the real kube-apiserver `deploy/local/up` runs: every document is a
 //! server-side dry-run apply with strict field validation, the pod template passes the
 //! `restricted` Pod Security Standard, and the generated RBAC grants exactly the watched
@@ -174,22 +176,25 @@ async fn strict_dry_run_rejects_unknown_fields_and_bad_values() {
     // The other tests are only as strong as the server's checks: make sure they bite.
     let client = support::kube_client().await;
     let ns = support::namespace(&client, "deploy").await;
-    let mut sts = document("statefulset.yaml", "StatefulSet");
+    let mut sts = document("crbridge.yaml", "StatefulSet");
     sts["spec"]["template"]["spec"]["containers"][0]["livenesProbe"] = json!({});
     let err = dry_run_apply(&client, &sts, Some(&ns), "typo")
         .await
         .unwrap_err();
     assert!(err.to_string().contains("livenesProbe"), "{err}");
-    let mut sts = document("statefulset.yaml", "StatefulSet");
+    let mut sts = document("crbridge.yaml", "StatefulSet");
     sts["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"] =
         json!("lots");
     dry_run_apply(&client, &sts, Some(&ns), "bad quantity")
         .await
         .unwrap_err();
-    let mut role = documents(&read(&manifests_dir().join("rbac.yaml")), "rbac.yaml")
-        .into_iter()
-        .find(|d| d["kind"] == "Role")
-        .unwrap();
+    let mut role = documents(
+        &read(&manifests_dir().join("crbridge.yaml")),
+        "crbridge.yaml",
+    )
+    .into_iter()
+    .find(|d| d["kind"] == "Role")
+    .unwrap();
     role["rules"][0]["verb"] = json!(["get"]);
     dry_run_apply(&client, &role, Some(&ns), "rule typo")
         .await
@@ -199,20 +204,16 @@ async fn strict_dry_run_rejects_unknown_fields_and_bad_values() {
 /// The ConfigMap's config and what the StatefulSet and the Dockerfile assume about it agree.
 #[test]
 fn configmap_config_is_valid_and_matches_the_statefulset() {
-    let cm = document("configmap.yaml", "ConfigMap");
+    let cm = document("crbridge.yaml", "ConfigMap");
     assert_eq!(cm["metadata"]["name"], "crbridge-config");
     let text = cm["data"]["crbridge.yaml"]
         .as_str()
         .expect("configmap.yaml: data.crbridge.yaml");
-    let file = "configmap.yaml:crbridge.yaml";
+    let file = "crbridge.yaml:ConfigMap";
     let config = crbridge::config::parse(file, text).unwrap_or_else(|e| panic!("{e}"));
     if let Err(e) = crbridge::sinks::configure(file, &config) {
         panic!("{e}");
     }
-    assert!(
-        text.contains("env:KAFKA_PASSWORD"),
-        "the secret reference is shown"
-    );
     assert_eq!(config.state.path, Path::new("/var/lib/crbridge"));
     assert_eq!(config.http.listen.to_string(), "0.0.0.0:9090");
     assert!(
@@ -220,12 +221,12 @@ fn configmap_config_is_valid_and_matches_the_statefulset() {
         "in the pod: the ServiceAccount"
     );
 
-    let sts = document("statefulset.yaml", "StatefulSet");
+    let sts = document("crbridge.yaml", "StatefulSet");
     let spec = &sts["spec"];
     assert_eq!(spec["replicas"], 1);
     assert_eq!(
         spec["serviceName"],
-        document("service.yaml", "Service")["metadata"]["name"]
+        document("crbridge.yaml", "Service")["metadata"]["name"]
     );
     let pod = &spec["template"]["spec"];
     assert_eq!(pod["serviceAccountName"], "crbridge");
@@ -253,7 +254,8 @@ fn configmap_config_is_valid_and_matches_the_statefulset() {
         .find(|v| v["name"] == "config")
         .unwrap();
     assert_eq!(config_volume["configMap"]["name"], "crbridge-config");
-    let config_path = format!("{}/crbridge.yaml", mount("config"));
+    // The config file itself is mounted (subPath), at the path the image's CMD reads.
+    let config_path = mount("config");
     assert_eq!(c["args"], json!(["run", "-c", config_path]));
     assert_eq!(c["ports"][0]["name"], "http");
     assert_eq!(c["ports"][0]["containerPort"], config.http.listen.port());
@@ -274,17 +276,7 @@ fn configmap_config_is_valid_and_matches_the_statefulset() {
     assert_eq!(sc["readOnlyRootFilesystem"], true);
     assert_eq!(sc["allowPrivilegeEscalation"], false);
     assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]));
-    let kafka_password = c["env"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["name"] == "KAFKA_PASSWORD")
-        .expect("env KAFKA_PASSWORD");
-    assert_eq!(
-        kafka_password["valueFrom"]["secretKeyRef"],
-        json!({"name": "crbridge-secrets", "key": "kafka-password", "optional": true})
-    );
-    let svc = document("service.yaml", "Service");
+    let svc = document("crbridge.yaml", "Service");
     assert_eq!(svc["spec"]["clusterIP"], "None");
     assert_eq!(svc["spec"]["ports"][0]["name"], "metrics");
     assert_eq!(svc["spec"]["ports"][0]["port"], 9090);
@@ -342,16 +334,35 @@ fn kustomization_lists_every_manifest() {
     assert!(k.get("namespace").is_none());
 }
 
-/// The shipped rbac.yaml is what `crbridge rbac` prints for the example config, and for the
-/// ConfigMap's config.
+/// The RBAC in crbridge.yaml is what `crbridge rbac` generates for the example config, and
+/// for the ConfigMap's config (the chart adds its labels; tests/helm_chart.rs compares the
+/// chart with the command for every values file).
 #[test]
 fn rbac_example_is_current() {
-    let shipped = read(&manifests_dir().join("rbac.yaml"));
+    let without_labels = |docs: Vec<Value>| -> Vec<Value> {
+        docs.into_iter()
+            .filter(|d| {
+                let kind = d["kind"].as_str().unwrap_or_default();
+                kind == "ServiceAccount" || kind.contains("Role")
+            })
+            .map(|mut d| {
+                let labels = d["metadata"].as_object_mut().unwrap().remove("labels");
+                assert_eq!(labels.unwrap()["app.kubernetes.io/name"], "crbridge");
+                d
+            })
+            .collect()
+    };
+    let mut shipped = without_labels(documents(
+        &read(&manifests_dir().join("crbridge.yaml")),
+        "crbridge.yaml",
+    ));
+    // helm orders by kind; `crbridge rbac` puts the ServiceAccount first, then the Roles.
+    shipped.sort_by_key(|d| d["kind"] != "ServiceAccount");
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let example = crbridge::config::load(&root.join("examples/crbridge.yaml")).unwrap();
-    let cm = document("configmap.yaml", "ConfigMap");
+    let cm = document("crbridge.yaml", "ConfigMap");
     let deployed = crbridge::config::parse(
-        "configmap.yaml",
+        "crbridge.yaml:ConfigMap",
         cm["data"]["crbridge.yaml"].as_str().unwrap(),
     )
     .unwrap();
@@ -367,10 +378,10 @@ fn rbac_example_is_current() {
                 ResolvedKind::from_watch(w, "widgets", true)
             })
             .collect();
-        let generated = rbac::manifests(&config, &kinds, &RbacOptions::default());
-        assert!(
-            shipped.ends_with(&generated),
-            "deploy/kubernetes/rbac.yaml is stale; regenerate it. Expected to end with:\n{generated}"
+        let generated = without_labels(rbac::objects(&config, &kinds, &RbacOptions::default()));
+        assert_eq!(
+            shipped, generated,
+            "deploy/kubernetes/crbridge.yaml's RBAC is not what crbridge rbac generates"
         );
     }
 }
@@ -653,7 +664,7 @@ async fn pod_template_passes_restricted_pod_security() {
         .await
         .expect("creating the restricted namespace");
 
-    let sts = document("statefulset.yaml", "StatefulSet");
+    let sts = document("crbridge.yaml", "StatefulSet");
     let template = &sts["spec"]["template"];
     let mut spec = template["spec"].clone();
     // What the StatefulSet controller adds: the claim from volumeClaimTemplates.
@@ -685,4 +696,70 @@ async fn pod_template_passes_restricted_pod_security() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("PodSecurity"), "{err}");
+}
+
+/// docker-compose.yml runs the brokers `deploy/local/up` runs: Kafka at the version of
+/// up's pom.xml, NATS and RabbitMQ at the series of the Debian packages up installed (read
+/// from the installed servers). And its crbridge service runs the Dockerfile's image.
+#[test]
+fn compose_uses_the_versions_of_deploy_local_up() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let compose: Value = serde_yaml_ng::from_str(&read(&root.join("docker-compose.yml")))
+        .expect("docker-compose.yml");
+    let image = |service: &str| -> String {
+        compose["services"][service]["image"]
+            .as_str()
+            .unwrap_or_else(|| panic!("docker-compose.yml: no image for {service}"))
+            .to_owned()
+    };
+    let pom = read(&root.join("deploy/local/kafka/pom.xml"));
+    let kafka = pom
+        .split("<kafka.version>")
+        .nth(1)
+        .and_then(|r| r.split("</kafka.version>").next())
+        .expect("pom.xml: kafka.version");
+    assert_eq!(image("kafka"), format!("apache/kafka:{kafka}"));
+
+    // `major.minor` of a version string's first `N.N.N` word.
+    let series = |text: &str, what: &str| -> String {
+        let v = text
+            .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .find(|w| w.matches('.').count() >= 2)
+            .unwrap_or_else(|| panic!("{what}: no version in {text:?}"));
+        v.splitn(3, '.').take(2).collect::<Vec<_>>().join(".")
+    };
+    let run = |cmd: &str, args: &[&str]| -> String {
+        let out = std::process::Command::new(cmd)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("running {cmd}: {e} (deploy/local/up installs it)"));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let nats = series(&run("nats-server", &["--version"]), "nats-server");
+    assert_eq!(image("nats"), format!("nats:{nats}"));
+    let rabbit = series(
+        &run("dpkg-query", &["-W", "-f", "${Version}", "rabbitmq-server"]),
+        "rabbitmq-server",
+    );
+    assert_eq!(image("rabbitmq"), format!("rabbitmq:{rabbit}-management"));
+
+    let crbridge = &compose["services"]["crbridge"];
+    assert_eq!(crbridge["build"]["dockerfile"], "deploy/Dockerfile");
+    assert_eq!(crbridge["profiles"], json!(["crbridge"]));
+    let volumes: Vec<&str> = crbridge["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(
+        volumes
+            .iter()
+            .any(|v| v.ends_with(":/etc/crbridge/crbridge.yaml:ro")),
+        "{volumes:?}"
+    );
+    assert!(
+        volumes.iter().any(|v| v.ends_with(":/var/lib/crbridge")),
+        "{volumes:?}"
+    );
 }
