@@ -43,18 +43,9 @@ fn manifest_files() -> Vec<PathBuf> {
     files
 }
 
-/// The non-empty documents of a multi-document YAML text, as JSON.
-fn documents(text: &str, what: &str) -> Vec<Value> {
-    serde_saphyr::from_multiple::<Value>(text)
-        .unwrap_or_else(|e| panic!("{what}: {e}"))
-        .into_iter()
-        .filter(|v| !v.is_null())
-        .collect()
-}
-
 /// The one document of `kind` in `file` (under deploy/kubernetes).
 fn document(file: &str, kind: &str) -> Value {
-    let docs = documents(&read(&manifests_dir().join(file)), file);
+    let docs = support::yaml_documents(&read(&manifests_dir().join(file)), file);
     let mut found = docs.into_iter().filter(|d| d["kind"] == kind);
     let doc = found.next().unwrap_or_else(|| panic!("{file}: no {kind}"));
     assert!(found.next().is_none(), "{file}: more than one {kind}");
@@ -123,7 +114,7 @@ async fn apply(
 
 /// Dry-run applies every document of `text`; panics naming the document that failed.
 async fn dry_run_all(client: &Client, text: &str, namespace: Option<&str>, what: &str) -> usize {
-    let docs = documents(text, what);
+    let docs = support::yaml_documents(text, what);
     assert!(!docs.is_empty(), "{what}: no documents");
     for (i, doc) in docs.iter().enumerate() {
         let what = format!(
@@ -152,7 +143,7 @@ async fn every_manifest_dry_run_applies() {
     for file in manifest_files() {
         let name = file.file_name().unwrap().to_string_lossy().into_owned();
         let text = read(&file);
-        for doc in documents(&text, &name) {
+        for doc in support::yaml_documents(&text, &name) {
             kinds.insert(doc["kind"].as_str().unwrap_or_default().to_owned());
         }
         let n = dry_run_all(&client, &text, Some(&ns), &name).await;
@@ -188,7 +179,7 @@ async fn strict_dry_run_rejects_unknown_fields_and_bad_values() {
     dry_run_apply(&client, &sts, Some(&ns), "bad quantity")
         .await
         .unwrap_err();
-    let mut role = documents(
+    let mut role = support::yaml_documents(
         &read(&manifests_dir().join("crbridge.yaml")),
         "crbridge.yaml",
     )
@@ -352,7 +343,7 @@ fn rbac_example_is_current() {
             })
             .collect()
     };
-    let mut shipped = without_labels(documents(
+    let mut shipped = without_labels(support::yaml_documents(
         &read(&manifests_dir().join("crbridge.yaml")),
         "crbridge.yaml",
     ));
@@ -704,7 +695,7 @@ async fn pod_template_passes_restricted_pod_security() {
 #[test]
 fn compose_uses_the_versions_of_deploy_local_up() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let compose: Value = serde_yaml_ng::from_str(&read(&root.join("docker-compose.yml")))
+    let compose: Value = serde_saphyr::from_str(&read(&root.join("docker-compose.yml")))
         .expect("docker-compose.yml");
     let image = |service: &str| -> String {
         compose["services"][service]["image"]

@@ -88,18 +88,6 @@ fn render(values: &Option<PathBuf>, namespace: &str, extra: &[&str]) -> String {
     out
 }
 
-/// The non-empty documents of a multi-document YAML text, as JSON.
-fn documents(text: &str, what: &str) -> Vec<Value> {
-    serde_yaml_ng::Deserializer::from_str(text)
-        .enumerate()
-        .map(|(i, d)| {
-            <Value as serde::Deserialize>::deserialize(d)
-                .unwrap_or_else(|e| panic!("{what}: document {i}: {e}"))
-        })
-        .filter(|v| !v.is_null())
-        .collect()
-}
-
 fn one(docs: &[Value], kind: &str, what: &str) -> Value {
     let mut found = docs.iter().filter(|d| d["kind"] == kind);
     let doc = found
@@ -137,10 +125,10 @@ fn lint_passes_for_every_values_file() {
 fn each_values_file_renders_its_option() {
     for values in values_files() {
         let what = label(&values);
-        let docs = documents(&render(&values, RELEASE, &[]), &what);
+        let docs = support::yaml_documents(&render(&values, RELEASE, &[]), &what);
         let kinds: Vec<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
         let sts = one(&docs, "StatefulSet", &what);
-        let config: Value = serde_yaml_ng::from_str(&rendered_config(&docs, &what)).unwrap();
+        let config: Value = serde_saphyr::from_str(&rendered_config(&docs, &what)).unwrap();
         match what.as_str() {
             "leader-election-values.yaml" => {
                 assert_eq!(sts["spec"]["replicas"], 2);
@@ -192,7 +180,7 @@ fn several_replicas_need_leader_election() {
 #[test]
 fn config_checksum_follows_the_config() {
     let checksum = |extra: &[&str]| -> String {
-        let docs = documents(&render(&None, RELEASE, extra), "checksum");
+        let docs = support::yaml_documents(&render(&None, RELEASE, extra), "checksum");
         let sts = one(&docs, "StatefulSet", "checksum");
         let c = sts["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
             .as_str()
@@ -213,7 +201,7 @@ fn config_checksum_follows_the_config() {
 fn rendered_config_is_valid_and_its_files_are_mounted() {
     for values in values_files() {
         let what = label(&values);
-        let docs = documents(&render(&values, RELEASE, &[]), &what);
+        let docs = support::yaml_documents(&render(&values, RELEASE, &[]), &what);
         let text = rendered_config(&docs, &what);
         let config = crbridge::config::parse(&what, &text).unwrap_or_else(|e| panic!("{e}"));
         if let Err(e) = crbridge::sinks::configure(&what, &config) {
@@ -261,7 +249,7 @@ fn rendered_config_is_valid_and_its_files_are_mounted() {
                 assert!(v["secret"]["secretName"].is_string(), "{what}: {v}");
             }
         }
-        let raw: Value = serde_yaml_ng::from_str(&text).unwrap();
+        let raw: Value = serde_saphyr::from_str(&text).unwrap();
         let mut files = Vec::new();
         collect_paths(&raw, &mut files);
         for f in &files {
@@ -396,7 +384,7 @@ async fn install_monitoring_crds(client: &Client) {
         let path = dir.join(file);
         let text = std::fs::read_to_string(&path)
             .unwrap_or_else(|e| panic!("{}: {e} (run deploy/local/up)", path.display()));
-        for doc in documents(&text, file) {
+        for doc in support::yaml_documents(&text, file) {
             install_crd(client, &doc).await;
         }
     }
@@ -441,7 +429,7 @@ async fn install_widget_crd(client: &Client) {
 async fn restricted_namespace(client: &Client) -> String {
     let name = support::unique("helm-restricted");
     let text = std::fs::read_to_string(root().join("deploy/kubernetes/namespace.yaml")).unwrap();
-    let labels = documents(&text, "namespace.yaml")[0]["metadata"]["labels"].clone();
+    let labels = support::yaml_documents(&text, "namespace.yaml")[0]["metadata"]["labels"].clone();
     assert_eq!(labels["pod-security.kubernetes.io/enforce"], "restricted");
     let ns: Namespace =
         serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}})).unwrap();
@@ -461,7 +449,7 @@ async fn every_rendered_object_dry_run_applies() {
     for values in values_files() {
         let what = label(&values);
         let ns = restricted_namespace(&client).await;
-        let docs = documents(&render(&values, &ns, &[]), &what);
+        let docs = support::yaml_documents(&render(&values, &ns, &[]), &what);
         for doc in &docs {
             let obj = apply(&client, doc, Some(&ns), false)
                 .await
@@ -502,7 +490,7 @@ async fn every_rendered_object_dry_run_applies() {
 async fn strict_dry_run_rejects_unknown_fields() {
     let client = support::kube_client().await;
     let ns = support::namespace(&client, "helm").await;
-    let docs = documents(&render(&None, &ns, &[]), "defaults");
+    let docs = support::yaml_documents(&render(&None, &ns, &[]), "defaults");
     let mut sts = one(&docs, "StatefulSet", "defaults");
     sts["spec"]["template"]["spec"]["containers"][0]["livenesProbe"] = json!({});
     let err = apply(&client, &sts, None, false).await.unwrap_err();
@@ -552,7 +540,7 @@ async fn rbac_equals_crbridge_rbac_output() {
     let dir = tempfile::tempdir().unwrap();
     for values in values_files() {
         let what = label(&values);
-        let docs = documents(&render(&values, RELEASE, &[]), &what);
+        let docs = support::yaml_documents(&render(&values, RELEASE, &[]), &what);
         let config = dir.path().join(format!("{what}.crbridge.yaml"));
         std::fs::write(&config, rendered_config(&docs, &what)).unwrap();
         // Discovery may lag a moment behind a new CRD: retry until the command succeeds.
@@ -578,7 +566,7 @@ async fn rbac_equals_crbridge_rbac_output() {
             },
         )
         .await;
-        let expected = rbac_objects(&documents(&printed, "crbridge rbac"));
+        let expected = rbac_objects(&support::yaml_documents(&printed, "crbridge rbac"));
         let rendered = rbac_objects(&docs);
         assert!(
             expected == rendered,
@@ -634,7 +622,7 @@ fn dashboard_exprs() -> Vec<String> {
 /// The PrometheusRule's alerts as rendered: (name, expression).
 fn alert_exprs() -> Vec<(String, String)> {
     let values = Some(chart_dir().join("ci/monitoring-values.yaml"));
-    let docs = documents(&render(&values, RELEASE, &[]), "monitoring");
+    let docs = support::yaml_documents(&render(&values, RELEASE, &[]), "monitoring");
     let rule = one(&docs, "PrometheusRule", "monitoring");
     rule["spec"]["groups"]
         .as_array()
@@ -752,7 +740,7 @@ async fn dashboard_and_alerts_use_exported_metrics() {
             .to_owned();
         async move {
             let (_, text) = support::http_get(&format!("http://{line}/metrics"));
-            text.contains("crbridge_events_total{watch=\"widgets\",type=\"created\"} 2")
+            text.contains("crbridge_events_total{cluster=\"test\",watch=\"widgets\",type=\"created\"} 2")
                 .then_some(())
         }
     })

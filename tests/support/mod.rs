@@ -71,6 +71,15 @@ where
     }
 }
 
+/// The non-empty documents of a multi-document YAML text, as JSON; panics naming `what`.
+pub fn yaml_documents(text: &str, what: &str) -> Vec<serde_json::Value> {
+    serde_saphyr::from_multiple::<serde_json::Value>(text)
+        .unwrap_or_else(|e| panic!("{what}: {e}"))
+        .into_iter()
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
 /// Waits until `{base}/readyz` answers `code` with a body containing `text`; returns the
 /// body.
 pub async fn wait_readyz(base: &str, code: u16, text: &str, limit: Duration) -> String {
