@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod rbac;
 pub mod redact;
 pub mod replay;
+pub mod schema;
 pub mod sinks;
 pub mod stats;
 pub mod status;

@@ -1,5 +1,5 @@
 //! The `crbridge` command line: `run`, `check`, `status`, `replay`, `snapshot`, `tail`,
-//! `deadletters`, `rbac`, `completions`.
+//! `deadletters`, `rbac`, `schema`, `asyncapi`, `completions`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -139,6 +139,16 @@ enum Command {
         /// the home cluster); default the home cluster.
         #[arg(long)]
         cluster: Option<String>,
+    },
+    /// Print the JSON Schema (2020-12) of the `data` of one watch's events, built from its
+    /// CRD's openAPIV3Schema in the cluster (a kind without a CRD gets a permissive one).
+    Schema {
+        /// The config file.
+        #[arg(short, long, default_value = "crbridge.yaml")]
+        config: PathBuf,
+        /// The watch (its name).
+        #[arg(long)]
+        watch: String,
     },
     /// Print a shell completion script, e.g. `crbridge completions bash >
     /// /etc/bash_completion.d/crbridge`.
@@ -328,6 +338,7 @@ fn main() -> ExitCode {
                 service_account,
                 cluster,
             } => rbac(&config, namespace, service_account, cluster).await,
+            Command::Schema { config, watch } => schema(&config, &watch).await,
             Command::Completions { shell } => {
                 let shell = clap_complete::Shell::from(shell);
                 clap_complete::generate(
@@ -387,6 +398,20 @@ async fn rbac(
         ..Default::default()
     };
     print!("{}", crbridge::rbac::manifests(&cfg, &kinds, &opts));
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn schema(path: &std::path::Path, watch: &str) -> anyhow::Result<ExitCode> {
+    let cfg = config::load(path)?;
+    for k in crbridge::cmd::schema::kind_schemas(&cfg, &[watch]).await? {
+        if !k.from_crd {
+            eprintln!(
+                "crbridge: note: watch {}: no CustomResourceDefinition describes this kind (a built-in kind?); the schema describes apiVersion, kind and metadata and leaves the rest open",
+                k.watch
+            );
+        }
+        println!("{}", serde_json::to_string_pretty(&k.schema)?);
+    }
     Ok(ExitCode::SUCCESS)
 }
 

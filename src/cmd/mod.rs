@@ -5,6 +5,7 @@
 
 pub mod deadletters;
 pub mod replay;
+pub mod schema;
 pub mod snapshot;
 pub mod status;
 pub mod tail;

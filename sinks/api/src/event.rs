@@ -116,7 +116,8 @@ pub struct Event {
     pub subject: String,
     /// When the bridge observed the change (RFC 3339).
     pub time: String,
-    /// Extension attributes in a stable order.
+    /// Extension attributes in a stable order, and the optional attribute `dataschema`
+    /// when set (every binding maps it like an extension: a header, a JSON member).
     pub extensions: Vec<(String, Extension)>,
     /// The JSON payload, kept verbatim.
     pub data: Box<RawValue>,
