@@ -10,6 +10,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod asyncapi;
 pub mod backoff;
 pub mod capture;
 pub mod check;

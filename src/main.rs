@@ -150,6 +150,13 @@ enum Command {
         #[arg(long)]
         watch: String,
     },
+    /// Print the AsyncAPI 3.0 document of the whole config: a channel per watch and sink,
+    /// the protocol bindings, the CloudEvents headers, the payload schemas of `schema`.
+    Asyncapi {
+        /// The config file.
+        #[arg(short, long, default_value = "crbridge.yaml")]
+        config: PathBuf,
+    },
     /// Print a shell completion script, e.g. `crbridge completions bash >
     /// /etc/bash_completion.d/crbridge`.
     Completions {
@@ -339,6 +346,7 @@ fn main() -> ExitCode {
                 cluster,
             } => rbac(&config, namespace, service_account, cluster).await,
             Command::Schema { config, watch } => schema(&config, &watch).await,
+            Command::Asyncapi { config } => asyncapi(&config).await,
             Command::Completions { shell } => {
                 let shell = clap_complete::Shell::from(shell);
                 clap_complete::generate(
@@ -412,6 +420,14 @@ async fn schema(path: &std::path::Path, watch: &str) -> anyhow::Result<ExitCode>
         }
         println!("{}", serde_json::to_string_pretty(&k.schema)?);
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn asyncapi(path: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let cfg = config::load(path)?;
+    let schemas = crbridge::cmd::schema::kind_schemas(&cfg, &[]).await?;
+    let doc = crbridge::asyncapi::document(&cfg, &schemas, env!("CARGO_PKG_VERSION"));
+    println!("{}", serde_json::to_string_pretty(&doc)?);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -19,6 +19,8 @@ use crate::schema::{self, DataSchemaInfo};
 pub struct KindSchema {
     /// The watch's name.
     pub watch: String,
+    /// The kind's plural (as written, else from discovery; `*` for every kind of a group).
+    pub plural: String,
     /// The `dataschema` URI its events carry (the schema's `$id`).
     pub dataschema: String,
     /// The JSON Schema 2020-12 document of `data`.
@@ -99,6 +101,7 @@ async fn kind_schema(cfg: &Config, client: &Client, w: &WatchConfig) -> anyhow::
     );
     Ok(KindSchema {
         watch: w.name.clone(),
+        plural,
         dataschema,
         schema,
         from_crd,
