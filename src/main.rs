@@ -345,8 +345,14 @@ fn main() -> ExitCode {
                 service_account,
                 cluster,
             } => rbac(&config, namespace, service_account, cluster).await,
-            Command::Schema { config, watch } => schema(&config, &watch).await,
-            Command::Asyncapi { config } => asyncapi(&config).await,
+            Command::Schema { config, watch } => {
+                let cfg = config::load(&config)?;
+                crbridge::cmd::schema::run(&cfg, &watch).await
+            }
+            Command::Asyncapi { config } => {
+                let cfg = config::load(&config)?;
+                crbridge::cmd::asyncapi::run(&cfg).await
+            }
             Command::Completions { shell } => {
                 let shell = clap_complete::Shell::from(shell);
                 clap_complete::generate(
@@ -406,28 +412,6 @@ async fn rbac(
         ..Default::default()
     };
     print!("{}", crbridge::rbac::manifests(&cfg, &kinds, &opts));
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn schema(path: &std::path::Path, watch: &str) -> anyhow::Result<ExitCode> {
-    let cfg = config::load(path)?;
-    for k in crbridge::cmd::schema::kind_schemas(&cfg, &[watch]).await? {
-        if !k.from_crd {
-            eprintln!(
-                "crbridge: note: watch {}: no CustomResourceDefinition describes this kind (a built-in kind?); the schema describes apiVersion, kind and metadata and leaves the rest open",
-                k.watch
-            );
-        }
-        println!("{}", serde_json::to_string_pretty(&k.schema)?);
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn asyncapi(path: &std::path::Path) -> anyhow::Result<ExitCode> {
-    let cfg = config::load(path)?;
-    let schemas = crbridge::cmd::schema::kind_schemas(&cfg, &[]).await?;
-    let doc = crbridge::asyncapi::document(&cfg, &schemas, env!("CARGO_PKG_VERSION"));
-    println!("{}", serde_json::to_string_pretty(&doc)?);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -6,6 +6,8 @@
 //! the rest open, and a note on stderr says so. A watch of every kind of a group (`kind:
 //! "*"`) gets the same.
 
+use std::process::ExitCode;
+
 use anyhow::Context;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::{Api, Client};
@@ -27,6 +29,21 @@ pub struct KindSchema {
     pub schema: Value,
     /// False when no CRD described the kind (the permissive schema).
     pub from_crd: bool,
+}
+
+/// `crbridge schema --watch W`: prints W's schema (JSON, pretty), with a note on stderr
+/// when no CRD describes the kind.
+pub async fn run(cfg: &Config, watch: &str) -> anyhow::Result<ExitCode> {
+    for k in kind_schemas(cfg, &[watch]).await? {
+        if !k.from_crd {
+            eprintln!(
+                "crbridge: note: watch {}: no CustomResourceDefinition describes this kind (a built-in kind?); the schema describes apiVersion, kind and metadata and leaves the rest open",
+                k.watch
+            );
+        }
+        println!("{}", serde_json::to_string_pretty(&k.schema)?);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The schemas of the watches named in `only` (all when empty), read from the home
