@@ -253,6 +253,23 @@ mod tests {
     }
 
     #[test]
+    fn dataschema_maps_like_an_attribute_in_both_modes() {
+        let mut e = event();
+        e.extensions.insert(
+            0,
+            (
+                "dataschema".into(),
+                Extension::String("urn:crbridge:schema:example.com:v1:Widget".into()),
+            ),
+        );
+        assert!(e
+            .attributes()
+            .any(|(k, v)| k == "dataschema" && v == "urn:crbridge:schema:example.com:v1:Widget"));
+        let v: serde_json::Value = serde_json::from_slice(&e.to_structured_json()).unwrap();
+        assert_eq!(v["dataschema"], "urn:crbridge:schema:example.com:v1:Widget");
+    }
+
+    #[test]
     fn outbox_round_trip_is_lossless() {
         let e = event();
         let bytes = serde_json::to_vec(&e).unwrap();
