@@ -230,3 +230,46 @@ async fn events_of_every_type_validate_against_the_printed_schema() {
     }
     bridge.stop().await;
 }
+
+#[tokio::test]
+async fn a_core_kind_gets_a_permissive_schema_and_a_note() {
+    let dir = tempfile::tempdir().unwrap();
+    let core = support::TestCrd {
+        group: String::new(),
+        version: "v1".into(),
+        kind: "ConfigMap".into(),
+        plural: "configmaps".into(),
+        resource: ApiResource {
+            group: String::new(),
+            version: "v1".into(),
+            api_version: "v1".into(),
+            kind: "ConfigMap".into(),
+            plural: "configmaps".into(),
+        },
+    };
+    let sinks = "  out:\n    type: stdout\n";
+    let cfg = support::config_with_sinks(dir.path(), &core, "default", &["out"], sinks, "");
+    let cfg_path = dir.path().join("crbridge.yaml");
+    std::fs::write(&cfg_path, &cfg).unwrap();
+    let path = cfg_path.to_str().unwrap();
+    let (status, out, err) = run_cli(&["schema", "-c", path, "--watch", "widgets"]);
+    assert!(status.success(), "{err}");
+    assert!(
+        err.contains("no CustomResourceDefinition describes this kind"),
+        "{err}"
+    );
+    let schema: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(schema["$id"], "urn:crbridge:schema::v1:ConfigMap");
+    let object = &schema["$defs"]["object"];
+    assert_eq!(
+        object["required"],
+        json!(["apiVersion", "kind", "metadata"])
+    );
+
+    let (status, _, err) = run_cli(&["schema", "-c", path, "--watch", "nope"]);
+    assert!(!status.success());
+    assert!(
+        err.contains(r#"unknown watch "nope" (configured: widgets)"#),
+        "{err}"
+    );
+}
