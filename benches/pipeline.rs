@@ -70,6 +70,7 @@ fn stages(c: &mut Criterion) {
         kind: "Widget".into(),
         plural: "widgets".into(),
         payload: PayloadMode::FullPatch,
+        dataschema: String::new(),
     };
     let patch = rules.diff(&a, &b);
     let change = Change::new(

@@ -199,6 +199,7 @@ async fn bridge(objects: usize, updates: usize) -> anyhow::Result<()> {
             kind: common::KIND.into(),
             plural: common::PLURAL.into(),
             payload: PayloadMode::FullPatch,
+            dataschema: String::new(),
         },
         rules: Rules::new(false, &[])?,
         events: [

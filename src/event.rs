@@ -46,6 +46,9 @@ pub struct Identity {
     pub plural: String,
     /// Which parts of the change go into `data`.
     pub payload: PayloadMode,
+    /// The `dataschema` attribute: the URI of the JSON Schema of `data` for this kind
+    /// (`dataSchema` rendered, [`crate::config::data_schema_uri`]); empty: none sent.
+    pub dataschema: String,
 }
 
 impl Identity {
@@ -243,7 +246,17 @@ pub fn build(who: &Identity, change: &Change<'_>) -> Result<Event, EventError> {
     } else {
         format!("{namespace}/{name}")
     };
-    let mut extensions = vec![
+    let mut extensions = Vec::with_capacity(13);
+    if !who.dataschema.is_empty() {
+        // An optional CloudEvents attribute, not an extension; it travels in the same list
+        // because every binding maps both the same way (a `ce_` header, a JSON member)
+        // and the outbox keeps the list as it is.
+        extensions.push((
+            "dataschema".to_string(),
+            Extension::String(who.dataschema.clone()),
+        ));
+    }
+    extensions.extend([
         ("partitionkey".to_string(), Extension::String(uid.clone())),
         (
             "sequence".to_string(),
@@ -261,7 +274,7 @@ pub fn build(who: &Identity, change: &Change<'_>) -> Result<Event, EventError> {
         ),
         ("crbname".to_string(), Extension::String(name.clone())),
         ("crbuid".to_string(), Extension::String(uid.clone())),
-    ];
+    ]);
     if let Some(g) = generation {
         // `metadata.generation` is an int64 and a CloudEvents Integer is 32-bit
         // (CloudEvents 1.0, "Type System"): sent as its decimal text.
@@ -381,6 +394,7 @@ mod tests {
             kind: "Widget".into(),
             plural: "widgets".into(),
             payload,
+            dataschema: "urn:crbridge:schema:example.com:v1:Widget".into(),
         }
     }
 
@@ -410,6 +424,17 @@ mod tests {
         assert_eq!(e.source, "/clusters/prod-eu-1/apis/example.com/v1/widgets");
         assert_eq!(e.ty, "io.crbridge.resource.updated");
         assert_eq!(e.subject, "team-a/w1");
+        assert_eq!(
+            e.extension("dataschema"),
+            Some(&Extension::String(
+                "urn:crbridge:schema:example.com:v1:Widget".into()
+            ))
+        );
+        let structured: Value = serde_json::from_slice(&e.to_structured_json()).unwrap();
+        assert_eq!(
+            structured["dataschema"],
+            "urn:crbridge:schema:example.com:v1:Widget"
+        );
         assert_eq!(e.time, "2023-11-14T22:13:20.123Z");
         assert_eq!(
             e.extension("partitionkey"),

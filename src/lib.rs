@@ -10,6 +10,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod asyncapi;
 pub mod backoff;
 pub mod capture;
 pub mod check;
@@ -26,6 +27,7 @@ pub mod metrics;
 pub mod rbac;
 pub mod redact;
 pub mod replay;
+pub mod schema;
 pub mod sinks;
 pub mod stats;
 pub mod status;

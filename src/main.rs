@@ -1,5 +1,5 @@
 //! The `crbridge` command line: `run`, `check`, `status`, `replay`, `snapshot`, `tail`,
-//! `deadletters`, `rbac`, `completions`.
+//! `deadletters`, `rbac`, `schema`, `asyncapi`, `completions`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -139,6 +139,23 @@ enum Command {
         /// the home cluster); default the home cluster.
         #[arg(long)]
         cluster: Option<String>,
+    },
+    /// Print the JSON Schema (2020-12) of the `data` of one watch's events, built from its
+    /// CRD's openAPIV3Schema in the cluster (a kind without a CRD gets a permissive one).
+    Schema {
+        /// The config file.
+        #[arg(short, long, default_value = "crbridge.yaml")]
+        config: PathBuf,
+        /// The watch (its name).
+        #[arg(long)]
+        watch: String,
+    },
+    /// Print the AsyncAPI 3.0 document of the whole config: a channel per watch and sink,
+    /// the protocol bindings, the CloudEvents headers, the payload schemas of `schema`.
+    Asyncapi {
+        /// The config file.
+        #[arg(short, long, default_value = "crbridge.yaml")]
+        config: PathBuf,
     },
     /// Print a shell completion script, e.g. `crbridge completions bash >
     /// /etc/bash_completion.d/crbridge`.
@@ -328,6 +345,14 @@ fn main() -> ExitCode {
                 service_account,
                 cluster,
             } => rbac(&config, namespace, service_account, cluster).await,
+            Command::Schema { config, watch } => {
+                let cfg = config::load(&config)?;
+                crbridge::cmd::schema::run(&cfg, &watch).await
+            }
+            Command::Asyncapi { config } => {
+                let cfg = config::load(&config)?;
+                crbridge::cmd::asyncapi::run(&cfg).await
+            }
             Command::Completions { shell } => {
                 let shell = clap_complete::Shell::from(shell);
                 clap_complete::generate(

@@ -29,6 +29,7 @@ fn rules(initial: InitialMode) -> ScopeRules {
             kind: "Widget".into(),
             plural: "widgets".into(),
             payload: PayloadMode::FullPatch,
+            dataschema: String::new(),
         },
         rules: Rules::new(false, &[]).unwrap(),
         events: [

@@ -2,9 +2,12 @@
 //! `tail` work on a stopped instance (opening its state directory) and on a running one
 //! (through its admin endpoint on `admin.listen`, with the token the instance wrote into its
 //! state directory or `admin.tokenFile`, since sled allows one process per state directory).
+//! The contract commands `schema` and `asyncapi` read only the config and the cluster.
 
+pub mod asyncapi;
 pub mod deadletters;
 pub mod replay;
+pub mod schema;
 pub mod snapshot;
 pub mod status;
 pub mod tail;

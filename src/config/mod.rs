@@ -105,6 +105,11 @@ pub struct Config {
     /// Prefix of the CloudEvent `type` (key `eventTypePrefix`); the change type is appended.
     #[serde(default = "default_event_type_prefix")]
     pub event_type_prefix: String,
+    /// The `dataschema` attribute of every event (key `dataSchema`): a URI template over
+    /// `{cluster} {group} {version} {kind} {plural}`, naming the JSON Schema that
+    /// `crbridge schema` prints for the kind.
+    #[serde(default = "default_data_schema")]
+    pub data_schema: Template,
     /// HMAC key of redacted values (key `redactKey`): `env:NAME` or `file:/path`, never
     /// the key itself; required when a watch has `redact`.
     #[serde(default)]
@@ -122,6 +127,34 @@ pub struct Config {
 fn default_event_type_prefix() -> String {
     // The `type` prefix the README's "The event" section documents.
     "io.crbridge.resource".to_owned()
+}
+
+/// The default `dataSchema`: a URN that names group, version and kind, resolvable by no
+/// network but by `crbridge schema` (a registry can be put in front with a `https://` one).
+pub const DEFAULT_DATA_SCHEMA: &str = "urn:crbridge:schema:{group}:{version}:{kind}";
+
+fn default_data_schema() -> Template {
+    Template::parse(DEFAULT_DATA_SCHEMA).expect("the default dataSchema template parses")
+}
+
+/// The `dataschema` URI of a kind: `dataSchema` rendered. Only the per-kind variables are
+/// allowed there (validation), so the others never occur.
+pub fn data_schema_uri(
+    template: &Template,
+    cluster: &str,
+    group: &str,
+    version: &str,
+    kind: &str,
+    plural: &str,
+) -> String {
+    template.render(&|var| match var {
+        Var::Cluster => cluster.to_owned(),
+        Var::Group => group.to_owned(),
+        Var::Version => version.to_owned(),
+        Var::Kind => kind.to_owned(),
+        Var::Plural => plural.to_owned(),
+        _ => String::new(),
+    })
 }
 
 /// Reads, parses and validates the configuration file at `path`.

@@ -114,6 +114,39 @@ pub(super) fn resolve(
         ));
     }
 
+    // dataSchema: fixed per kind, so only the per-kind variables; a URI, so no spaces.
+    if let Some(var) = config.data_schema.vars().find(|v| {
+        !matches!(
+            v,
+            super::Var::Cluster
+                | super::Var::Group
+                | super::Var::Version
+                | super::Var::Kind
+                | super::Var::Plural
+        )
+    }) {
+        return Err(invalid(
+            "dataSchema",
+            format!(
+                "{{{}}} varies per object (expected only {{cluster}} {{group}} {{version}} {{kind}} {{plural}})",
+                var.as_str()
+            ),
+        ));
+    }
+    if config.data_schema.as_str().is_empty()
+        || config.data_schema.as_str().chars().any(char::is_whitespace)
+        || !config.data_schema.as_str().contains(':')
+    {
+        return Err(invalid(
+            "dataSchema",
+            format!(
+                "{:?} is not a URI (expected e.g. {})",
+                config.data_schema.as_str(),
+                super::DEFAULT_DATA_SCHEMA
+            ),
+        ));
+    }
+
     // state
     validate_state(&mut config.state, home).map_err(|(path, m)| invalid(path, m))?;
 

@@ -116,7 +116,8 @@ pub struct Event {
     pub subject: String,
     /// When the bridge observed the change (RFC 3339).
     pub time: String,
-    /// Extension attributes in a stable order.
+    /// Extension attributes in a stable order, and the optional attribute `dataschema`
+    /// when set (every binding maps it like an extension: a header, a JSON member).
     pub extensions: Vec<(String, Extension)>,
     /// The JSON payload, kept verbatim.
     pub data: Box<RawValue>,
@@ -249,6 +250,23 @@ mod tests {
         assert_eq!(v["datacontenttype"], "application/json");
         assert_eq!(v["crbinferred"], false);
         assert_eq!(v["data"]["object"]["a"], 1);
+    }
+
+    #[test]
+    fn dataschema_maps_like_an_attribute_in_both_modes() {
+        let mut e = event();
+        e.extensions.insert(
+            0,
+            (
+                "dataschema".into(),
+                Extension::String("urn:crbridge:schema:example.com:v1:Widget".into()),
+            ),
+        );
+        assert!(e
+            .attributes()
+            .any(|(k, v)| k == "dataschema" && v == "urn:crbridge:schema:example.com:v1:Widget"));
+        let v: serde_json::Value = serde_json::from_slice(&e.to_structured_json()).unwrap();
+        assert_eq!(v["dataschema"], "urn:crbridge:schema:example.com:v1:Widget");
     }
 
     #[test]

@@ -45,6 +45,12 @@ pub struct KafkaSinkConfig {
     /// or `sasl` already sets is refused.
     #[serde(default)]
     pub options: BTreeMap<String, String>,
+    /// After each `deleted` event, also send a record with the same key (the object uid)
+    /// and a null value: a tombstone, so a topic with `cleanup.policy=compact` converges on
+    /// exactly the live objects. The deleted event counts as delivered only once its
+    /// tombstone is acknowledged too.
+    #[serde(default)]
+    pub tombstones: bool,
     /// The sink's name (its key under `sinks`), for logs; set by the factory.
     #[serde(skip)]
     pub name: String,
@@ -88,6 +94,7 @@ impl fmt::Debug for KafkaSinkConfig {
             .field("tls", &self.tls)
             .field("sasl", &self.sasl)
             .field("options", &ShownOptions(&self.options))
+            .field("tombstones", &self.tombstones)
             .finish()
     }
 }
@@ -111,6 +118,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.mode, ContentMode::Binary);
         assert_eq!(c.max_in_flight, 1024);
+        assert!(!c.tombstones);
         assert_eq!(c.options["compression.type"], "zstd");
         let err = serde_saphyr::from_str::<KafkaSinkConfig>("brokers: h\ntopic: t\ntopics: x\n")
             .unwrap_err();

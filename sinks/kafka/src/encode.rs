@@ -17,7 +17,7 @@
 use std::borrow::Cow;
 
 use crbridge_sink_api::template::Template;
-use crbridge_sink_api::{Event, Route, SinkError};
+use crbridge_sink_api::{ChangeKind, Event, Route, SinkError};
 
 use crbridge_sink_api::ContentMode;
 
@@ -79,6 +79,13 @@ pub fn check_topic_template(template: &Template) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether `event` is followed by a tombstone: a record with the same key (the object uid)
+/// and a null value, which log compaction reads as "remove this key". Only a `deleted`
+/// event, watched or inferred by a relist, and only when the sink has `tombstones: true`.
+pub fn wants_tombstone(event: &Event, tombstones: bool) -> bool {
+    tombstones && event.route.change == ChangeKind::Deleted
+}
+
 /// Headers (name, value) and value of the record for `event`.
 pub fn record(event: &Event, mode: ContentMode) -> (Vec<(String, String)>, Vec<u8>) {
     match mode {
@@ -100,7 +107,31 @@ pub fn record(event: &Event, mode: ContentMode) -> (Vec<(String, String)>, Vec<u
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crbridge_sink_api::ChangeKind;
+
+    #[test]
+    fn only_deleted_events_get_a_tombstone_and_only_when_asked() {
+        let mut e = Event {
+            id: "i".into(),
+            source: "/s".into(),
+            ty: "t".into(),
+            subject: "n".into(),
+            time: "2026-01-01T00:00:00Z".into(),
+            extensions: vec![],
+            data: serde_json::value::RawValue::from_string("{}".into()).unwrap(),
+            route: route("n"),
+        };
+        for change in [
+            ChangeKind::Created,
+            ChangeKind::Updated,
+            ChangeKind::Snapshot,
+        ] {
+            e.route.change = change;
+            assert!(!wants_tombstone(&e, true), "{change}");
+        }
+        e.route.change = ChangeKind::Deleted;
+        assert!(wants_tombstone(&e, true));
+        assert!(!wants_tombstone(&e, false));
+    }
 
     #[test]
     fn topic_values_are_made_legal() {

@@ -3,7 +3,7 @@ use std::time::{Duration, Instant};
 use crbridge_sink_api::{BoxFuture, Event, PendingAck, Sink, SinkError};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use tracing::warn;
 
 use crate::client::{self, KafkaContext, LastCause};
@@ -137,6 +137,42 @@ async fn blocking<T: Send + 'static>(
         .unwrap_or_else(|e| Err(SinkError::retriable("blocking call", e.to_string())))
 }
 
+impl KafkaSink {
+    /// Hands `record` to librdkafka. The local queue is full only when far more than the
+    /// window is in flight (another dispatcher shares nothing with us): wait for room,
+    /// never drop.
+    async fn send(
+        &self,
+        mut record: FutureRecord<'_, [u8], [u8]>,
+    ) -> Result<DeliveryFuture, SinkError> {
+        loop {
+            match self.producer.send_result(record) {
+                Ok(d) => return Ok(d),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err((e, _)) => return Err(classify("publish", e, self.cause.get())),
+            }
+        }
+    }
+}
+
+/// Waits for one record's delivery report.
+async fn delivered(delivery: DeliveryFuture, cause: &LastCause) -> Result<(), SinkError> {
+    match delivery.await {
+        Ok(Ok(_)) => {
+            cause.clear();
+            Ok(())
+        }
+        Ok(Err((e, _))) => Err(classify("delivery", e, cause.get())),
+        Err(_) => Err(SinkError::retriable(
+            "delivery",
+            "producer dropped the record",
+        )),
+    }
+}
+
 impl Sink for KafkaSink {
     fn publish<'a>(&'a self, event: &'a Event) -> BoxFuture<'a, Result<PendingAck, SinkError>> {
         Box::pin(async move {
@@ -149,35 +185,28 @@ impl Sink for KafkaSink {
                     value: Some(v.as_bytes()),
                 });
             }
-            let mut record = FutureRecord::to(&topic)
-                .key(event.route.uid.as_bytes())
-                .payload(&value)
+            let key = event.route.uid.as_bytes();
+            let record = FutureRecord::to(&topic)
+                .key(key)
+                .payload(value.as_slice())
                 .headers(owned);
-            // The local queue is full only when far more than the window is in flight
-            // (another dispatcher shares nothing with us): wait for room, never drop.
-            let delivery = loop {
-                match self.producer.send_result(record) {
-                    Ok(d) => break d,
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                        record = r;
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                    }
-                    Err((e, _)) => return Err(classify("publish", e, self.cause.get())),
-                }
+            let delivery = self.send(record).await?;
+            // The tombstone goes right after its deleted event, with the same key, so into
+            // the same partition and in order (idempotent producer). It belongs to the same
+            // pending ack: the cursor passes the deleted event only once both are written,
+            // so a crash between them re-sends both and never loses the tombstone.
+            let tombstone = if encode::wants_tombstone(event, self.config.tombstones) {
+                Some(self.send(FutureRecord::to(&topic).key(key)).await?)
+            } else {
+                None
             };
             let cause = self.cause.clone();
             let pending: PendingAck = Box::pin(async move {
-                match delivery.await {
-                    Ok(Ok(_)) => {
-                        cause.clear();
-                        Ok(())
-                    }
-                    Ok(Err((e, _))) => Err(classify("delivery", e, cause.get())),
-                    Err(_) => Err(SinkError::retriable(
-                        "delivery",
-                        "producer dropped the record",
-                    )),
+                delivered(delivery, &cause).await?;
+                if let Some(t) = tombstone {
+                    delivered(t, &cause).await?;
                 }
+                Ok(())
             });
             Ok(pending)
         })

@@ -39,7 +39,7 @@ fn unknown_keys_are_rejected_everywhere() {
     assert_contains(&line, "did you mean includeStatus?");
     assert_contains(
         &err(&with_top("clusterName: x")),
-        "crbridge.yaml: clusterName: unknown key (expected one of: cluster, kubeconfig, clusters, state, http, admin, leaderElection, eventTypePrefix, redactKey, watches, sinks)",
+        "crbridge.yaml: clusterName: unknown key (expected one of: cluster, kubeconfig, clusters, state, http, admin, leaderElection, eventTypePrefix, dataSchema, redactKey, watches, sinks)",
     );
     let line =
         err(&with_top("").replace("path: /tmp/s", "path: /tmp/s, outbox: { retentoin: 1h }"));

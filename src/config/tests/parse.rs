@@ -32,6 +32,17 @@ fn example_parses_with_expected_values() {
         )
     );
     assert_eq!(c.event_type_prefix, "io.crbridge.resource");
+    assert_eq!(
+        crate::config::data_schema_uri(
+            &c.data_schema,
+            "c",
+            "example.com",
+            "v1",
+            "Widget",
+            "widgets"
+        ),
+        "urn:crbridge:schema:example.com:v1:Widget"
+    );
 
     assert_eq!(c.watches.len(), 1);
     let w = &c.watches[0];

@@ -17,6 +17,14 @@ fn top_level_rules() {
         r#"crbridge.yaml: eventTypePrefix: invalid event type prefix "io crbridge" (expected no spaces"#,
     );
     assert_contains(
+        &err(&with_top("dataSchema: 'urn:x:{name}'")),
+        "crbridge.yaml: dataSchema: {name} varies per object (expected only {cluster} {group} {version} {kind} {plural})",
+    );
+    assert_contains(
+        &err(&with_top("dataSchema: 'schema {kind}'")),
+        r#"crbridge.yaml: dataSchema: "schema {kind}" is not a URI (expected e.g. urn:crbridge:schema:{group}:{version}:{kind})"#,
+    );
+    assert_contains(
         &err(&with_top("eventTypePrefix: ''")),
         "crbridge.yaml: eventTypePrefix: empty (expected",
     );
