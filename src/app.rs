@@ -135,7 +135,10 @@ pub async fn plan(
         let norm = Rules::with_paths(&w.include_status, &w.include, &w.ignore)
             .and_then(|r| r.with_fields(&w.fields))
             .with_context(|| {
-                format!("watch {}: ignore / include / includeStatus / fields", w.name)
+                format!(
+                    "watch {}: ignore / include / includeStatus / fields",
+                    w.name
+                )
             })?;
         let redact = match (&config.resolved_redact_key, w.redact.is_empty()) {
             (_, true) => None,

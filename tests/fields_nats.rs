@@ -69,7 +69,12 @@ async fn only_projected_fields_are_published_and_count_as_changes() {
                       "parts": [{"name": "p1", "weight": 1}, {"name": "p2", "weight": 2}]});
     let created = support::create_widget(&api, &crd, "w1", spec).await;
     // Outside the projection only: no event.
-    support::patch_widget(&api, "w1", json!({"note": "b", "parts": [{"name": "p1", "weight": 5}, {"name": "p2", "weight": 2}]})).await;
+    support::patch_widget(
+        &api,
+        "w1",
+        json!({"note": "b", "parts": [{"name": "p1", "weight": 5}, {"name": "p2", "weight": 2}]}),
+    )
+    .await;
     // Inside: an update whose patch names only the projected change.
     let updated = support::patch_widget(&api, "w1", json!({"size": 2})).await;
     // Left out by the filter, which reads a field the projection leaves out.
@@ -122,8 +127,14 @@ async fn only_projected_fields_are_published_and_count_as_changes() {
     assert_eq!(doc, support::verify::normalized(&events[1].data["object"]));
     // The delete carries the projected object too.
     let deleted = &events[2].data["object"];
-    assert_eq!(deleted["spec"], json!({"size": 2, "parts": [{"name": "p1"}, {"name": "p2"}]}));
-    assert_eq!(deleted["metadata"]["uid"], created.metadata.uid.clone().unwrap());
+    assert_eq!(
+        deleted["spec"],
+        json!({"size": 2, "parts": [{"name": "p1"}, {"name": "p2"}]})
+    );
+    assert_eq!(
+        deleted["metadata"]["uid"],
+        created.metadata.uid.clone().unwrap()
+    );
     assert!(deleted["metadata"].get("creationTimestamp").is_none());
     assert_eq!(bridge.stop().await.code(), Some(0));
 }
