@@ -8,12 +8,15 @@
 //! | variable | value |
 //! |---|---|
 //! | `type` | `"created"`, `"updated"`, `"deleted"` or `"snapshot"`: the event that would be published |
-//! | `object` | the new (clean) object |
-//! | `oldObject` | the object as last published, `null` when there is none (created, snapshot) |
+//! | `object` | the new clean object, redacted but whole: not projected by the watch's `fields` |
+//! | `oldObject` | the object as last published (whole, like `object`), `null` when there is none (created, snapshot) |
 //! | `patch` | the RFC 6902 operations from `oldObject` to `object`, as maps (`op`, `path`, `value`, `from`); `[]` without `oldObject` |
 //!
 //! Pure: no I/O, no state. What a verdict means for the stored state, deletes and errors is
 //! capture's business (`src/capture/observe.rs`, README "Choosing what to publish").
+//! Only what the expression can read of `object` and `oldObject` is turned into CEL values
+//! for each change (`reads.rs`): the members along its chains of field selections.
+//!
 //! The standard library is extended with the `strings` and `lists` extensions, as in
 //! Kubernetes (`lowerAscii`, `split`, `join`, `flatten`, ...).
 
