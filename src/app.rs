@@ -133,7 +133,13 @@ pub async fn plan(
     let mut rules = Vec::new();
     for w in &config.watches {
         let norm = Rules::with_paths(&w.include_status, &w.include, &w.ignore)
-            .with_context(|| format!("watch {}: ignore / include / includeStatus", w.name))?;
+            .and_then(|r| r.with_fields(&w.fields))
+            .with_context(|| {
+                format!(
+                    "watch {}: ignore / include / includeStatus / fields",
+                    w.name
+                )
+            })?;
         let redact = match (&config.resolved_redact_key, w.redact.is_empty()) {
             (_, true) => None,
             (Some(key), false) => Some(Redactor::new(key.clone(), &w.redact)),

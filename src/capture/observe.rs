@@ -2,6 +2,7 @@
 //! (stale, no-op, created, updated, or a first-start snapshot), a delete retracts what was
 //! published, a bookmark only moves the checkpoint, a list's end reconciles.
 
+use std::borrow::Cow;
 use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
@@ -134,17 +135,30 @@ impl Capture {
             (ChangeKind::Snapshot, InitialMode::Skip) => None,
             (kind, _) => Some(kind),
         };
-        // Serialized once: the event's data and the stored state share the text.
-        let object_json = match serde_json::value::to_raw_value(&object) {
-            Ok(json) => json,
+        // Serialized once: without a projection the event's data and the stored state
+        // share the text. The stored state is the whole clean object; the event carries
+        // its projection (`fields`).
+        let serialize = |v: &Value| match serde_json::value::to_raw_value(v) {
+            Ok(json) => Some(json),
             Err(e) => {
                 warn!(watch = %s.watch, error = %e, "object cannot be serialized; skipped");
-                return Ok(());
+                None
             }
         };
+        let Some(object_json) = serialize(&object) else {
+            return Ok(());
+        };
+        let published = s.rules.published(&object);
+        let published_json = match &published {
+            Cow::Borrowed(_) => None,
+            Cow::Owned(p) => match serialize(p) {
+                Some(json) => Some(json),
+                None => return Ok(()),
+            },
+        };
         let entry = kind.and_then(|kind| {
-            let change = Change::new(kind, &object, &id.rv, received)
-                .with_object_json(&object_json)
+            let change = Change::new(kind, &published, &id.rv, received)
+                .with_object_json(published_json.as_deref().unwrap_or(&object_json))
                 .with_patch(patch.as_ref())
                 .with_previous(prev.as_ref().map(|p| p.resource_version.as_str()))
                 // A first-start snapshot is the object as it is, not a reconstruction.
@@ -152,6 +166,7 @@ impl Capture {
                 .with_changed_by(changed_by.as_deref());
             self.entry(scope, &change)
         });
+        drop(published);
         let state = StoredObject {
             resource_version: id.rv,
             object,
@@ -187,7 +202,8 @@ impl Capture {
         if let Some(r) = &s.redact {
             r.apply(&mut object);
         }
-        let change = Change::new(ChangeKind::Deleted, &object, &id.rv, received)
+        let published = s.rules.published(&object);
+        let change = Change::new(ChangeKind::Deleted, &published, &id.rv, received)
             .with_previous(Some(&prev_rv));
         let entry = self.entry(scope, &change);
         batch.remove(key, entry);

@@ -37,9 +37,10 @@ impl Capture {
             let Some(stored) = batch.state(&key)? else {
                 continue;
             };
+            let published = s.rules.published(&stored.object);
             let change = Change::new(
                 ChangeKind::Deleted,
-                &stored.object,
+                &published,
                 &stored.resource_version,
                 SystemTime::now(),
             )

@@ -91,9 +91,10 @@ impl Capture {
             if !self.passes(s.scope, key.uid(), &input) {
                 continue;
             }
+            let published = scope.rules.published(&state.object);
             let change = Change::new(
                 ChangeKind::Snapshot,
-                &state.object,
+                &published,
                 &state.resource_version,
                 SystemTime::now(),
             )

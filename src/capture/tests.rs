@@ -1061,3 +1061,59 @@ async fn redacted_values_are_hashed_before_they_are_compared_stored_or_published
     );
     assert!(!all.contains("-raw"), "{all}");
 }
+
+#[tokio::test]
+async fn a_projection_publishes_only_its_fields_and_changes_outside_it_publish_nothing() {
+    let f = fixture_with(
+        ScopeRules {
+            rules: Rules::new(true, &[])
+                .unwrap()
+                .with_fields(&["/spec/size".to_string()])
+                .unwrap(),
+            // The filter reads a field the projection leaves out: it sees the whole object.
+            filter: Some(crate::filter::Filter::new("object.spec.tier == 'prod'").unwrap()),
+            ..rules(InitialMode::Snapshot)
+        },
+        MAX_BATCH,
+    );
+    let with = |rv: u64, size: i64, note: &str| {
+        let mut o = widget("a", rv, size);
+        o["spec"]["tier"] = json!("prod");
+        o["spec"]["note"] = json!(note);
+        o
+    };
+    f.upsert(with(10, 1, "x"), Origin::Watch).await; // created
+    f.upsert(with(11, 1, "y"), Origin::Watch).await; // outside (status counts, but is left out): nothing
+    f.upsert(with(12, 2, "y"), Origin::Watch).await; // updated
+    let done = f.snapshot("req-1", None).await.await.unwrap();
+    assert_eq!(done.events, 1);
+    f.list_done("13", &[], ListMode::Relist).await; // inferred delete
+    let key = object_key("widgets", "ns", "a");
+    let (events, store, stats) = f.finish().await;
+    assert_eq!(
+        events,
+        vec![
+            ev("created", "a", false),
+            ev("updated", "a", false),
+            ev("snapshot", "a", false),
+            ev("deleted", "a", true),
+        ]
+    );
+    assert_eq!(stats.suppressed.load(Ordering::Relaxed), 1);
+    let data = events_with_data(&store);
+    let projected = |rv: u64, size: i64| {
+        json!({"apiVersion": "example.com/v1", "kind": "Widget",
+            "metadata": {"name": "w-a", "namespace": "ns", "uid": "a", "resourceVersion": rv.to_string()},
+            "spec": {"size": size}})
+    };
+    assert_eq!(data[0].2["object"], projected(10, 1));
+    assert_eq!(data[1].2["object"], projected(12, 2));
+    assert_eq!(
+        data[1].2["patch"],
+        json!([{"op": "replace", "path": "/spec/size", "value": 2}])
+    );
+    // The snapshot and the inferred delete publish the stored state, projected.
+    assert_eq!(data[2].2["object"], projected(12, 2));
+    assert_eq!(data[3].2["object"], projected(12, 2));
+    assert!(store.object(&key).unwrap().is_none());
+}

@@ -82,6 +82,12 @@ pub struct WatchConfig {
     /// hashes before anything is diffed, stored or published (needs `redactKey`).
     #[serde(default)]
     pub redact: Vec<String>,
+    /// JSON Pointers (a `*` segment: any key or index) that alone are published in
+    /// `data.object` and alone can count as changes (projection; README, "Choosing what
+    /// to publish"); the identity and version fields are always kept. Absent: the whole
+    /// object.
+    #[serde(default, deserialize_with = "deserialize_fields")]
+    pub fields: Vec<String>,
     /// `filter`, compiled by validation.
     #[serde(skip)]
     pub compiled_filter: Option<Filter>,
@@ -250,6 +256,17 @@ fn deserialize_watch_sinks<'de, D: Deserializer<'de>>(
         ));
     }
     Ok(sinks)
+}
+
+/// `watches[].fields`: present means non-empty (absent means the whole object).
+fn deserialize_fields<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    let fields = Vec::<String>::deserialize(deserializer)?;
+    if fields.is_empty() {
+        return Err(de::Error::custom(
+            "empty list (expected the pointers to publish, e.g. [/metadata/labels, /spec]; no fields key means the whole object)",
+        ));
+    }
+    Ok(fields)
 }
 
 /// `watches[].includeStatus`: a boolean, or a list of pointers.
@@ -462,6 +479,7 @@ pub(super) fn validate_watch(
                 format!("{pointer:?} cannot be redacted ({protected} identifies the object)")
             })
     })?;
+    check_pointers("fields", &watch.fields, |_| None)?;
     if let Some(source) = &watch.filter {
         let name = if watch.name.is_empty() {
             default_watch_name(watch)

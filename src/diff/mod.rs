@@ -1,22 +1,31 @@
 //! What counts as a change: cleaning, normalization and the RFC 6902 diff.
 //!
-//! Pure functions on `serde_json::Value`, no I/O. Three forms of an object are involved:
+//! Pure functions on `serde_json::Value`, no I/O. Four forms of an object are involved:
 //!
 //! * the **raw** object as the API server sends it;
 //! * the **clean** object ([`clean`]): raw minus `metadata.managedFields` and the
-//!   `kubectl.kubernetes.io/last-applied-configuration` annotation. This is what crbridge
-//!   stores and publishes as `data.object`;
-//! * the **normalized** object ([`Rules::normalize`]): clean minus the fields that change
+//!   `kubectl.kubernetes.io/last-applied-configuration` annotation (and redacted, if the
+//!   watch redacts). This is what crbridge stores, and what the watch's `filter` sees;
+//! * the **published** object ([`Rules::published`]): the clean object projected on the
+//!   watch's `fields` (plus [`ALWAYS_PUBLISHED`], the identity and version fields); the
+//!   clean object itself without `fields`. This is `data.object`;
+//! * the **normalized** object ([`Rules::normalize`]): published minus the fields that change
 //!   without a meaningful change (`resourceVersion`, `generation`, `status` or the parts of
 //!   it the kind does not opt in, what its `include` list does not name, and its `ignore`
-//!   pointers; `*` in a pointer matches any key or index). Two clean objects whose normalized forms
-//!   are equal are the same as far as consumers care: the update is a no-op and is
+//!   pointers; `*` in a pointer matches any key or index; every pointer names array elements
+//!   by their index in the clean object). A change outside the projection is therefore no
+//!   change at all. Two clean objects whose normalized forms are equal are the same as far as consumers care: the update is a no-op and is
 //!   suppressed. An update's patch is computed between the normalized forms, so it says
 //!   what changed and carries no bookkeeping (issue 16): applying the patches in order to
 //!   the previous event's normalized object gives the next event's normalized object.
 //!
 //! The normalized form is never built on the hot path: comparison and patch read the clean
-//! objects through a tree of left-out paths (`skip`) in one walk.
+//! objects through trees of kept and left-out paths (`skip`) in one walk.
+//!
+//! The stored state is the clean object of the last published change, not its projection:
+//! the filter's `object` and `oldObject` are then both whole (a filter may select on a field
+//! the projection leaves out), and an on-demand snapshot or an inferred delete publishes the
+//! stored state through the same projection.
 
 mod changed_by;
 mod normalize;
@@ -24,7 +33,7 @@ mod patch;
 mod skip;
 
 pub use changed_by::changed_by;
-pub use normalize::{clean, NormalizeError, Rules, StatusRule};
+pub use normalize::{clean, NormalizeError, Rules, StatusRule, ALWAYS_PUBLISHED};
 pub use patch::diff;
 
 use serde_json::Value;
@@ -195,6 +204,45 @@ mod tests {
                     prop_assert_eq!(doc, r.normalize(&b));
                 }
             }
+        }
+
+        /// A projection is the same as projecting first and applying the other rules to
+        /// the projection: same normalized form, same patch. So a change outside the
+        /// projection is no change.
+        #[test]
+        fn projection_then_rules_is_rules_with_fields(
+            a in arb_json(), b in arb_json(), status in any::<bool>(),
+            fields in prop::collection::vec((
+                prop::sample::select(vec!["spec", "b", "status", "metadata"]),
+                prop::collection::vec(prop_oneof!["[a-d~/.]{0,2}", Just("*".to_string())], 0..3),
+            ), 1..4),
+        ) {
+            // Array indices in `fields` would shift the elements other pointers name (the
+            // combined rules name them in the clean object); names and `*` do not.
+            let fields: Vec<String> = fields
+                .into_iter()
+                .map(|(top, rest)| {
+                    std::iter::once(top.to_string())
+                        .chain(rest.into_iter().map(|t| t.replace('~', "~0").replace('/', "~1")))
+                        .map(|t| format!("/{t}"))
+                        .collect()
+                })
+                .collect();
+            let (include, ignore) = (vec!["/spec".to_string(), "/b".to_string()], vec!["/spec/a".to_string(), "/b/*/c".to_string()]);
+            let status = if status { StatusRule::Included } else { StatusRule::Excluded };
+            let plain = Rules::with_paths(&status, &include, &ignore).unwrap();
+            let r = plain.clone().with_fields(&fields).unwrap();
+            let (a, b) = (json!({"metadata": {"name": "w", "uid": "u", "resourceVersion": "1", "labels": a.clone()}, "spec": a.clone(), "b": a, "status": 1}),
+                          json!({"metadata": {"name": "w", "uid": "u", "resourceVersion": "2", "generation": 3, "labels": b.clone()}, "spec": b.clone(), "b": b, "status": 2}));
+            let (pa, pb) = (r.published(&a).into_owned(), r.published(&b).into_owned());
+            prop_assert_eq!(r.normalize(&a), plain.normalize(&pa));
+            prop_assert_eq!(compare(&a, &b, &r), compare(&pa, &pb, &plain));
+            if pa == pb {
+                prop_assert_eq!(compare(&a, &b, &r), Verdict::Noop);
+            }
+            // The identity is always published.
+            prop_assert_eq!(&pa["metadata"]["uid"], "u");
+            prop_assert_eq!(&pb["metadata"]["generation"], 3);
         }
 
         /// Changing only noise never produces an event; changing spec always does.

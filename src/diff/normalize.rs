@@ -1,7 +1,23 @@
+use std::borrow::Cow;
+
 use serde_json::Value;
 
 use super::patch::diff_except;
 use super::skip::{equal, project, Skip, Tree};
+
+/// What a projection (`fields`) always keeps, listed or not: the identity and version
+/// fields. The event's key, id and extensions (`crbuid`, `crbname`, `crbnamespace`,
+/// `sequence`, `crbgeneration`) are read from the published object, and consumers can
+/// tell which object a `data.object` is without the headers.
+pub const ALWAYS_PUBLISHED: [&str; 7] = [
+    "/apiVersion",
+    "/kind",
+    "/metadata/name",
+    "/metadata/namespace",
+    "/metadata/uid",
+    "/metadata/resourceVersion",
+    "/metadata/generation",
+];
 
 /// The annotation `kubectl apply` writes: a copy of the object, pure noise for consumers.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
@@ -52,6 +68,8 @@ pub struct Rules {
     keep: Tree,
     /// What is left out (bookkeeping, `status` unless included, `ignore`).
     drop: Tree,
+    /// The projection (`fields`, plus [`ALWAYS_PUBLISHED`]); `None`: the whole object.
+    fields: Option<Tree>,
 }
 
 impl Rules {
@@ -110,11 +128,50 @@ impl Rules {
         }
         keep.settle();
         drop.settle();
-        Ok(Rules { keep, drop })
+        Ok(Rules {
+            keep,
+            drop,
+            fields: None,
+        })
+    }
+
+    /// These rules with a projection (key `fields`): only the listed pointers (`*`
+    /// segments allowed) and [`ALWAYS_PUBLISHED`] are in the published object, and only
+    /// they can count as changes. Empty: no projection.
+    pub fn with_fields(mut self, fields: &[String]) -> Result<Self, NormalizeError> {
+        if fields.is_empty() {
+            self.fields = None;
+            return Ok(self);
+        }
+        let mut tree = Tree::default();
+        for p in fields.iter().map(String::as_str).chain(ALWAYS_PUBLISHED) {
+            tree.insert(&parse_pointer(p)?, true);
+        }
+        tree.settle();
+        self.fields = Some(tree);
+        Ok(self)
     }
 
     fn skip(&self) -> Skip<'_> {
-        Skip::root(&self.keep, &self.drop)
+        let skip = Skip::root(&self.keep, &self.drop);
+        match &self.fields {
+            Some(f) => skip.within(f),
+            None => skip,
+        }
+    }
+
+    /// The object as published (`data.object`): the clean object projected on `fields`;
+    /// without a projection, the clean object itself (not copied).
+    pub fn published<'v>(&self, clean: &'v Value) -> Cow<'v, Value> {
+        match &self.fields {
+            None => Cow::Borrowed(clean),
+            Some(f) => Cow::Owned(project(clean, Skip::root(f, &Tree::default()))),
+        }
+    }
+
+    /// True when the rules project (`fields` is set).
+    pub fn projects(&self) -> bool {
+        self.fields.is_some()
     }
 
     /// The comparison form of a clean object. An ignored array element is removed (the
@@ -230,6 +287,58 @@ mod tests {
         heartbeat["status"]["conditions"][0]["lastHeartbeatTime"] = json!("t2");
         heartbeat["spec"]["size"] = json!(9);
         assert!(r.same(&v, &heartbeat));
+    }
+
+    #[test]
+    fn fields_project_the_published_object_and_what_counts() {
+        let v = json!({
+            "apiVersion": "example.com/v1", "kind": "Widget",
+            "metadata": {"name": "w", "namespace": "ns", "uid": "u1", "resourceVersion": "7",
+                         "generation": 2, "labels": {"tier": "prod"}, "annotations": {"a": "1"}},
+            "spec": {"size": 1, "containers": [{"name": "c", "image": "i"}, {"name": "d"}]},
+            "status": {"phase": "Ready"}
+        });
+        let r = Rules::new(true, &[])
+            .unwrap()
+            .with_fields(&["/metadata/labels".into(), "/spec/containers/*/name".into()])
+            .unwrap();
+        assert!(r.projects());
+        assert_eq!(
+            *r.published(&v),
+            json!({
+                "apiVersion": "example.com/v1", "kind": "Widget",
+                "metadata": {"name": "w", "namespace": "ns", "uid": "u1", "resourceVersion": "7",
+                             "generation": 2, "labels": {"tier": "prod"}},
+                "spec": {"containers": [{"name": "c"}, {"name": "d"}]}
+            })
+        );
+        // Outside the projection: no change, even where the rules would count it (status).
+        let mut outside = v.clone();
+        outside["spec"]["size"] = json!(2);
+        outside["spec"]["containers"][0]["image"] = json!("j");
+        outside["status"]["phase"] = json!("Degraded");
+        outside["metadata"]["annotations"]["a"] = json!("2");
+        assert!(r.same(&v, &outside));
+        // Inside: a change, with a patch over the projected, normalized forms.
+        let mut inside = outside.clone();
+        inside["spec"]["containers"][1]["name"] = json!("e");
+        assert_eq!(
+            serde_json::to_value(r.diff(&v, &inside)).unwrap(),
+            json!([{"op": "replace", "path": "/spec/containers/1/name", "value": "e"}])
+        );
+        // No fields: the clean object itself, not a copy.
+        let whole = Rules::new(false, &[]).unwrap().with_fields(&[]).unwrap();
+        assert!(!whole.projects());
+        assert!(matches!(whole.published(&v), Cow::Borrowed(_)));
+        assert_eq!(
+            Rules::new(false, &[])
+                .unwrap()
+                .with_fields(&["spec".into()])
+                .unwrap_err(),
+            NormalizeError::BadPointer {
+                pointer: "spec".into()
+            }
+        );
     }
 
     #[test]

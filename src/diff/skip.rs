@@ -9,8 +9,10 @@
 //! * the **drop** tree, from the bookkeeping fields, `status` unless included, and `ignore`:
 //!   a leaf leaves out everything under it.
 //!
-//! A member is kept when the keep tree keeps it and the drop tree does not drop it. A left-out
-//! array element is removed, so the elements after it move up.
+//! A third tree, the **fields** tree from `fields` (projection), is a keep tree too: where a
+//! watch projects, a member is kept only when both keep trees keep it and the drop tree
+//! does not drop it. A left-out array element is removed, so the elements after it move up;
+//! every tree names elements by their index in the clean object.
 //!
 //! All three walks read a clean object through the same cursor ([`Skip`]) and the same two
 //! views ([`members`], [`elements`]), so they agree by construction: `equal(a, b)` is
@@ -98,28 +100,58 @@ impl Tree {
 #[derive(Debug, Clone, Copy, Default)]
 pub(super) struct Skip<'a> {
     keep: Option<&'a Tree>,
+    fields: Option<&'a Tree>,
     drop: Option<&'a Tree>,
 }
 
 /// Leaves nothing out.
 pub(super) const NOTHING: Skip<'static> = Skip {
     keep: None,
+    fields: None,
     drop: None,
 };
+
+/// A keep tree at the root, or `None` when it keeps everything.
+fn keep_root(keep: &Tree) -> Option<&Tree> {
+    (!keep.leaf && (keep.only || !keep.children.is_empty() || keep.any.is_some())).then_some(keep)
+}
+
+/// What keep tree `keep` says of member `key`: `None` when the member is left out, else
+/// the rules under it (`None` inside: keep everything).
+fn kept<'a>(keep: Option<&'a Tree>, key: &str) -> Option<Option<&'a Tree>> {
+    let Some(k) = keep else {
+        return Some(None);
+    };
+    match k.get(key) {
+        Some(c) if c.leaf => Some(None),
+        Some(c) => Some(Some(c)),
+        None if k.only => None,
+        None => Some(None),
+    }
+}
 
 impl<'a> Skip<'a> {
     /// The rules at the root of an object.
     pub(super) fn root(keep: &'a Tree, drop: &'a Tree) -> Self {
         Skip {
-            keep: (!keep.leaf && (keep.only || !keep.children.is_empty() || keep.any.is_some()))
-                .then_some(keep),
+            keep: keep_root(keep),
+            fields: None,
             drop: Some(drop),
+        }
+    }
+
+    /// These rules, restricted to what the fields tree `fields` keeps as well (at the root).
+    pub(super) fn within(self, fields: &'a Tree) -> Self {
+        Skip {
+            fields: keep_root(fields),
+            ..self
         }
     }
 
     /// True when nothing under this value is left out: it compares and copies as is.
     fn is_empty(&self) -> bool {
         self.keep.is_none()
+            && self.fields.is_none()
             && self
                 .drop
                 .is_none_or(|d| d.children.is_empty() && d.any.is_none())
@@ -132,16 +164,9 @@ impl<'a> Skip<'a> {
         if drop.is_some_and(|d| d.leaf) {
             return None;
         }
-        let keep = match self.keep {
-            None => None,
-            Some(k) => match k.get(key) {
-                Some(c) if c.leaf => None,
-                Some(c) => Some(c),
-                None if k.only => return None,
-                None => None,
-            },
-        };
-        Some(Skip { keep, drop })
+        let keep = kept(self.keep, key)?;
+        let fields = kept(self.fields, key)?;
+        Some(Skip { keep, fields, drop })
     }
 }
 

@@ -8,12 +8,15 @@
 //! | variable | value |
 //! |---|---|
 //! | `type` | `"created"`, `"updated"`, `"deleted"` or `"snapshot"`: the event that would be published |
-//! | `object` | the new (clean) object |
-//! | `oldObject` | the object as last published, `null` when there is none (created, snapshot) |
+//! | `object` | the new clean object, redacted but whole: not projected by the watch's `fields` |
+//! | `oldObject` | the object as last published (whole, like `object`), `null` when there is none (created, snapshot) |
 //! | `patch` | the RFC 6902 operations from `oldObject` to `object`, as maps (`op`, `path`, `value`, `from`); `[]` without `oldObject` |
 //!
 //! Pure: no I/O, no state. What a verdict means for the stored state, deletes and errors is
 //! capture's business (`src/capture/observe.rs`, README "Choosing what to publish").
+//! Only what the expression can read of `object` and `oldObject` is turned into CEL values
+//! for each change (`reads.rs`): the members along its chains of field selections.
+//!
 //! The standard library is extended with the `strings` and `lists` extensions, as in
 //! Kubernetes (`lowerAscii`, `split`, `join`, `flatten`, ...).
 
@@ -25,7 +28,10 @@ use cel::{Context, Env, Program, Value as CelValue};
 use crbridge_sink_api::ChangeKind;
 use serde_json::Value;
 
+use reads::Reads;
+
 mod error;
+mod reads;
 mod value;
 
 pub use error::FilterError;
@@ -57,11 +63,13 @@ struct Inner {
     uses: Uses,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Uses {
     kind: bool,
-    object: bool,
-    old_object: bool,
+    /// What is read of `object` (`None`: not referenced).
+    object: Option<Reads>,
+    /// What is read of `oldObject` (`None`: not referenced).
+    old_object: Option<Reads>,
     patch: bool,
 }
 
@@ -106,10 +114,22 @@ impl Filter {
             }
         })?;
         let references = program.references();
+        // The parts of an object the expression reads; all of it should the walk find
+        // nothing where the crate sees a reference (it never should).
+        let reads = |var: &str| {
+            references.has_variable(var).then(|| {
+                let reads = Reads::of(&program.expression().expr, var);
+                if reads.is_none() {
+                    Reads::all()
+                } else {
+                    reads
+                }
+            })
+        };
         let uses = Uses {
             kind: references.has_variable("type"),
-            object: references.has_variable("object"),
-            old_object: references.has_variable("oldObject"),
+            object: reads("object"),
+            old_object: reads("oldObject"),
             patch: references.has_variable("patch"),
         };
         Ok(Filter {
@@ -129,7 +149,14 @@ impl Filter {
 
     /// Whether the change `input` is to be published.
     pub fn matches(&self, input: &Input<'_>) -> Result<bool, FilterError> {
+        self.evaluate(input, true)
+    }
+
+    /// The verdict on `input`, with `object` and `oldObject` converted only where the
+    /// expression reads them (`prune`), or whole.
+    fn evaluate(&self, input: &Input<'_>, prune: bool) -> Result<bool, FilterError> {
         let inner = &*self.inner;
+        let all = Reads::all();
         // The patch is turned into JSON only when the expression reads it.
         let patch = match (inner.uses.patch, input.patch) {
             (true, Some(p)) => {
@@ -142,12 +169,18 @@ impl Filter {
         if inner.uses.kind {
             context.add_variable_as_val("type", Box::new(CelString::from(input.kind.as_str())));
         }
-        if inner.uses.object {
-            context.add_variable_as_val("object", value::to_val(input.object));
+        if let Some(r) = &inner.uses.object {
+            context.add_variable_as_val(
+                "object",
+                value::to_val_reading(input.object, if prune { r } else { &all }),
+            );
         }
-        if inner.uses.old_object {
+        if let Some(r) = &inner.uses.old_object {
             let old = input.old_object.unwrap_or(&null);
-            context.add_variable_as_val("oldObject", value::to_val(old));
+            context.add_variable_as_val(
+                "oldObject",
+                value::to_val_reading(old, if prune { r } else { &all }),
+            );
         }
         if inner.uses.patch {
             context.add_variable_as_val("patch", value::to_val(&patch));

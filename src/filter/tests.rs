@@ -117,3 +117,67 @@ proptest! {
         prop_assert_eq!(eval("object.spec.b", &c), Ok(b));
     }
 }
+
+/// Objects over a small alphabet of keys, so that the expressions below often find what
+/// they select, and often do not: maps, lists and scalars at every level.
+fn arb_object() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        (-2i64..3).prop_map(|i| json!(i)),
+        prop::sample::select(vec!["prod", "dev", "a", ""]).prop_map(|s| json!(s)),
+    ];
+    leaf.prop_recursive(4, 40, 5, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            prop::collection::btree_map(
+                prop::sample::select(vec![
+                    "metadata", "labels", "spec", "tier", "items", "x", "name"
+                ]),
+                inner,
+                0..5,
+            )
+            .prop_map(|m| Value::Object(m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())),
+        ]
+    })
+}
+
+/// Expressions that read `object` and `oldObject` in every way the pruning tells apart:
+/// chains, presence tests, chains whose end is used whole, and whole uses.
+const PRUNED_EXPRESSIONS: &[&str] = &[
+    "object.metadata.labels.tier == 'prod'",
+    "has(object.metadata.labels) && object.metadata.labels.tier == 'prod'",
+    "has(object.spec) || has(object.metadata.name)",
+    "object.spec.items.exists(i, i == 1 || i.x == 'a')",
+    "size(object.spec) > 1 && object.spec.x == 1",
+    "object.spec == oldObject.spec",
+    "object == oldObject",
+    "object.spec.x != oldObject.spec.x",
+    "'tier' in object.metadata.labels",
+    "object.metadata.labels.tier == 'prod' && object['spec'].x == 1",
+    "[object.spec.x, object.metadata].exists(v, v == 1)",
+    "object.spec.items.exists(object, object.x == 1) && object.spec.tier == 'dev'",
+    "oldObject == null || oldObject.metadata.name == 'a'",
+    "object.metadata.labels.map(k, k).size() == 1",
+];
+
+proptest! {
+    /// Converting only what an expression reads never changes its verdict, nor its error.
+    #[test]
+    fn pruning_never_changes_a_verdict(object in arb_object(), old in arb_object(), none in any::<bool>()) {
+        for source in PRUNED_EXPRESSIONS {
+            let filter = Filter::new(source).unwrap();
+            let input = Input {
+                kind: ChangeKind::Updated,
+                object: &object,
+                old_object: (!none).then_some(&old),
+                patch: None,
+            };
+            prop_assert_eq!(
+                filter.evaluate(&input, true),
+                filter.evaluate(&input, false),
+                "{}", source
+            );
+        }
+    }
+}

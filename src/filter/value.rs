@@ -9,6 +9,8 @@ use cel::common::types::{
 use cel::common::value::Val;
 use serde_json::Value;
 
+use super::reads::Reads;
+
 /// `json` as a CEL value: objects become maps with string keys, arrays lists, integers
 /// `int` (or `uint` above `i64::MAX`), other numbers `double`, `null` null.
 pub(super) fn to_val(json: &Value) -> Box<dyn Val + '_> {
@@ -33,5 +35,23 @@ pub(super) fn to_val(json: &Value) -> Box<dyn Val + '_> {
                 .map(|(k, v)| (CelMapKey::from(k.as_str()), to_val(v)))
                 .collect::<HashMap<_, _>>(),
         )),
+    }
+}
+
+/// The part of `json` an expression reads (see `reads`) as a CEL value: a map along a
+/// chain of selections holds only the selected members it has; what is read whole, and
+/// anything that is not a map, is converted whole.
+pub(super) fn to_val_reading<'j>(json: &'j Value, reads: &Reads) -> Box<dyn Val + 'j> {
+    match json {
+        Value::Object(map) if !reads.is_whole() => Box::new(CelMap::from(
+            reads
+                .names()
+                .filter_map(|(k, r)| {
+                    map.get_key_value(k.as_str())
+                        .map(|(k, v)| (CelMapKey::from(k.as_str()), to_val_reading(v, r)))
+                })
+                .collect::<HashMap<_, _>>(),
+        )),
+        _ => to_val(json),
     }
 }

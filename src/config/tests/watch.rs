@@ -236,6 +236,41 @@ fn wildcards_include_and_status_lists() {
 }
 
 #[test]
+fn fields_are_a_non_empty_list_of_pointers() {
+    let w = |keys: &str| {
+        err(&with_watches(&format!(
+            "  - {{ version: v1, kind: W, {keys} }}"
+        )))
+    };
+    assert_contains(
+        &w("fields: []"),
+        "crbridge.yaml: watches[0].fields: empty list (expected the pointers to publish",
+    );
+    assert_contains(
+        &w("fields: [/spec, metadata/labels]"),
+        r#"crbridge.yaml: watches[0].fields[1]: invalid JSON Pointer "metadata/labels""#,
+    );
+    assert_contains(
+        &w("fields: [/spec, /spec]"),
+        r#"crbridge.yaml: watches[0].fields[1]: duplicate pointer "/spec""#,
+    );
+    assert_contains(
+        &w("fields: ['/spec/a~2']"),
+        r#"watches[0].fields[0]: invalid JSON Pointer "/spec/a~2""#,
+    );
+    assert_contains(&w("fields: /spec"), "watches[0].fields");
+    let c = ok(&with_watches(
+        "  - { version: v1, kind: W, fields: [/metadata/labels, '/spec/*/name', /status/phase] }",
+    ));
+    assert_eq!(
+        c.watches[0].fields,
+        ["/metadata/labels", "/spec/*/name", "/status/phase"]
+    );
+    let c = ok(&with_watches("  - { version: v1, kind: W }"));
+    assert!(c.watches[0].fields.is_empty());
+}
+
+#[test]
 fn watch_names_must_be_unique() {
     let line = err(&with_watches(
         "  - { group: example.com, version: v1, kind: Widget }\n  - { group: example.com, version: v2, kind: Widget }",
