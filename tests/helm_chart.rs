@@ -740,8 +740,10 @@ async fn dashboard_and_alerts_use_exported_metrics() {
             .to_owned();
         async move {
             let (_, text) = support::http_get(&format!("http://{line}/metrics"));
-            text.contains("crbridge_events_total{cluster=\"test\",watch=\"widgets\",type=\"created\"} 2")
-                .then_some(())
+            text.contains(
+                "crbridge_events_total{cluster=\"test\",watch=\"widgets\",type=\"created\"} 2",
+            )
+            .then_some(())
         }
     })
     .await;
