@@ -337,6 +337,12 @@ pub async fn run(config: Config, file: &str) -> anyhow::Result<()> {
             .collect(),
         ..Default::default()
     });
+    stats.metrics.register_known(
+        sinks.iter().map(|s| s.name.as_str()),
+        scopes
+            .iter()
+            .map(|s| (s.cluster.as_str(), s.watch.as_str())),
+    );
     let mut by_watch: std::collections::HashMap<String, Vec<crate::watch::ScopeId>> =
         Default::default();
     for s in &scopes {

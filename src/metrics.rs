@@ -139,6 +139,9 @@ pub const SINK_LAG_EVENTS: &str = "crbridge_sink_lag_events";
 pub const SINK_LAG_SECONDS: &str = "crbridge_sink_lag_seconds";
 /// `crbridge_dead_letters_total`
 pub const DEAD_LETTERS: &str = "crbridge_dead_letters";
+/// The `kind` values of `crbridge_errors_total`: a failed commit of the state store, a
+/// failed watch request.
+pub const ERROR_KINDS: [&str; 2] = ["commit", "watch"];
 /// `crbridge_dead_letters_kept`
 pub const DEAD_LETTERS_KEPT: &str = "crbridge_dead_letters_kept";
 /// `crbridge_watch_restarts_total`
@@ -312,6 +315,28 @@ impl Metrics {
         out
     }
 
+    /// Creates, at 0, the counters alerts take an `increase` or `rate` of, for every sink and
+    /// scope (`(cluster, state key)`) of the config: Prometheus sees a series only from its
+    /// first sample, so a counter that appeared at 1 would never show an increase.
+    pub fn register_known<'a>(
+        &self,
+        sinks: impl IntoIterator<Item = &'a str>,
+        scopes: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) {
+        // `get_or_create` alone creates the series; the guard it returns is not needed.
+        for s in sinks {
+            let _ = self.dead_letters.get_or_create(&sink(s));
+        }
+        for (cluster, key) in scopes {
+            let _ = self.gone.get_or_create(&watch(cluster, key));
+        }
+        for kind in ERROR_KINDS {
+            let _ = self.errors.get_or_create(&ErrorKind {
+                kind: kind.to_string(),
+            });
+        }
+    }
+
     /// Counts an error of `kind`.
     pub fn error(&self, kind: &str) {
         self.errors
@@ -372,6 +397,21 @@ pub fn task(t: &str) -> TaskLabel {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn known_counters_start_at_zero() {
+        let m = Metrics::new();
+        m.register_known(["nats"], [("east", "east/widgets")]);
+        let text = m.encode();
+        for line in [
+            "crbridge_dead_letters_total{sink=\"nats\"} 0",
+            "crbridge_watch_gone_total{cluster=\"east\",watch=\"widgets\"} 0",
+            "crbridge_errors_total{kind=\"commit\"} 0",
+            "crbridge_errors_total{kind=\"watch\"} 0",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+    }
 
     #[test]
     fn exposition_names_and_labels() {
