@@ -210,6 +210,7 @@ async fn bridge(objects: usize, updates: usize) -> anyhow::Result<()> {
         .into_iter()
         .collect(),
         initial: InitialMode::Snapshot,
+        appeared: false,
         filter: None,
         filter_errors: Default::default(),
         redact: None,

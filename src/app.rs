@@ -8,29 +8,25 @@
 //! Every long-running task runs under a [`Supervisor`] with a fixed name; what happens when
 //! one panics or exits early is decided per task where it is spawned in [`run`].
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use crbridge_sink_api::ChangeKind;
-use kube::Client;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::admin::auth::AdminToken;
-use crate::capture::{Capture, ScopeRules};
-use crate::config::{ChangeType, Config, WatchConfig};
-use crate::diff::Rules;
+use crate::capture::{Capture, NewScopes};
+use crate::config::Config;
 use crate::dispatch::DispatchStats;
-use crate::event::Identity;
 use crate::leader::{ElectionConfig, Elector, Held};
-use crate::redact::Redactor;
+use crate::plan::{cluster_clients, plan};
 use crate::stats::{ScopeStats, Stats};
 use crate::store::{Store, StoreOptions};
 use crate::supervise::{with_test_panic, Supervisor};
-use crate::watch::{KindRef, Scope};
+use crate::watch::{Scope, ScopeHealth};
 use crate::wiring::SinkSetup;
 use std::sync::atomic::Ordering;
 
@@ -38,232 +34,6 @@ use std::sync::atomic::Ordering;
 const OBSERVED_CHANNEL: usize = 1024;
 /// Operator commands buffered on their way to capture: a handful of snapshot requests.
 const COMMAND_CHANNEL: usize = 16;
-/// Objects per list page: big enough for few round trips, small enough for bounded memory.
-const PAGE_SIZE: u32 = 500;
-
-/// A kube client for the home cluster (the single cluster, or `leaderElection.cluster` of a
-/// fleet): from its kubeconfig, else in-cluster, `KUBECONFIG`, `~/.kube/config`, in that
-/// order ([`crate::cluster`]).
-pub async fn kube_client(config: &Config) -> anyhow::Result<Client> {
-    let home = config
-        .clusters
-        .iter()
-        .find(|c| c.name == config.cluster)
-        .unwrap_or(&config.clusters[0]);
-    Ok(crate::cluster::client_for(home).await?)
-}
-
-/// A watched kind as the server describes it.
-pub use crate::watch::Discovered as Resolved;
-
-/// The kind a watch names, for discovery.
-fn kind_ref(w: &WatchConfig) -> KindRef {
-    KindRef {
-        group: w.group.clone(),
-        version: w.version.clone(),
-        kind: w.kind.clone(),
-        plural: w.plural.clone(),
-    }
-}
-
-/// A cluster-scoped kind cannot be watched in namespaces: a config error.
-fn check_scope(w: &WatchConfig, r: &Resolved) -> anyhow::Result<()> {
-    if !r.namespaced && !w.namespaces.is_empty() {
-        bail!(
-            "watch {}: kind {} is cluster-scoped; remove `namespaces`",
-            w.name,
-            w.kind
-        );
-    }
-    Ok(())
-}
-
-/// Resolves a watch's kind by discovery.
-pub async fn resolve(client: &Client, w: &WatchConfig) -> anyhow::Result<Resolved> {
-    let r = crate::watch::discover(client, &kind_ref(w))
-        .await
-        .with_context(|| {
-            format!(
-                "watch {}: kind {} in {}/{} not found by discovery (is the CRD installed?)",
-                w.name,
-                w.kind,
-                if w.group.is_empty() { "core" } else { &w.group },
-                w.version
-            )
-        })?;
-    check_scope(w, &r)?;
-    Ok(r)
-}
-
-/// True for the answers that make a kind unavailable rather than the start impossible: not
-/// served (404) or not allowed (403). The watch resolves it again while it runs.
-fn unavailable(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::Api(s) if s.code == 404 || s.code == 403)
-}
-
-fn change_kind(c: ChangeType) -> ChangeKind {
-    match c {
-        ChangeType::Created => ChangeKind::Created,
-        ChangeType::Updated => ChangeKind::Updated,
-        ChangeType::Deleted => ChangeKind::Deleted,
-    }
-}
-
-/// A client per cluster of the config, by name. Building one reads its kubeconfig but does
-/// not reach the server: an unreachable cluster does not stop the others from starting.
-pub async fn cluster_clients(config: &Config) -> anyhow::Result<BTreeMap<String, Client>> {
-    let mut clients = BTreeMap::new();
-    for c in &config.clusters {
-        clients.insert(c.name.clone(), crate::cluster::client_for(c).await?);
-    }
-    Ok(clients)
-}
-
-/// Resolves every watch by discovery into scopes (one per cluster and namespace, or all
-/// namespaces) and the rules capture applies to each. A kind that is not served or not
-/// allowed yet does not fail the plan: its scopes start unresolved (one per configured
-/// namespace, or all) and their loops resolve it while the others run; until then its
-/// plural is the configured one or the conventional guess. In a fleet, a cluster that does
-/// not answer at all is treated the same way, so it holds back only its own scopes.
-pub async fn plan(
-    config: &Config,
-    clients: &BTreeMap<String, Client>,
-) -> anyhow::Result<(Vec<Scope>, Vec<ScopeRules>)> {
-    let mut scopes = Vec::new();
-    let mut rules = Vec::new();
-    for w in &config.watches {
-        let norm = Rules::with_paths(&w.include_status, &w.include, &w.ignore)
-            .and_then(|r| r.with_fields(&w.fields))
-            .with_context(|| {
-                format!(
-                    "watch {}: ignore / include / includeStatus / fields",
-                    w.name
-                )
-            })?;
-        let redact = match (&config.resolved_redact_key, w.redact.is_empty()) {
-            (_, true) => None,
-            (Some(key), false) => Some(Redactor::new(key.clone(), &w.redact)),
-            // `config::load` refuses this; a config built otherwise must not leak values.
-            (None, false) => anyhow::bail!("watch {}: redact needs redactKey", w.name),
-        };
-        for cluster in &w.clusters {
-            let client = clients
-                .get(cluster)
-                .with_context(|| format!("watch {}: no client for cluster {cluster}", w.name))?;
-            let key = config.state_key(cluster, &w.name);
-            plan_watch(
-                config,
-                w,
-                cluster,
-                &key,
-                client,
-                &norm,
-                &redact,
-                &mut scopes,
-                &mut rules,
-            )
-            .await?;
-        }
-    }
-    Ok((scopes, rules))
-}
-
-/// The scopes of watch `w` in one cluster (see [`plan`]).
-#[allow(clippy::too_many_arguments)]
-async fn plan_watch(
-    config: &Config,
-    w: &WatchConfig,
-    cluster: &str,
-    key: &str,
-    client: &Client,
-    norm: &Rules,
-    redact: &Option<Redactor>,
-    scopes: &mut Vec<Scope>,
-    rules: &mut Vec<ScopeRules>,
-) -> anyhow::Result<()> {
-    {
-        let kind = kind_ref(w);
-        let (r, resolved) = match crate::watch::discover(client, &kind).await {
-            Ok(r) => {
-                check_scope(w, &r)?;
-                (r, true)
-            }
-            Err(e) if unavailable(&e) || config.fleet => {
-                info!(cluster, watch = %w.name, error = %e, "kind not available at start; its watch retries");
-                let guessed = Resolved {
-                    resource: kind.guessed(),
-                    namespaced: !w.namespaces.is_empty(),
-                };
-                (guessed, false)
-            }
-            Err(e) => {
-                return Err(e).with_context(|| {
-                    format!("watch {}: resolving kind {}", w.name, kind.describe())
-                })
-            }
-        };
-        let namespaces: Vec<Option<String>> = if !r.namespaced || w.namespaces.is_empty() {
-            vec![None]
-        } else {
-            w.namespaces.iter().cloned().map(Some).collect()
-        };
-        for ns in namespaces {
-            let api =
-                crate::watch::RawApi::new(client.clone(), kind.clone(), &r.resource, ns.as_deref());
-            let id = scopes.len();
-            scopes.push(Scope {
-                id,
-                cluster: cluster.to_owned(),
-                watch: key.to_owned(),
-                namespace: ns.clone(),
-                resource: r.resource.clone(),
-                api,
-                label_selector: w.label_selector.clone(),
-                field_selector: w.field_selector.clone(),
-                page_size: PAGE_SIZE,
-                resolved,
-            });
-            rules.push(ScopeRules {
-                watch: key.to_owned(),
-                namespace: ns,
-                identity: Identity {
-                    cluster: cluster.to_owned(),
-                    type_prefix: config.event_type_prefix.clone(),
-                    group: w.group.clone(),
-                    version: w.version.clone(),
-                    kind: w.kind.clone(),
-                    plural: r.resource.plural.clone(),
-                    payload: w.payload,
-                    dataschema: crate::config::data_schema_uri(
-                        &config.data_schema,
-                        cluster,
-                        &w.group,
-                        &w.version,
-                        &w.kind,
-                        &r.resource.plural,
-                    ),
-                },
-                rules: norm.clone(),
-                events: w.events.iter().copied().map(change_kind).collect(),
-                initial: w.initial,
-                filter: w.compiled_filter.clone(),
-                filter_errors: w.filter_errors,
-                redact: redact.clone(),
-            });
-        }
-        if resolved {
-            info!(cluster, watch = %w.name, plural = %r.resource.plural, namespaced = r.namespaced, "resolved kind");
-            if w.plural.is_none()
-                && w.name == crate::config::default_watch_name(w)
-                && r.resource.plural != crate::config::default_plural(&w.kind)
-            {
-                warn!(cluster, watch = %w.name, plural = %r.resource.plural, "the kind's plural is not the one derived from its kind; the watch keeps its name (write `name:` or `plural:` to choose)");
-            }
-        }
-    }
-    Ok(())
-}
-
 /// Opens the state directory with the config's tuning.
 pub fn open_store(config: &Config) -> anyhow::Result<Store> {
     std::fs::create_dir_all(&config.state.path)
@@ -303,7 +73,7 @@ pub async fn run(config: Config, file: &str) -> anyhow::Result<()> {
     // Everything that can be wrong in the config or the cluster fails before anything starts.
     let sinks = SinkSetup::all(&config, file)?;
     let clients = cluster_clients(&config).await?;
-    let (scopes, rules) = plan(&config, &clients).await?;
+    let (scopes, mut rules) = plan(&config, &clients).await?;
 
     let listener = crate::http::bind("http.listen", config.http.listen).await?;
     let admin_listener = crate::http::bind("admin.listen", config.admin.listen).await?;
@@ -323,14 +93,32 @@ pub async fn run(config: Config, file: &str) -> anyhow::Result<()> {
         }
     }
     store.flush().await?;
+    let group_keys: Vec<String> = config
+        .watches
+        .iter()
+        .filter(|w| w.is_group())
+        .flat_map(|w| config.watch_keys(w))
+        .collect();
+    // A kind without a checkpoint in a group watched before appeared since: its objects
+    // are new to consumers.
+    for r in &mut rules {
+        if let Some(g) = group_of(&r.watch, &group_keys) {
+            r.appeared = store.has_checkpoint_under(&format!("{g}/"))?;
+        }
+    }
 
     // Health and counters exist from the start, so the endpoints answer while a standby
     // waits for leadership.
     let stats = Arc::new(Stats {
-        scopes: scopes
-            .iter()
-            .map(|s| ScopeStats::new(&s.cluster, &s.watch, s.namespace.as_deref().unwrap_or("*")))
-            .collect(),
+        scopes: Arc::new(
+            scopes
+                .iter()
+                .map(|s| {
+                    ScopeStats::new(&s.cluster, &s.watch, s.namespace.as_deref().unwrap_or("*"))
+                })
+                .collect::<Vec<_>>()
+                .into(),
+        ),
         sinks: sinks
             .iter()
             .map(|s| (s.name.clone(), Arc::new(DispatchStats::default())))
@@ -343,10 +131,39 @@ pub async fn run(config: Config, file: &str) -> anyhow::Result<()> {
             .iter()
             .map(|s| (s.cluster.as_str(), s.watch.as_str())),
     );
-    let mut by_watch: std::collections::HashMap<String, Vec<crate::watch::ScopeId>> =
-        Default::default();
+    // Each whole-group watch in each cluster: its discovery's health, and its task.
+    let shared = Arc::new(config.clone());
+    let mut groups = Vec::new();
+    for (i, w) in config
+        .watches
+        .iter()
+        .enumerate()
+        .filter(|(_, w)| w.is_group())
+    {
+        let rules = crate::plan::WatchRules::of(&config, w)?;
+        for cluster in &w.clusters {
+            let client = clients
+                .get(cluster)
+                .with_context(|| format!("watch {}: no client for cluster {cluster}", w.name))?;
+            let health = ScopeStats::new(cluster, &config.state_key(cluster, &w.name), "*");
+            stats.scopes.push(health.clone());
+            groups.push(crate::group::GroupWatch {
+                config: shared.clone(),
+                watch: i,
+                cluster: cluster.clone(),
+                client: client.clone(),
+                rules: rules.clone(),
+                health: health.health,
+            });
+        }
+    }
+    let mut by_watch: HashMap<String, Vec<crate::watch::ScopeId>> = Default::default();
     for s in &scopes {
         by_watch.entry(s.watch.clone()).or_default().push(s.id);
+        // A whole-group watch's key names every kind of it.
+        if let Some(g) = group_of(&s.watch, &group_keys) {
+            by_watch.entry(g.to_owned()).or_default().push(s.id);
+        }
     }
     // In a fleet, the watch name alone names its scopes in every cluster.
     if config.fleet {
@@ -365,7 +182,7 @@ pub async fn run(config: Config, file: &str) -> anyhow::Result<()> {
         store: store.clone(),
         config: config.clone(),
         sinks: sinks.iter().map(|s| (s.name.clone(), s.clone())).collect(),
-        scopes: by_watch,
+        scopes: std::sync::RwLock::new(by_watch),
         health: stats.scopes.clone(),
         capture: std::sync::Mutex::new(None),
         busy: Arc::new(tokio::sync::Semaphore::new(1)),
@@ -444,6 +261,7 @@ pub async fn run(config: Config, file: &str) -> anyhow::Result<()> {
         let durable = durable_rx.clone();
         move || durable.borrow().saturating_sub(last)
     };
+    let new_scopes = Arc::new(NewScopes::starting_at(rules.len()));
     let capture = supervisor.stop_on_failure(
         "capture",
         watch_cancel.clone(),
@@ -453,6 +271,7 @@ pub async fn run(config: Config, file: &str) -> anyhow::Result<()> {
             Capture::new(store.clone(), rules, durable_tx, stats.capture.clone())
                 .with_metrics(stats.metrics.clone())
                 .with_max_outbox_bytes(config.state.outbox.max_bytes)
+                .with_new_scopes(new_scopes.clone())
                 .run(obs_rx, cmd_rx, watch_cancel.clone()),
         ),
     );
@@ -518,41 +337,44 @@ pub async fn run(config: Config, file: &str) -> anyhow::Result<()> {
 
     // A watch loop restarts from the checkpoint capture last committed for its scope:
     // what it had sent but capture had not committed comes again, and capture drops what
-    // it already has as stale.
+    // it already has as stale. The kinds of whole-group watches run under their group's
+    // task, which also starts and stops kinds while the process runs.
+    let runtime = crate::group::Runtime {
+        supervisor: supervisor.clone(),
+        store: store.clone(),
+        observed: obs_tx.clone(),
+        new_scopes: new_scopes.clone(),
+        stats: stats.clone(),
+        admin: admin.clone(),
+        cancel: watch_cancel.clone(),
+    };
     let mut watches = Vec::new();
-    for (scope, ScopeStats { health, .. }) in scopes.into_iter().zip(&stats.scopes) {
-        let key = crate::store::checkpoint_key(&scope.watch, scope.namespace.as_deref());
-        let mut first = Some(store.checkpoint(&key)?);
-        // Named by the config only: the watch, and the namespace when it lists several.
-        let task = match &scope.namespace {
-            Some(ns) => format!("watch/{}/{ns}", scope.watch),
-            None => format!("watch/{}", scope.watch),
-        };
-        let (store, tx, health, metrics, cancel) = (
-            store.clone(),
-            obs_tx.clone(),
-            health.clone(),
-            stats.metrics.clone(),
-            watch_cancel.clone(),
-        );
-        watches.push(supervisor.restart(&task, watch_cancel.clone(), move || {
-            let checkpoint = first.take().unwrap_or_else(|| {
-                store.checkpoint(&key).unwrap_or_else(|e| {
-                    // Without a checkpoint the scope lists again: slower, nothing lost.
-                    tracing::warn!(error = %e, "reading the watch checkpoint failed: relisting");
-                    None
-                })
-            });
-            crate::watch::run(
-                scope.clone(),
-                checkpoint,
-                tx.clone(),
-                health.clone(),
-                metrics.clone(),
-                cancel.clone(),
-            )
-        }));
+    let mut initial: HashMap<String, Vec<(Scope, Arc<ScopeHealth>)>> = HashMap::new();
+    for (scope, ScopeStats { health, .. }) in scopes.into_iter().zip(stats.scopes.all()) {
+        match group_of(&scope.watch, &group_keys) {
+            Some(g) => initial
+                .entry(g.to_owned())
+                .or_default()
+                .push((scope, health)),
+            None => watches.push(spawn_watch(&runtime, scope, health, watch_cancel.clone())),
+        }
     }
+    for g in groups {
+        let key = g
+            .config
+            .state_key(&g.cluster, &g.config.watches[g.watch].name);
+        let first = initial.remove(&key).unwrap_or_default();
+        // The group task owns its kinds' loops: one that died could not tell which of them
+        // still run, so its failure stops the process, and a new one starts every kind
+        // again from its checkpoint.
+        watches.push(supervisor.stop_on_failure(
+            &format!("group/{key}"),
+            watch_cancel.clone(),
+            g.run(runtime.clone(), first),
+        ));
+    }
+    // Capture ends once every sender of observations is gone: the loops' and these.
+    drop(runtime);
     drop(obs_tx);
     info!(
         watches = watches.len(),
@@ -607,6 +429,49 @@ pub async fn run(config: Config, file: &str) -> anyhow::Result<()> {
         anyhow::bail!("leadership lost (lease could not be renewed within renewDeadline)");
     }
     Ok(())
+}
+
+/// The key of the whole-group watch whose kind has state key `key`, if it is one.
+fn group_of<'a>(key: &str, group_keys: &'a [String]) -> Option<&'a str> {
+    let (parent, _) = key.rsplit_once('/')?;
+    group_keys.iter().find(|g| *g == parent).map(String::as_str)
+}
+
+/// Starts the supervised watch loop of `scope`, reporting to `health`. It restarts from
+/// the checkpoint capture last committed for the scope.
+pub(crate) fn spawn_watch(
+    rt: &crate::group::Runtime,
+    scope: Scope,
+    health: Arc<ScopeHealth>,
+    cancel: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let key = crate::store::checkpoint_key(&scope.watch, scope.namespace.as_deref());
+    // Named by the config only: the watch, and the namespace when it lists several.
+    let task = match &scope.namespace {
+        Some(ns) => format!("watch/{}/{ns}", scope.watch),
+        None => format!("watch/{}", scope.watch),
+    };
+    let (store, tx, metrics) = (
+        rt.store.clone(),
+        rt.observed.clone(),
+        rt.stats.metrics.clone(),
+    );
+    let loop_cancel = cancel.clone();
+    rt.supervisor.restart(&task, cancel, move || {
+        let checkpoint = store.checkpoint(&key).unwrap_or_else(|e| {
+            // Without a checkpoint the scope lists again: slower, nothing lost.
+            tracing::warn!(error = %e, "reading the watch checkpoint failed: relisting");
+            None
+        });
+        crate::watch::run(
+            scope.clone(),
+            checkpoint,
+            tx.clone(),
+            health.clone(),
+            metrics.clone(),
+            loop_cancel.clone(),
+        )
+    })
 }
 
 /// How often acked outbox entries past retention (or over the byte budget) are deleted.

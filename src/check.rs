@@ -127,7 +127,12 @@ pub async fn run(path: &Path, output: Output) -> anyhow::Result<ExitCode> {
             .filter(|w| w.clusters.contains(&cluster.name))
         {
             let key = cfg.state_key(&cluster.name, &w.name);
-            match crate::app::resolve(&client, w).await {
+            if w.is_group() {
+                let (ok, detail) = group_line(&client, w).await;
+                report.line(ok, "watch", Some(&key), &detail);
+                continue;
+            }
+            match crate::plan::resolve(&client, w).await {
                 Ok(r) => report.line(
                     true,
                     "watch",
@@ -175,6 +180,37 @@ pub async fn run(path: &Path, output: Output) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The `check` line of a whole-group watch: the kinds its group serves now. A group that
+/// serves nothing (yet) is fine, since kinds installed later are picked up; one discovery
+/// cannot read is not.
+async fn group_line(client: &kube::Client, w: &crate::config::WatchConfig) -> (bool, String) {
+    let what = format!("{}/{}", w.group, w.version);
+    match crate::watch::discover_group(client, &w.group, &w.version).await {
+        Ok(kinds) if kinds.is_empty() => (
+            true,
+            format!("* → no kind of {what} can be listed and watched yet (watched when one is)"),
+        ),
+        Ok(kinds) => {
+            let names: Vec<String> = kinds
+                .iter()
+                .map(|k| format!("{} → {}", k.kind, k.found.resource.plural))
+                .collect();
+            (
+                true,
+                format!("* → {} kinds of {what}: {}", kinds.len(), names.join(", ")),
+            )
+        }
+        Err(kube::Error::Api(s)) if s.code == 404 => (
+            true,
+            format!("* → {what} is not served yet (its kinds are watched once installed)"),
+        ),
+        Err(e) => (
+            false,
+            format!("discovering the kinds of {what}: {}", chain(&e)),
+        ),
+    }
 }
 
 #[cfg(test)]

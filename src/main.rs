@@ -398,7 +398,11 @@ async fn rbac(
     let client = crbridge::cluster::client_for(target).await?;
     let mut kinds = Vec::new();
     for w in cfg.watches.iter().filter(|w| w.clusters.contains(&cluster)) {
-        let r = crbridge::app::resolve(&client, w).await?;
+        if w.is_group() {
+            kinds.push(crbridge::rbac::ResolvedKind::whole_group(w));
+            continue;
+        }
+        let r = crbridge::plan::resolve(&client, w).await?;
         kinds.push(crbridge::rbac::ResolvedKind::from_watch(
             w,
             &r.resource.plural,

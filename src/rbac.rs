@@ -56,6 +56,17 @@ impl ResolvedKind {
         }
     }
 
+    /// Every resource of a whole-group watch's group (`resources: ["*"]`): kinds installed
+    /// later are covered without a new grant.
+    pub fn whole_group(watch: &WatchConfig) -> Self {
+        ResolvedKind {
+            group: watch.group.clone(),
+            plural: "*".to_owned(),
+            namespaced: true,
+            namespaces: watch.namespaces.clone(),
+        }
+    }
+
     /// True when the grant must be cluster-wide: a cluster-scoped kind, or all namespaces.
     fn cluster_wide(&self) -> bool {
         !self.namespaced || self.namespaces.is_empty()
@@ -516,6 +527,34 @@ mod tests {
         assert_eq!(
             ResolvedKind::from_watch(&cfg.watches[1], "pods", true),
             kind("", "pods", &[])
+        );
+    }
+
+    #[test]
+    fn a_whole_group_watch_is_granted_every_resource_of_its_group() {
+        let c = crate::config::parse(
+            "test.yaml",
+            "cluster: c\nstate: { path: /s }\nwatches:\n  - { group: example.com, version: v1, kind: \"*\" }\n  - { group: other.io, version: v1, kind: \"*\", namespaces: [a] }\nsinks: { out: { type: stdout } }\n",
+        )
+        .unwrap();
+        let kinds: Vec<ResolvedKind> = c.watches.iter().map(ResolvedKind::whole_group).collect();
+        let docs = docs(&c, &kinds);
+        assert_eq!(
+            of_kind(&docs, "ClusterRole")[0]["rules"],
+            json!([{"apiGroups": ["example.com"], "resources": ["*"], "verbs": ["get", "list", "watch"]}]),
+            "kinds installed later need no new grant"
+        );
+        let roles = of_kind(&docs, "Role");
+        let watched: Vec<&Value> = roles
+            .iter()
+            .filter(|r| r["metadata"]["namespace"] == "a")
+            .map(|r| &r["rules"][0])
+            .collect();
+        assert_eq!(
+            watched,
+            [
+                &json!({"apiGroups": ["other.io"], "resources": ["*"], "verbs": ["get", "list", "watch"]})
+            ]
         );
     }
 }

@@ -2,7 +2,7 @@
 //! loop, with the pure checks `/healthz` and `/readyz` answer from it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use crate::capture::CaptureStats;
 use crate::dispatch::DispatchStats;
@@ -43,6 +43,42 @@ impl ScopeStats {
     }
 }
 
+/// The watch scopes: the ones planned at start, and the kinds whole-group watches add and
+/// remove while the process runs.
+#[derive(Debug, Default)]
+pub struct ScopeList(RwLock<Vec<ScopeStats>>);
+
+impl ScopeList {
+    /// Every scope now, in the order they were added.
+    pub fn all(&self) -> Vec<ScopeStats> {
+        // A poisoned lock still holds whole entries: writers push or retain.
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Adds a scope.
+    pub fn push(&self, scope: ScopeStats) {
+        self.0
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(scope);
+    }
+
+    /// Removes the scopes of state key `watch` in `cluster` (a kind its group no longer
+    /// serves).
+    pub fn remove(&self, cluster: &str, watch: &str) {
+        self.0
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|s| !(s.cluster == cluster && s.watch == watch));
+    }
+}
+
+impl From<Vec<ScopeStats>> for ScopeList {
+    fn from(scopes: Vec<ScopeStats>) -> Self {
+        ScopeList(RwLock::new(scopes))
+    }
+}
+
 /// Shared state the HTTP endpoints read: metrics, health of every loop.
 #[derive(Default)]
 pub struct Stats {
@@ -51,7 +87,7 @@ pub struct Stats {
     /// Capture counters and health.
     pub capture: Arc<CaptureStats>,
     /// Per-scope watch health.
-    pub scopes: Vec<ScopeStats>,
+    pub scopes: Arc<ScopeList>,
     /// Per-sink counters and health.
     pub sinks: Vec<(String, Arc<DispatchStats>)>,
     /// True while waiting for leadership (watches and sinks not started).
@@ -65,16 +101,15 @@ impl Stats {
     /// health (one watch may have several scopes, so per watch, at read time).
     pub fn refresh_watch_gauges(&self) {
         let m = &self.metrics;
-        let mut watches: Vec<(&str, &str)> = self
-            .scopes
+        let scopes = self.scopes.all();
+        let mut watches: Vec<(&str, &str)> = scopes
             .iter()
             .map(|s| (s.cluster.as_str(), s.watch.as_str()))
             .collect();
         watches.sort_unstable();
         watches.dedup();
         for (cluster, w) in watches {
-            let reasons: Vec<Reason> = self
-                .scopes
+            let reasons: Vec<Reason> = scopes
                 .iter()
                 .filter(|s| s.watch == w && s.cluster == cluster)
                 .filter_map(|s| s.health.unavailable().map(|u| u.reason))
@@ -112,6 +147,7 @@ pub fn liveness_problems(stats: &Stats) -> Vec<String> {
     out.extend(
         stats
             .scopes
+            .all()
             .iter()
             .filter(|s| {
                 now.saturating_sub(s.health.last_progress_ms.load(Ordering::Relaxed)) > STALLED_MS
@@ -136,7 +172,7 @@ pub fn readiness_problems(stats: &Stats) -> Vec<String> {
         watch: w,
         namespace: ns,
         health: h,
-    } in &stats.scopes
+    } in &stats.scopes.all()
     {
         let failing = h
             .failing()
@@ -176,7 +212,7 @@ mod tests {
 
     fn stats() -> Stats {
         Stats {
-            scopes: vec![ScopeStats::new("c", "w", "*")],
+            scopes: Arc::new(vec![ScopeStats::new("c", "w", "*")].into()),
             sinks: vec![("s".into(), Arc::new(DispatchStats::default()))],
             ..Default::default()
         }
@@ -208,25 +244,31 @@ mod tests {
     #[test]
     fn an_unavailable_kind_is_named_in_readiness_not_liveness_and_in_the_gauges() {
         let stats = Stats {
-            scopes: vec![
-                ScopeStats::new("c", "good", "*"),
-                ScopeStats::new("c", "bad", "a"),
-                ScopeStats::new("c", "bad", "b"),
-            ],
+            scopes: Arc::new(
+                vec![
+                    ScopeStats::new("c", "good", "*"),
+                    ScopeStats::new("c", "bad", "a"),
+                    ScopeStats::new("c", "bad", "b"),
+                ]
+                .into(),
+            ),
             ..Default::default()
         };
         stats.capture.healthy.store(true, Ordering::Relaxed);
-        for s in &stats.scopes {
+        for s in &stats.scopes.all() {
             s.health.last_progress_ms.store(0, Ordering::Relaxed);
         }
-        stats.scopes[0].health.synced.store(true, Ordering::Relaxed);
-        stats.scopes[0]
+        stats.scopes.all()[0]
+            .health
+            .synced
+            .store(true, Ordering::Relaxed);
+        stats.scopes.all()[0]
             .health
             .last_progress_ms
             .store(crate::store::now_ms(), Ordering::Relaxed);
         let message = "kind example.com/v1 Widget is not served (404)";
-        unavailable(&stats.scopes[1].health, Reason::NotFound, message);
-        unavailable(&stats.scopes[2].health, Reason::NotFound, message);
+        unavailable(&stats.scopes.all()[1].health, Reason::NotFound, message);
+        unavailable(&stats.scopes.all()[2].health, Reason::NotFound, message);
         // Both scopes say the same: one line.
         assert_eq!(
             readiness_problems(&stats),
@@ -235,7 +277,11 @@ mod tests {
         // Long without progress, but alive and retrying.
         assert!(liveness_problems(&stats).is_empty());
 
-        unavailable(&stats.scopes[2].health, Reason::Forbidden, "forbidden: no");
+        unavailable(
+            &stats.scopes.all()[2].health,
+            Reason::Forbidden,
+            "forbidden: no",
+        );
         stats.refresh_watch_gauges();
         let text = stats.metrics.encode();
         for line in [
@@ -247,8 +293,8 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");
         }
-        *stats.scopes[1].health.unavailable.lock().unwrap() = None;
-        *stats.scopes[2].health.unavailable.lock().unwrap() = None;
+        *stats.scopes.all()[1].health.unavailable.lock().unwrap() = None;
+        *stats.scopes.all()[2].health.unavailable.lock().unwrap() = None;
         stats.refresh_watch_gauges();
         assert!(stats
             .metrics
@@ -259,16 +305,20 @@ mod tests {
     #[test]
     fn a_scope_failing_for_seconds_names_its_cluster_in_readiness() {
         let stats = stats();
-        stats.scopes[0].health.synced.store(true, Ordering::Relaxed);
+        stats.scopes.all()[0]
+            .health
+            .synced
+            .store(true, Ordering::Relaxed);
         stats.sinks[0].1.healthy.store(true, Ordering::Relaxed);
         stats.capture.healthy.store(true, Ordering::Relaxed);
         let now = crate::store::now_ms();
-        *stats.scopes[0].health.failing.lock().unwrap() = Some((now, "refused".into()));
+        *stats.scopes.all()[0].health.failing.lock().unwrap() = Some((now, "refused".into()));
         assert!(
             readiness_problems(&stats).is_empty(),
             "a fresh failure is retried first"
         );
-        *stats.scopes[0].health.failing.lock().unwrap() = Some((now - 5_000, "refused".into()));
+        *stats.scopes.all()[0].health.failing.lock().unwrap() =
+            Some((now - 5_000, "refused".into()));
         let problems = readiness_problems(&stats);
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(
@@ -281,8 +331,11 @@ mod tests {
     #[test]
     fn synced_healthy_loops_are_ready_and_alive() {
         let stats = stats();
-        stats.scopes[0].health.synced.store(true, Ordering::Relaxed);
-        stats.scopes[0]
+        stats.scopes.all()[0]
+            .health
+            .synced
+            .store(true, Ordering::Relaxed);
+        stats.scopes.all()[0]
             .health
             .last_progress_ms
             .store(crate::store::now_ms(), Ordering::Relaxed);
@@ -295,8 +348,11 @@ mod tests {
     #[test]
     fn a_dead_task_is_named_by_both_checks_until_it_runs_again() {
         let stats = stats();
-        stats.scopes[0].health.synced.store(true, Ordering::Relaxed);
-        stats.scopes[0]
+        stats.scopes.all()[0]
+            .health
+            .synced
+            .store(true, Ordering::Relaxed);
+        stats.scopes.all()[0]
             .health
             .last_progress_ms
             .store(crate::store::now_ms(), Ordering::Relaxed);

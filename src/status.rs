@@ -65,6 +65,28 @@ fn rfc3339(ms: u64) -> String {
         .to_string()
 }
 
+/// One entry per kind of the whole-group watch with state key `key` that has a checkpoint
+/// (kinds are known from the store: they come and go with the group).
+fn group_status(store: &Store, cluster: &str, key: &str) -> Result<Vec<WatchStatus>, StoreError> {
+    let mut out: Vec<WatchStatus> = Vec::new();
+    for (kind_key, ns, rv) in store.checkpoints_under(&format!("{key}/"))? {
+        if out.last().is_none_or(|w| w.name != kind_key) {
+            out.push(WatchStatus {
+                cluster: cluster.to_owned(),
+                objects: store.count_objects(&object_prefix(&kind_key, None)),
+                last_event: store.last_event_ms(&kind_key)?.map(rfc3339),
+                name: kind_key.clone(),
+                checkpoints: Vec::new(),
+                unavailable: Vec::new(),
+            });
+        }
+        if let Some(w) = out.last_mut() {
+            w.checkpoints.push((ns, Some(rv)));
+        }
+    }
+    Ok(out)
+}
+
 /// Reads the status of `config`'s watches and sinks from `store`.
 pub fn collect(store: &Store, config: &Config, running: bool) -> Result<Status, StoreError> {
     let last_seq = store.last_seq()?;
@@ -77,6 +99,10 @@ pub fn collect(store: &Store, config: &Config, running: bool) -> Result<Status, 
         };
         for cluster in &w.clusters {
             let key = config.state_key(cluster, &w.name);
+            if w.is_group() {
+                watches.extend(group_status(store, cluster, &key)?);
+                continue;
+            }
             let mut checkpoints = Vec::new();
             for ns in &scopes {
                 checkpoints.push((

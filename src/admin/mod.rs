@@ -52,10 +52,10 @@ pub struct Admin {
     pub config: Config,
     /// The configured sinks by name (a replay opens its own connection).
     pub sinks: HashMap<String, SinkSetup>,
-    /// Scopes of each watch.
-    pub scopes: HashMap<String, Vec<ScopeId>>,
+    /// Scopes of each watch (and of each kind of a whole-group watch, as they start).
+    pub scopes: std::sync::RwLock<HashMap<String, Vec<ScopeId>>>,
     /// Health of every scope, for `status`.
-    pub health: Vec<crate::stats::ScopeStats>,
+    pub health: Arc<crate::stats::ScopeList>,
     /// Capture's command channel, once it runs (not while standing by, not after
     /// shutdown).
     pub capture: Mutex<Option<mpsc::Sender<Command>>>,
@@ -159,7 +159,7 @@ fn fail(code: StatusCode, msg: String) -> Response {
 async fn status(State(admin): State<Arc<Admin>>) -> Response {
     match crate::status::collect(&admin.store, &admin.config, true) {
         Ok(mut s) => {
-            crate::status::add_health(&mut s, &admin.health);
+            crate::status::add_health(&mut s, &admin.health.all());
             Json(s).into_response()
         }
         Err(e) => fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
@@ -256,7 +256,14 @@ async fn snapshot(State(admin): State<Arc<Admin>>, Json(body): Json<SnapshotBody
         events: 0,
         last_seq: 0,
     };
-    for scope in admin.scopes.get(&body.watch).cloned().unwrap_or_default() {
+    let scopes = admin
+        .scopes
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&body.watch)
+        .cloned()
+        .unwrap_or_default();
+    for scope in scopes {
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         let request = SnapshotRequest {
             id: id.clone(),
@@ -381,8 +388,8 @@ mod tests {
             store,
             config,
             sinks,
-            scopes: HashMap::new(),
-            health: Vec::new(),
+            scopes: Default::default(),
+            health: Default::default(),
             capture: Mutex::new(None),
             busy: Arc::new(Semaphore::new(1)),
             shutdown: CancellationToken::new(),

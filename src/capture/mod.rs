@@ -40,9 +40,11 @@ mod commit;
 mod filter;
 mod observe;
 mod reconcile;
+mod scopes;
 mod snapshot;
 
 pub use command::{Command, SnapshotDone, SnapshotRequest};
+pub use scopes::NewScopes;
 
 use crate::config::{FilterErrors, InitialMode};
 use crate::diff::Rules;
@@ -73,6 +75,10 @@ pub struct ScopeRules {
     pub events: HashSet<ChangeKind>,
     /// What the very first start emits.
     pub initial: InitialMode,
+    /// The kind appeared in its group while the group was already watched (a whole-group
+    /// watch): its first list holds objects created since, published as `created`
+    /// whatever `initial` says.
+    pub appeared: bool,
     /// Which changes are published (`filter`); `None`: all.
     pub filter: Option<Filter>,
     /// What a change does when `filter` fails on it.
@@ -104,6 +110,8 @@ pub struct Capture {
     snapshot_page: usize,
     /// Objects whose filter failure was logged.
     warned: filter::Warned,
+    /// Scopes that start while capture runs (whole-group watches).
+    new_scopes: Option<Arc<NewScopes>>,
 }
 
 /// What starts or continues a batch.
@@ -190,6 +198,22 @@ impl Capture {
             max_outbox_bytes: u64::MAX,
             snapshot_page: MAX_BATCH,
             warned: filter::Warned::default(),
+            new_scopes: None,
+        }
+    }
+
+    /// Takes the rules of scopes started after it from `new` (kinds a whole-group watch
+    /// finds later); their ids continue the ones given to [`Capture::new`].
+    pub fn with_new_scopes(mut self, new: Arc<NewScopes>) -> Self {
+        self.new_scopes = Some(new);
+        self
+    }
+
+    /// Adds the scopes registered since the last look. Called for every input before its
+    /// scope is looked up: a scope is registered before its loop starts.
+    fn adopt_new_scopes(&mut self) {
+        if let Some(new) = &self.new_scopes {
+            self.scopes.extend(new.take());
         }
     }
 
@@ -211,7 +235,7 @@ impl Capture {
     /// Runs until every sender of `observed` and of `commands` is dropped, then returns
     /// after the last commit. `shutdown` only ends a wait for room in a full outbox.
     pub async fn run(
-        self,
+        mut self,
         observed: mpsc::Receiver<Observed>,
         commands: mpsc::Receiver<Command>,
         shutdown: CancellationToken,
@@ -260,7 +284,7 @@ impl Capture {
     /// batch. At most one snapshot page goes into a batch, so a batch stays within one page
     /// plus [`MAX_BATCH`] observations however many snapshots are requested at once; the
     /// other snapshots are returned apart, in the order they came, to start later batches.
-    fn take(&self, first: Next, inputs: &mut Inputs) -> (Vec<Input>, Vec<Snapshotting>) {
+    fn take(&mut self, first: Next, inputs: &mut Inputs) -> (Vec<Input>, Vec<Snapshotting>) {
         let mut taken = Vec::new();
         let mut deferred = Vec::new();
         let mut paged = false;
@@ -268,6 +292,7 @@ impl Capture {
         let mut n = 0;
         while let Some(next) = pending.take() {
             n += 1;
+            self.adopt_new_scopes();
             let snapshot = match next {
                 Next::Page(s) => Some(s),
                 Next::Command(Command::Snapshot { scope, request }) => {

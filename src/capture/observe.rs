@@ -105,7 +105,7 @@ impl Capture {
         // published, so consumers meet it as created (or in the first-start snapshot),
         // whatever the server's event was.
         let (kind, patch) = match (&prev, origin) {
-            (None, Origin::List(ListMode::Initial)) => (ChangeKind::Snapshot, None),
+            (None, Origin::List(ListMode::Initial)) if !s.appeared => (ChangeKind::Snapshot, None),
             (None, _) => (ChangeKind::Created, None),
             (Some(p), _) => match diff::compare(&p.object, &object, &s.rules) {
                 Verdict::Noop => {

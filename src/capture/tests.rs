@@ -17,7 +17,7 @@ struct Fixture {
     metrics: Arc<Metrics>,
 }
 
-fn rules(initial: InitialMode) -> ScopeRules {
+pub(super) fn rules(initial: InitialMode) -> ScopeRules {
     ScopeRules {
         watch: "widgets".into(),
         namespace: None,
@@ -40,6 +40,7 @@ fn rules(initial: InitialMode) -> ScopeRules {
         .into_iter()
         .collect(),
         initial,
+        appeared: false,
         filter: None,
         filter_errors: FilterErrors::Publish,
         redact: None,

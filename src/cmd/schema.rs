@@ -78,7 +78,7 @@ async fn kind_schema(cfg: &Config, client: &Client, w: &WatchConfig) -> anyhow::
     let plural = match (&w.plural, wildcard) {
         (Some(p), _) => p.clone(),
         (None, true) => "*".to_owned(),
-        (None, false) => crate::app::resolve(client, w).await?.resource.plural,
+        (None, false) => crate::plan::resolve(client, w).await?.resource.plural,
     };
     let crd = if wildcard || w.group.is_empty() {
         None

@@ -49,8 +49,8 @@ pub async fn run(
             return Ok(ExitCode::SUCCESS);
         }
         Target::Stopped(store) => {
-            let clients = crate::app::cluster_clients(config).await?;
-            let (scopes, rules) = crate::app::plan(config, &clients).await?;
+            let clients = crate::plan::cluster_clients(config).await?;
+            let (scopes, rules) = crate::plan::plan(config, &clients).await?;
             // Only commands: no watch runs here, so the observation channel starts closed.
             let (tx, rx) = mpsc::channel(16);
             let (durable_tx, _) = watch::channel(store.last_seq()?);

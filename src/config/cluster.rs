@@ -187,16 +187,48 @@ impl super::Config {
     }
 
     /// What a `--watch` argument names: a watch (every cluster of it) or, in a fleet,
-    /// `{cluster}/{watch}` (one). `None` when it names nothing configured.
+    /// `{cluster}/{watch}` (one); for a whole-group watch also one kind,
+    /// `[{cluster}/]{watch}/{plural}` (its key, whether or not the kind is served now).
+    /// `None` when it names nothing configured.
     pub fn watch_arg_keys(&self, arg: &str) -> Option<Vec<String>> {
         self.watches.iter().find_map(|w| {
             let keys = self.watch_keys(w);
             if w.name == arg {
-                Some(keys)
-            } else {
-                keys.iter().find(|k| *k == arg).map(|k| vec![k.clone()])
+                return Some(keys);
             }
+            if let Some(k) = keys.iter().find(|k| *k == arg) {
+                return Some(vec![k.clone()]);
+            }
+            if !w.is_group() {
+                return None;
+            }
+            // One kind of the group: `{watch}/{plural}` in every cluster, or one key.
+            let (watch_part, plural) = arg.rsplit_once('/')?;
+            if plural.is_empty() {
+                return None;
+            }
+            if watch_part == w.name {
+                return Some(keys.iter().map(|k| super::kind_key(k, plural)).collect());
+            }
+            keys.iter()
+                .find(|k| *k == watch_part)
+                .map(|k| vec![super::kind_key(k, plural)])
         })
+    }
+
+    /// The state keys of every watch routed to `sink`: what its dispatcher publishes.
+    pub fn sink_watches(&self, sink: &str) -> super::WatchSet {
+        let mut set = super::WatchSet::new(self.fleet);
+        for w in self
+            .watches
+            .iter()
+            .filter(|w| w.sinks.iter().any(|s| s == sink))
+        {
+            for key in self.watch_keys(w) {
+                set.insert(key, w.is_group());
+            }
+        }
+        set
     }
 
     /// Every `--watch` argument that names something, for error messages.

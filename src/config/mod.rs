@@ -29,6 +29,7 @@ mod cluster;
 mod de;
 mod error;
 mod http;
+mod key;
 mod leader;
 mod resolve;
 mod sink;
@@ -50,6 +51,7 @@ pub use crbridge_sink_api::template::{Template, TemplateError, Var};
 pub use crbridge_sink_api::units::{format_duration, parse_bytes, parse_duration, UnitError};
 pub use error::ConfigError;
 pub use http::HttpConfig;
+pub use key::{kind_key, StateKey, WatchSet};
 pub use leader::LeaderElectionConfig;
 pub use sink::{
     sink_config, sink_keys, sink_policy, sink_schema_error, ErrorPolicy, OversizePolicy,
@@ -58,7 +60,7 @@ pub use sink::{
 pub use state::{OutboxConfig, StateConfig};
 pub use watch::{
     default_plural, default_watch_name, legacy_default_name, ChangeType, FilterErrors, InitialMode,
-    PayloadMode, WatchConfig,
+    PayloadMode, WatchConfig, ALL_KINDS, DEFAULT_DISCOVERY_INTERVAL,
 };
 
 use de::deserialize_sinks;

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
+use std::time::Duration;
 
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
@@ -27,7 +28,8 @@ pub struct WatchConfig {
     pub group: String,
     /// API version, e.g. `v1`.
     pub version: String,
-    /// Kind, e.g. `Widget`.
+    /// Kind, e.g. `Widget`; `"*"`: every kind the group serves at `version`, also kinds
+    /// installed later (a whole-group watch, [`WatchConfig::is_group`]).
     pub kind: String,
     /// Plural resource name; `None`: from discovery.
     #[serde(default)]
@@ -88,9 +90,45 @@ pub struct WatchConfig {
     /// object.
     #[serde(default, deserialize_with = "deserialize_fields")]
     pub fields: Vec<String>,
+    /// How often a whole-group watch (`kind: "*"`) asks discovery for the group's kinds
+    /// (key `discoveryInterval`); only with `kind: "*"`.
+    // 30s: a new CRD is picked up within half a minute for one small GET per group.
+    #[serde(default, deserialize_with = "deserialize_discovery_interval")]
+    pub discovery_interval: Option<Duration>,
     /// `filter`, compiled by validation.
     #[serde(skip)]
     pub compiled_filter: Option<Filter>,
+}
+
+/// The `kind` of a whole-group watch.
+pub const ALL_KINDS: &str = "*";
+
+/// `discoveryInterval` when a whole-group watch does not set it.
+pub const DEFAULT_DISCOVERY_INTERVAL: Duration = Duration::from_secs(30);
+
+impl WatchConfig {
+    /// True for a whole-group watch (`kind: "*"`): one scope per kind the group serves.
+    pub fn is_group(&self) -> bool {
+        self.kind == ALL_KINDS
+    }
+
+    /// How often a whole-group watch looks for kinds added to or removed from its group.
+    pub fn discovery_interval(&self) -> Duration {
+        self.discovery_interval
+            .unwrap_or(DEFAULT_DISCOVERY_INTERVAL)
+    }
+}
+
+fn deserialize_discovery_interval<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Duration>, D::Error> {
+    let d = crbridge_sink_api::units::deserialize_duration(deserializer)?;
+    if d.is_zero() {
+        return Err(de::Error::custom(
+            "zero (expected a positive duration, e.g. 30s)",
+        ));
+    }
+    Ok(Some(d))
 }
 
 /// `filterErrors`: what a change does when its watch's `filter` fails on it (a missing
@@ -390,8 +428,20 @@ pub(super) fn validate_watch(
             ),
         ));
     }
-    let kind_ok = watch.kind.starts_with(|c: char| c.is_ascii_alphabetic())
-        && watch.kind.chars().all(|c| c.is_ascii_alphanumeric());
+    if watch.is_group() {
+        validate_group_watch(watch)?;
+    } else if watch.discovery_interval.is_some() {
+        return Err((
+            ".discoveryInterval".into(),
+            format!(
+                "only for a whole-group watch (kind: \"*\"); kind {:?} is resolved once",
+                watch.kind
+            ),
+        ));
+    }
+    let kind_ok = watch.is_group()
+        || (watch.kind.starts_with(|c: char| c.is_ascii_alphabetic())
+            && watch.kind.chars().all(|c| c.is_ascii_alphanumeric()));
     if !kind_ok {
         let message = if watch.kind.is_empty() {
             "empty (expected the resource kind, e.g. Widget)".to_owned()
@@ -516,8 +566,29 @@ pub(super) fn validate_watch(
     Ok(())
 }
 
-/// `{plural}.{group}`; no `.{group}` for the core group.
+/// What only a whole-group watch must satisfy.
+fn validate_group_watch(watch: &WatchConfig) -> Result<(), (String, String)> {
+    if watch.group.is_empty() {
+        return Err((
+            ".kind".into(),
+            "\"*\" needs a group (expected group: example.com; the core group's kinds are listed one by one)"
+                .into(),
+        ));
+    }
+    if watch.plural.is_some() {
+        return Err((
+            ".plural".into(),
+            "not with kind: \"*\" (each kind's plural comes from discovery)".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// `{plural}.{group}`; no `.{group}` for the core group. A whole-group watch: `{group}`.
 pub fn default_watch_name(watch: &WatchConfig) -> String {
+    if watch.is_group() {
+        return watch.group.clone();
+    }
     let resource = watch
         .plural
         .clone()
@@ -528,7 +599,7 @@ pub fn default_watch_name(watch: &WatchConfig) -> String {
 /// The name releases before 0.2 gave a watch without `name` and `plural`:
 /// `{kind-lowercase}.{group}`. `None` when that is the name it has now.
 pub fn legacy_default_name(watch: &WatchConfig) -> Option<String> {
-    if watch.plural.is_some() || watch.name != default_watch_name(watch) {
+    if watch.is_group() || watch.plural.is_some() || watch.name != default_watch_name(watch) {
         return None;
     }
     let legacy = with_group(watch.kind.to_lowercase(), &watch.group);

@@ -19,7 +19,6 @@ mod refuse;
 mod state;
 mod window;
 
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -79,7 +78,7 @@ pub struct Dispatcher {
     /// Sink name (cursor key).
     pub name: String,
     /// Watches whose events go to this sink.
-    pub watches: HashSet<String>,
+    pub watches: crate::config::WatchSet,
     /// The store.
     pub store: Store,
     /// Connects the sink.

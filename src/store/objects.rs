@@ -156,6 +156,41 @@ impl Store {
         Ok(any(&t.checkpoints)? || any(&t.versions)?)
     }
 
+    /// True when a scope whose state key starts with `prefix` has a checkpoint: for the
+    /// kinds of a whole-group watch (`{watch}/`), whether the group was watched before.
+    pub fn has_checkpoint_under(&self, prefix: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .t()?
+            .checkpoints
+            .scan_prefix(prefix.as_bytes())
+            .next()
+            .transpose()
+            .map_err(io("read checkpoint"))?
+            .is_some())
+    }
+
+    /// Every checkpoint whose state key starts with `prefix`, as (state key, namespace or
+    /// `*`, resourceVersion), in key order: the kinds of a whole-group watch (`{watch}/`)
+    /// as far as the store knows them.
+    pub fn checkpoints_under(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, String, String)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.t()?.checkpoints.scan_prefix(prefix.as_bytes()) {
+            let (k, v) = item.map_err(io("read checkpoint"))?;
+            let Some(split) = k.iter().position(|b| *b == 0) else {
+                continue;
+            };
+            out.push((
+                String::from_utf8_lossy(&k[..split]).into_owned(),
+                String::from_utf8_lossy(&k[split + 1..]).into_owned(),
+                String::from_utf8_lossy(&v).into_owned(),
+            ));
+        }
+        Ok(out)
+    }
+
     /// The checkpointed resourceVersion of a watch scope.
     pub fn checkpoint(&self, key: &[u8]) -> Result<Option<String>, StoreError> {
         Ok(self

@@ -12,7 +12,9 @@ mod raw;
 mod state;
 mod watcher;
 
-pub use raw::{discover, Discovered, KindRef, ListWatch, RawApi, WatchStream};
+pub use raw::{
+    discover, discover_group, Discovered, GroupKind, KindRef, ListWatch, RawApi, WatchStream,
+};
 pub use state::{Failure, ListMode, State, MAX_UNDECODABLE};
 pub use watcher::run;
 

@@ -132,6 +132,62 @@ pub async fn discover(client: &Client, kind: &KindRef) -> kube::Result<Discovere
     })
 }
 
+/// A kind a group serves, as [`discover_group`] found it.
+#[derive(Debug, Clone)]
+pub struct GroupKind {
+    /// The kind, e.g. `Widget`.
+    pub kind: String,
+    /// Its resource and scope.
+    pub found: Discovered,
+}
+
+/// The kinds `group` serves at `version` that can be listed and watched, in plural order.
+/// Subresources (`widgets/status`) and kinds without `list` and `watch` are left out. A
+/// group or version the server does not serve is a 404 [`kube::Error::Api`].
+pub async fn discover_group(
+    client: &Client,
+    group: &str,
+    version: &str,
+) -> kube::Result<Vec<GroupKind>> {
+    let api_version = format!("{group}/{version}");
+    let list = match client.list_api_group_resources(&api_version).await {
+        Ok(list) => list,
+        Err(kube::Error::Api(s)) if s.code == 404 => {
+            return Err(api_error(
+                404,
+                "NotFound",
+                format!("group {api_version} is not served (404)"),
+            ))
+        }
+        Err(e) => return Err(e),
+    };
+    let mut kinds: Vec<GroupKind> = list
+        .resources
+        .into_iter()
+        .filter(|r| !r.name.contains('/'))
+        .filter(|r| {
+            ["list", "watch"]
+                .iter()
+                .all(|v| r.verbs.iter().any(|x| x == v))
+        })
+        .map(|r| GroupKind {
+            found: Discovered {
+                resource: ApiResource {
+                    group: group.to_owned(),
+                    version: version.to_owned(),
+                    api_version: api_version.clone(),
+                    kind: r.kind.clone(),
+                    plural: r.name.clone(),
+                },
+                namespaced: r.namespaced,
+            },
+            kind: r.kind,
+        })
+        .collect();
+    kinds.sort_by(|a, b| a.found.resource.plural.cmp(&b.found.resource.plural));
+    Ok(kinds)
+}
+
 /// List / watch of one resource in one namespace (or all).
 #[derive(Clone)]
 pub struct RawApi {

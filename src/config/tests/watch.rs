@@ -300,3 +300,73 @@ fn blank_selectors_mean_none() {
         (None, None)
     );
 }
+
+#[test]
+fn a_whole_group_watch_is_named_by_its_group_and_checked() {
+    let c = ok(&with_watches(
+        "  - { group: example.com, version: v1, kind: \"*\", discoveryInterval: 5s }\n  \
+         - { group: example.com, version: v1, kind: Widget }",
+    ));
+    assert_eq!(c.watches[0].name, "example.com");
+    assert!(c.watches[0].is_group() && !c.watches[1].is_group());
+    assert_eq!(c.watches[0].discovery_interval(), Duration::from_secs(5));
+    assert_eq!(legacy_default_name(&c.watches[0]), None);
+    let default = ok(&with_watches(
+        "  - { group: example.com, version: v1, kind: \"*\" }",
+    ));
+    assert_eq!(
+        default.watches[0].discovery_interval(),
+        crate::config::DEFAULT_DISCOVERY_INTERVAL
+    );
+
+    for (watch, key, says) in [
+        (
+            "{ version: v1, kind: \"*\" }",
+            "watches[0].kind",
+            "needs a group",
+        ),
+        (
+            "{ group: example.com, version: v1, kind: \"*\", plural: things }",
+            "watches[0].plural",
+            "not with kind: \"*\"",
+        ),
+        (
+            "{ group: example.com, version: v1, kind: Widget, discoveryInterval: 5s }",
+            "watches[0].discoveryInterval",
+            "only for a whole-group watch",
+        ),
+        (
+            "{ group: example.com, version: v1, kind: \"*\", discoveryInterval: 0s }",
+            "watches[0].discoveryInterval",
+            "zero",
+        ),
+        (
+            "{ group: example.com, version: v1, kind: \"**\" }",
+            "watches[0].kind",
+            "invalid kind",
+        ),
+    ] {
+        let e = err(&with_watches(&format!("  - {watch}")));
+        assert_contains(&e, key);
+        assert_contains(&e, says);
+    }
+}
+
+#[test]
+fn a_watch_argument_names_one_kind_of_a_whole_group_watch() {
+    let c = ok(&with_watches(
+        "  - { group: example.com, version: v1, kind: \"*\" }",
+    ));
+    assert_eq!(
+        c.watch_arg_keys("example.com"),
+        Some(vec!["example.com".into()])
+    );
+    assert_eq!(
+        c.watch_arg_keys("example.com/gadgets"),
+        Some(vec!["example.com/gadgets".into()])
+    );
+    assert_eq!(c.watch_arg_keys("example.com/"), None);
+    assert_eq!(c.watch_arg_keys("other/gadgets"), None);
+    let routed = c.sink_watches("nats");
+    assert!(routed.contains("example.com/gadgets") && !routed.contains("gadgets"));
+}
