@@ -2143,6 +2143,31 @@ async fn header(b: &Bench, object_bytes: usize) -> String {
             ""
         }
     );
+    if let Some(peer) = &b.peer {
+        // The module versions it is built from, as benches/peer/go.mod pins them.
+        let go_mod =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/benches/peer/go.mod"))
+                .unwrap_or_default();
+        let modules: Vec<String> = [
+            "k8s.io/client-go",
+            "github.com/IBM/sarama",
+            "github.com/nats-io/nats.go",
+        ]
+        .iter()
+        .filter_map(|m| {
+            go_mod.lines().find_map(|l| {
+                let mut w = l.split_whitespace();
+                (w.next() == Some(*m)).then(|| format!("{m} {}", w.next().unwrap_or("?")))
+            })
+        })
+        .collect();
+        let _ = writeln!(
+            h,
+            "* client-go peer: `{}` ({})",
+            peer.display(),
+            modules.join(", ")
+        );
+    }
     let _ = writeln!(
         h,
         "* workload: {} objects of {object_bytes} bytes (as served, JSON), M = {} updates (1–3 spec fields each), round-robin, {} writers in flight; namespace `{}`",
