@@ -283,3 +283,23 @@ pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         })
         .sum()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::metric_sum;
+
+    #[test]
+    fn metric_sum_matches_name_and_every_label() {
+        let text = "# HELP peer_events_published_total x\n\
+                    # TYPE peer_events_published_total counter\n\
+                    peer_events_published_total{type=\"added\"} 50\n\
+                    peer_events_published_total{type=\"updated\"} 300\n\
+                    peer_events_published_total_other{type=\"updated\"} 7\n\
+                    peer_events_failed_total{type=\"updated\"} 1\n";
+        let name = "peer_events_published_total";
+        assert_eq!(metric_sum(text, name, &[]), 350.0);
+        assert_eq!(metric_sum(text, name, &[("type", "updated")]), 300.0);
+        assert_eq!(metric_sum(text, name, &[("type", "deleted")]), 0.0);
+        assert_eq!(metric_sum(text, "absent", &[]), 0.0);
+    }
+}
