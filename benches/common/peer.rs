@@ -286,10 +286,11 @@ pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
 
 #[cfg(test)]
 mod tests {
-    use super::metric_sum;
-
+    // The path in the function: the benchmarks built without the test harness compile this
+    // module with cfg(test) but drop the test, which would leave a module-level `use` unused.
     #[test]
     fn metric_sum_matches_name_and_every_label() {
+        use super::metric_sum;
         let text = "# HELP peer_events_published_total x\n\
                     # TYPE peer_events_published_total counter\n\
                     peer_events_published_total{type=\"added\"} 50\n\
