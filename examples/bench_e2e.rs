@@ -4,7 +4,7 @@
 //! ```sh
 //! cargo run --release --example bench_e2e -- [--updates 5000] [--objects 200] \
 //!     [--sinks nats,kafka,amqp] [--writers 16] [--smoke] [--perf] [--crbridge PATH] \
-//!     [--quiet-wait 300]
+//!     [--quiet-wait 300] [--peer PATH | --no-peer]
 //! ```
 //!
 //! Runs against the servers `deploy/local/up` started (`deploy/local/env`), in a namespace
@@ -46,6 +46,15 @@
 //!   the paced plain producer's exact p50/p99 and the same samples interpolated over the
 //!   same buckets (like for like). Target: p99 ≤ 1.25 × plain p99 + 2 ms, judged on the
 //!   interpolated figures.
+//! * **(e) the client-go peer**, for NATS and Kafka (BENCHMARKS.md "The client-go peer"):
+//!   the informer that publishes every change with no persistence, `benches/peer`, built by
+//!   `benches/peer/build` (or `--peer PATH`), watching the same namespace and publishing to
+//!   a topic / stream of its own, right after (c) so that (a), (c) and (e) see the same
+//!   machine. Once its initial list is synced and its Add events are
+//!   acknowledged, the writer issues M updates; events/s = M / (first write → its
+//!   `peer_events_published_total{type="updated"}` reaches M), divided by the same (a) as
+//!   crbridge's run, and its CPU per event (utime + stime over that window ÷ M) and RSS,
+//!   printed beside crbridge's. `--no-peer` leaves it out.
 //!
 //! The machine is small and shared: before each phase the program waits (up to
 //! `--quiet-wait` seconds, 300; no wait with `--smoke`) for it to be less than 25% busy, and
@@ -90,7 +99,6 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// How often `/metrics` is read while waiting for the published counter.
 const METRICS_POLL: Duration = Duration::from_millis(20);
@@ -154,6 +162,10 @@ struct Args {
     perf: bool,
     namespace: String,
     crbridge: Option<PathBuf>,
+    /// The client-go peer's binary (`None`: `benches/peer/build`).
+    peer: Option<PathBuf>,
+    /// Leave the client-go peer out.
+    no_peer: bool,
     /// How long a phase waits for the machine to be quiet before it starts anyway.
     quiet_wait: Duration,
     command_line: String,
@@ -163,7 +175,7 @@ impl Args {
     fn parse() -> anyhow::Result<Args> {
         const USAGE: &str = "usage: bench_e2e [--updates N] [--objects N] [--writers N] \
              [--sinks nats,kafka,amqp] [--smoke] [--perf] [--namespace NS] [--crbridge PATH] \
-             [--quiet-wait SECONDS]";
+             [--quiet-wait SECONDS] [--peer PATH | --no-peer]";
         let raw: Vec<String> = std::env::args().skip(1).collect();
         let mut updates = None;
         let mut objects = None;
@@ -177,6 +189,8 @@ impl Args {
             perf: false,
             namespace: "bench-e2e".into(),
             crbridge: None,
+            peer: None,
+            no_peer: false,
             quiet_wait: Duration::ZERO,
             command_line: format!(
                 "cargo run --release --example bench_e2e -- {}",
@@ -214,6 +228,8 @@ impl Args {
                 "--perf" => args.perf = true,
                 "--namespace" => args.namespace = value()?,
                 "--crbridge" => args.crbridge = Some(value()?.into()),
+                "--peer" => args.peer = Some(value()?.into()),
+                "--no-peer" => args.no_peer = true,
                 "--quiet-wait" => {
                     let v = value()?;
                     quiet_wait =
@@ -468,27 +484,9 @@ impl Metrics {
     }
 }
 
-/// `GET path` on 127.0.0.1:`port` (HTTP/1.0, so the body ends with the connection):
-/// (status, body).
+/// `GET path` on 127.0.0.1:`port`: (status, body).
 async fn http_get(port: u16, path: &str) -> anyhow::Result<(u16, String)> {
-    within(Duration::from_secs(5), format!("GET {path}"), async {
-        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n").as_bytes())
-            .await?;
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).await?;
-        let text = String::from_utf8_lossy(&buf);
-        let (head, body) = text
-            .split_once("\r\n\r\n")
-            .ok_or_else(|| anyhow!("malformed HTTP response to GET {path}"))?;
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| anyhow!("no status in the response to GET {path}"))?;
-        Ok((status, body.to_string()))
-    })
-    .await
+    common::peer::http_get(&format!("127.0.0.1:{port}"), path).await
 }
 
 // ---------------------------------------------------------------------------------------
@@ -573,10 +571,11 @@ struct CpuMark {
 }
 
 impl CpuMark {
-    fn take(crbridge: Option<u32>) -> CpuMark {
+    /// The counters now; `bridge`: the bridge under test (label, pid), crbridge or the peer.
+    fn take(bridge: Option<(&str, u32)>) -> CpuMark {
         let mut procs = vec![(BENCH.to_string(), common::cpu_seconds("self"))];
-        if let Some(pid) = crbridge {
-            procs.push(("crbridge".into(), common::cpu_seconds(&pid.to_string())));
+        if let Some((label, pid)) = bridge {
+            procs.push((label.into(), common::cpu_seconds(&pid.to_string())));
         }
         for (name, pid) in server_pids() {
             procs.push((name.into(), tree_cpu(pid)));
@@ -1297,6 +1296,35 @@ impl BridgeResult {
     }
 }
 
+/// (e): one run of the client-go peer.
+struct PeerResult {
+    /// First write → the M-th update acknowledged.
+    elapsed: Duration,
+    writes_done: Duration,
+    /// Acknowledged / refused events of every type, the initial Adds included.
+    published: u64,
+    failed: u64,
+    /// Messages in its topic / stream after it stopped.
+    destination: u64,
+    /// The pool's Adds + M updates.
+    expected: u64,
+    cpu: CpuUsage,
+    rss_kib: u64,
+    peak_kib: u64,
+    exit: String,
+    /// Its closing `totals …` line.
+    totals: String,
+}
+
+impl PeerResult {
+    fn correct(&self) -> bool {
+        self.published == self.expected
+            && self.failed == 0
+            && self.destination == self.expected
+            && self.exit == "0"
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // The benchmark
 
@@ -1330,13 +1358,15 @@ struct Bench {
     versions: Vec<u64>,
     work: PathBuf,
     crbridge: PathBuf,
+    /// The client-go peer's binary; `None` with `--no-peer`.
+    peer: Option<PathBuf>,
     seed: u64,
     /// Phases that started on a machine busy with other work.
     warnings: Vec<String>,
 }
 
 impl Bench {
-    async fn new(args: Args, crbridge: PathBuf) -> anyhow::Result<Bench> {
+    async fn new(args: Args, crbridge: PathBuf, peer: Option<PathBuf>) -> anyhow::Result<Bench> {
         let env = LocalEnv::load()?;
         let client = Client::try_default()
             .await
@@ -1359,6 +1389,7 @@ impl Bench {
             prefix: format!("bench-e2e-{secs}"),
             work,
             crbridge,
+            peer,
             seed: secs,
             warnings: Vec::new(),
         })
@@ -1737,7 +1768,7 @@ impl Bench {
         let before = Metrics::parse(&before);
         let label = sink.name().to_string();
         let poller = tokio::spawn(wait_published(port, label, m as f64));
-        let cpu0 = CpuMark::take(Some(pid));
+        let cpu0 = CpuMark::take(Some(("crbridge", pid)));
         let t0 = Instant::now();
         let outcome = within(
             phase_limit(m),
@@ -1752,7 +1783,7 @@ impl Bench {
             },
         )
         .await;
-        let cpu1 = CpuMark::take(Some(pid));
+        let cpu1 = CpuMark::take(Some(("crbridge", pid)));
         if let Some(perf) = perf {
             perf.stop().await?;
         }
@@ -1820,9 +1851,96 @@ impl Bench {
         })
     }
 
+    /// (e): the client-go peer publishing M updates to `sink` (NATS or Kafka).
+    async fn peer(&mut self, sink: SinkKind, bin: &Path) -> anyhow::Result<PeerResult> {
+        let m = self.args.updates;
+        let name = format!("{}-peer", self.prefix);
+        let (url, brokers) = (self.env.nats_url.clone(), self.env.kafka_brokers.clone());
+        let target = match sink {
+            SinkKind::Nats => {
+                let js = nats_context(&url, &self.defaults).await?;
+                let _ = js.delete_stream(&name).await;
+                common::peer::PeerSink::Nats {
+                    url: &url,
+                    stream: &name,
+                    subject: &name,
+                }
+            }
+            SinkKind::Kafka => {
+                kafka_create_topic(&brokers, &name).await?;
+                common::peer::PeerSink::Kafka {
+                    brokers: &brokers,
+                    topic: &name,
+                }
+            }
+            SinkKind::Amqp => bail!("the client-go peer has no RabbitMQ sink"),
+        };
+        let dir = self.work.join(format!("peer-{}", sink.name()));
+        let mut peer =
+            common::peer::Peer::start(bin, &common::gvr(), &self.args.namespace, &target, &dir)
+                .await?;
+        peer.wait_initial(self.args.objects as u64, Duration::from_secs(60))
+            .await?;
+        self.quiet(&format!("(e) client-go peer → {}", sink.title()))
+            .await;
+        let plan = self.plan(m);
+        let pid = peer.pid();
+        let cpu0 = CpuMark::take(Some(("peer", pid)));
+        let t0 = Instant::now();
+        let outcome = within(
+            phase_limit(m),
+            format!("peer_events_published_total{{type=\"updated\"}} to reach {m}"),
+            async {
+                let (writes, done) = tokio::join!(
+                    self.write(plan),
+                    peer.wait_published("updated", m as u64, METRICS_POLL)
+                );
+                Ok((done? - t0, writes? - t0))
+            },
+        )
+        .await;
+        let cpu1 = CpuMark::take(Some(("peer", pid)));
+        let (elapsed, writes_done) = match outcome {
+            Ok(v) => v,
+            Err(e) => bail!("{e}; end of the peer's log:\n{}", peer.log_tail()),
+        };
+        let (rss_kib, peak_kib) = common::rss_kib(pid).unwrap_or((0, 0));
+        let (published, failed) = peer.counts(None).await?;
+        let (exit, totals) = peer.stop().await?;
+        let destination = match sink {
+            SinkKind::Nats => {
+                let js = nats_context(&url, &self.defaults).await?;
+                let n = js.get_stream(&name).await?.info().await?.state.messages;
+                js.delete_stream(&name).await?;
+                n
+            }
+            _ => {
+                let n = kafka_count(&brokers, &name).await?;
+                kafka_delete_topic(&brokers, &name).await?;
+                n
+            }
+        };
+        Ok(PeerResult {
+            elapsed,
+            writes_done,
+            published,
+            failed,
+            destination,
+            expected: (self.args.objects + m) as u64,
+            cpu: cpu0.usage(&cpu1, elapsed),
+            rss_kib,
+            peak_kib,
+            exit,
+            totals,
+        })
+    }
+
     /// Removes whatever this run may have left behind (best effort).
     async fn cleanup(&self) {
-        let mut names = vec![format!("{}-crb", self.prefix)];
+        let mut names = vec![
+            format!("{}-crb", self.prefix),
+            format!("{}-peer", self.prefix),
+        ];
         for label in ["full", "paced", "loaded"] {
             names.push(format!("{}-plain-{label}", self.prefix));
         }
@@ -2025,6 +2143,31 @@ async fn header(b: &Bench, object_bytes: usize) -> String {
             ""
         }
     );
+    if let Some(peer) = &b.peer {
+        // The module versions it is built from, as benches/peer/go.mod pins them.
+        let go_mod =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/benches/peer/go.mod"))
+                .unwrap_or_default();
+        let modules: Vec<String> = [
+            "k8s.io/client-go",
+            "github.com/IBM/sarama",
+            "github.com/nats-io/nats.go",
+        ]
+        .iter()
+        .filter_map(|m| {
+            go_mod.lines().find_map(|l| {
+                let mut w = l.split_whitespace();
+                (w.next() == Some(*m)).then(|| format!("{m} {}", w.next().unwrap_or("?")))
+            })
+        })
+        .collect();
+        let _ = writeln!(
+            h,
+            "* client-go peer: `{}` ({})",
+            peer.display(),
+            modules.join(", ")
+        );
+    }
     let _ = writeln!(
         h,
         "* workload: {} objects of {object_bytes} bytes (as served, JSON), M = {} updates (1–3 spec fields each), round-robin, {} writers in flight; namespace `{}`",
@@ -2131,6 +2274,8 @@ struct SinkRun {
     bridge: BridgeResult,
     paced: PlainResult,
     loaded: PlainResult,
+    /// (e), for the sinks the peer has.
+    peer: Option<PeerResult>,
 }
 
 fn report(header: &str, b: &Bench, runs: &[SinkRun], total: Duration) -> String {
@@ -2182,6 +2327,58 @@ fn report(header: &str, b: &Bench, runs: &[SinkRun], total: Duration) -> String 
             c / bp,
             verdict(ratio >= 0.9)
         );
+    }
+
+    let peers: Vec<(&SinkRun, &PeerResult)> = runs
+        .iter()
+        .filter_map(|s| s.peer.as_ref().map(|p| (s, p)))
+        .collect();
+    if !peers.is_empty() {
+        let _ = writeln!(r, "\n## (e) crbridge beside the client-go peer\n");
+        let _ = writeln!(
+            r,
+            "The same M updates of the same pool; the peer is a client-go informer publishing with no persistence (BENCHMARKS.md \"The client-go peer\"). \
+             End to end = events/s ÷ (a) measured before that sink's runs; CPU per event = the process's utime + stime over the measured window ÷ M.\n"
+        );
+        let _ = writeln!(
+            r,
+            "| sink | bridge | events/s | ÷ API ceiling (a) | CPU per event | RSS / peak MiB | correct |"
+        );
+        let _ = writeln!(r, "|---|---|---:|---:|---:|---:|---|");
+        for (s, p) in peers {
+            let a = rate(m, s.ceiling.elapsed);
+            let c = s.bridge.rate(m);
+            let rows = [
+                (
+                    "crbridge",
+                    c,
+                    s.bridge.cpu.of("crbridge"),
+                    s.bridge.rss_kib,
+                    s.bridge.peak_kib,
+                    s.bridge.correct(m),
+                ),
+                (
+                    "client-go peer",
+                    rate(m, p.elapsed),
+                    p.cpu.of("peer"),
+                    p.rss_kib,
+                    p.peak_kib,
+                    p.correct(),
+                ),
+            ];
+            for (who, events, cpu, rss, peak, correct) in rows {
+                let _ = writeln!(
+                    r,
+                    "| {} | {who} | {events:.0} | {:.2} | {} | {:.1} / {:.1} | {} |",
+                    s.sink.title(),
+                    events / a,
+                    ms(cpu / m as f64),
+                    rss as f64 / 1024.0,
+                    peak as f64 / 1024.0,
+                    if correct { "yes" } else { "**NO**" }
+                );
+            }
+        }
     }
 
     let _ = writeln!(r, "\n## (d) Added latency per sink\n");
@@ -2345,6 +2542,16 @@ fn report(header: &str, b: &Bench, runs: &[SinkRun], total: Duration) -> String 
             "* (b) plain {t}, paced, under API load: {}",
             s.loaded.cpu.describe()
         );
+        if let Some(p) = &s.peer {
+            let _ = writeln!(
+                r,
+                "* (e) client-go peer → {t}: {}; {}, {} in destination (expected {})",
+                p.cpu.describe(),
+                p.totals,
+                p.destination,
+                p.expected
+            );
+        }
     }
     for w in &b.warnings {
         let _ = writeln!(r, "\n**Warning**: {w}; its figures are not representative.");
@@ -2399,6 +2606,27 @@ async fn run(b: &mut Bench, started: Instant) -> anyhow::Result<String> {
             if bridge.correct(m) { "" } else { "  ** NOT EXACTLY M **" }
         );
 
+        let peer = match (b.peer.clone(), sink) {
+            (Some(bin), SinkKind::Nats | SinkKind::Kafka) => {
+                println!("(e) client-go peer → {t}: {m} updates");
+                let p = b.peer(sink, &bin).await?;
+                println!(
+                    "    {:.0} events/s ({:.2} s; writes done after {:.2} s), {:.3} ms CPU per event; {}; RSS {:.1} MiB (peak {:.1}); {}, {} in destination{}",
+                    rate(m, p.elapsed),
+                    p.elapsed.as_secs_f64(),
+                    p.writes_done.as_secs_f64(),
+                    p.cpu.of("peer") * 1000.0 / m as f64,
+                    p.cpu.describe(),
+                    p.rss_kib as f64 / 1024.0,
+                    p.peak_kib as f64 / 1024.0,
+                    p.totals,
+                    p.destination,
+                    if p.correct() { "" } else { "  ** NOT EXACTLY THE POOL + M **" }
+                );
+                Some(p)
+            }
+            _ => None,
+        };
         println!("(b) plain producer → {t}, paced at {c:.0} msgs/s");
         let paced = b.plain(sink, Some(c), false).await?;
         paced.print();
@@ -2414,6 +2642,7 @@ async fn run(b: &mut Bench, started: Instant) -> anyhow::Result<String> {
             bridge,
             paced,
             loaded,
+            peer,
         });
     }
     Ok(report(&header, b, &runs, started.elapsed()))
@@ -2423,8 +2652,13 @@ async fn run(b: &mut Bench, started: Instant) -> anyhow::Result<String> {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse()?;
     let crbridge = crbridge_binary(&args)?;
+    let peer = if args.no_peer {
+        None
+    } else {
+        Some(common::peer::binary(args.peer.as_deref())?)
+    };
     let started = Instant::now();
-    let mut bench = Bench::new(args, crbridge).await?;
+    let mut bench = Bench::new(args, crbridge, peer).await?;
     // Ctrl-C drops the run (a running crbridge is killed with it) and still cleans up.
     let outcome = tokio::select! {
         r = run(&mut bench, started) => r,

@@ -5,7 +5,7 @@
 //! ```sh
 //! cargo build --release --bin crbridge
 //! cargo run --release --example bench_scale -- [--objects 10000,100000] [--changes 1000]
-//!     [--cache-bytes default,16MiB] [--smoke]
+//!     [--cache-bytes default,16MiB] [--smoke] [--peer PATH | --no-peer]
 //! ```
 //!
 //! `bench_scale seed <n>` leaves `n` objects in namespace `bench-scale-<n>` for profiling
@@ -41,6 +41,12 @@
 //! <ns> <N>` (no custom allocator), holding the objects in a kube-rs
 //! `reflector(watcher(Api<DynamicObject>))` store, RSS once the store holds N and settled.
 //! Targets: steady ≤ 40 MiB + 0.5 KiB × N and ≤ 0.2 × the reflector; peak ≤ steady + 64 MiB.
+//! Second baseline: the client-go peer (`benches/peer`, BENCHMARKS.md "The client-go
+//! peer"; built by `benches/peer/build`, or `--peer PATH`; `--no-peer` leaves it out), what
+//! users deploy instead of crbridge: its informer on the same namespace, its stdout sink to
+//! /dev/null like crbridge's, measured as crbridge is (all N Add events published and the
+//! counter still, then 5 s of samples). Target (issue 21): crbridge's steady RSS below the
+//! peer's.
 //!
 //! **Restart catch-up** (on the largest size only). With crbridge caught up: `kill -9`,
 //! merge-patch `--changes` distinct objects through the API server (1–3 spec fields each),
@@ -112,6 +118,10 @@ struct Opts {
     changes: usize,
     /// `None`: crbridge's default `state.cacheBytes`.
     cache: Vec<Option<String>>,
+    /// The client-go peer's binary (`None`: `benches/peer/build`).
+    peer: Option<PathBuf>,
+    /// Leave the client-go peer out.
+    no_peer: bool,
 }
 
 fn parse_opts(args: &[String]) -> Result<Opts> {
@@ -119,6 +129,8 @@ fn parse_opts(args: &[String]) -> Result<Opts> {
         objects: vec![10_000, 100_000],
         changes: 1000,
         cache: vec![None],
+        peer: None,
+        no_peer: false,
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -139,6 +151,8 @@ fn parse_opts(args: &[String]) -> Result<Opts> {
                     .collect::<Result<_, _>>()
                     .context("--objects: a comma-separated list of counts")?;
             }
+            "--peer" => opts.peer = Some(value()?.into()),
+            "--no-peer" => opts.no_peer = true,
             "--changes" => opts.changes = value()?.parse().context("--changes: a count")?,
             "--cache-bytes" => {
                 opts.cache = value()?
@@ -152,7 +166,7 @@ fn parse_opts(args: &[String]) -> Result<Opts> {
             "-h" | "--help" => {
                 println!(
                     "bench_scale [--objects 10000,100000] [--changes 1000] \
-                     [--cache-bytes default,16MiB] [--smoke]"
+                     [--cache-bytes default,16MiB] [--smoke] [--peer PATH | --no-peer]"
                 );
                 std::process::exit(0);
             }
@@ -897,6 +911,66 @@ async fn measure_memory(
     Ok((memory, bridge, config))
 }
 
+/// The client-go peer with `n` objects in its informer.
+struct PeerMemory {
+    steady_kib: u64,
+    peak_kib: u64,
+    anon_kib: u64,
+    file_kib: u64,
+    /// From spawn until all N Add events were published.
+    initial: Duration,
+}
+
+/// Starts the peer on `ns` with its stdout sink, waits until its N Add events are
+/// published and the counter stands still, then reads its memory as [`measure_memory`]
+/// reads crbridge's.
+async fn measure_peer(bin: &Path, dir: &Path, ns: &str, n: usize) -> Result<PeerMemory> {
+    let spawned = Instant::now();
+    let sink = common::peer::PeerSink::Stdout;
+    let mut peer = common::peer::Peer::start(bin, &common::gvr(), ns, &sink, dir).await?;
+    let deadline = Deadline::new(
+        format!("the client-go peer to publish the {n} Add events"),
+        secs(120) + Duration::from_millis(3 * n as u64),
+    );
+    let (mut last, mut still, mut initial) = (u64::MAX, 0, None);
+    loop {
+        tokio::time::sleep(SAMPLE).await;
+        let (published, _) = peer.counts(None).await?;
+        if initial.is_none() && published >= n as u64 {
+            initial = Some(spawned.elapsed());
+        }
+        still = if published == last { still + 1 } else { 0 };
+        last = published;
+        if published >= n as u64 && still >= 2 {
+            break;
+        }
+        deadline.check(|| format!("{published} published; log:\n{}", peer.log_tail()))?;
+    }
+    if last != n as u64 {
+        eprintln!("warning: the peer published {last} events for {n} objects");
+    }
+    let pid = peer.pid();
+    let read = || common::rss_kib(pid).ok_or_else(|| anyhow!("peer pid {pid} gone"));
+    let mut rss = read()?;
+    for _ in 0..10 {
+        tokio::time::sleep(SAMPLE).await;
+        rss = read()?;
+    }
+    let [anon_kib, file_kib] =
+        common::status_kib(pid, ["RssAnon:", "RssFile:"]).unwrap_or_default();
+    let (exit, totals) = peer.stop().await?;
+    if exit != "0" {
+        eprintln!("warning: the peer exited with {exit} ({totals})");
+    }
+    Ok(PeerMemory {
+        steady_kib: rss.0,
+        peak_kib: rss.1,
+        anon_kib,
+        file_kib,
+        initial: initial.unwrap_or_default(),
+    })
+}
+
 struct Reflector {
     steady_kib: u64,
     peak_kib: u64,
@@ -1193,6 +1267,7 @@ fn render(
     seeds: &[(usize, Duration, usize)],
     memory: &[Memory],
     reflectors: &BTreeMap<usize, Reflector>,
+    peers: &BTreeMap<usize, PeerMemory>,
     lists: &BTreeMap<usize, Vec<Duration>>,
     catchups: &[CatchUp],
     notes: &[String],
@@ -1222,6 +1297,20 @@ fn render(
                 ratio: format!("{ratio:.2}×"),
                 target: "≤ 0.2×".into(),
                 pass: Some(ratio <= 0.2),
+            });
+        }
+        if let Some(p) = peers.get(&m.n) {
+            let ratio = m.steady_kib as f64 / p.steady_kib as f64;
+            rows.push(Row {
+                what: format!(
+                    "steady RSS vs client-go peer, {} objects, cacheBytes {}",
+                    m.n, m.cache
+                ),
+                figure: mib(m.steady_kib),
+                baseline: format!("peer {}", mib(p.steady_kib)),
+                ratio: format!("{ratio:.2}×"),
+                target: "< 1× (below the peer)".into(),
+                pass: Some(ratio < 1.0),
             });
         }
         rows.push(Row {
@@ -1364,6 +1453,17 @@ fn render(
             r.synced.as_secs_f64()
         ));
     }
+    for (n, p) in peers {
+        info.push(format!(
+            "client-go peer with {n} objects: steady {} = anonymous {} + file-backed {}, \
+             peak {}, all {n} Add events published {:.1} s after spawn",
+            mib(p.steady_kib),
+            mib(p.anon_kib),
+            mib(p.file_kib),
+            mib(p.peak_kib),
+            p.initial.as_secs_f64()
+        ));
+    }
     for (n, l) in lists {
         let runs: Vec<String> = l
             .iter()
@@ -1435,12 +1535,21 @@ async fn main() -> Result<()> {
             bin.display()
         );
     }
+    let peer = if opts.no_peer {
+        None
+    } else {
+        Some(common::peer::binary(opts.peer.as_deref())?)
+    };
     let work = root.join("target/bench-scale");
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
 
     let cluster = Cluster::connect().await?;
-    let result = run(&cluster, &opts, &bin, &work, &command, started).await;
+    let bins = Binaries {
+        crbridge: bin,
+        peer,
+    };
+    let result = run(&cluster, &opts, &bins, &work, &command, started).await;
     // Clean up whatever happened: 100k objects are ~0.5 GB in etcd.
     let mut cleanup = Ok(());
     for n in &opts.objects {
@@ -1485,10 +1594,17 @@ async fn seed_main(verb: &str, args: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// The programs under measurement.
+struct Binaries {
+    crbridge: PathBuf,
+    /// The client-go peer; `None` with `--no-peer`.
+    peer: Option<PathBuf>,
+}
+
 async fn run(
     cluster: &Cluster,
     opts: &Opts,
-    bin: &Path,
+    bins: &Binaries,
     work: &Path,
     command: &str,
     started: Instant,
@@ -1496,7 +1612,9 @@ async fn run(
     let largest = *opts.objects.last().expect("checked");
     let mut seeds = Vec::new();
     let mut memory = Vec::new();
+    let bin = bins.crbridge.as_path();
     let mut reflectors = BTreeMap::new();
+    let mut peers = BTreeMap::new();
     let mut lists: BTreeMap<usize, Vec<Duration>> = BTreeMap::new();
     let mut catchups = Vec::new();
     let mut notes = Vec::new();
@@ -1588,6 +1706,19 @@ async fn run(
             mib(r.peak_kib)
         );
         reflectors.insert(n, r);
+        if let Some(peer) = &bins.peer {
+            eprintln!("[{n}] client-go peer baseline");
+            let p = measure_peer(peer, &work.join(format!("{n}-peer")), &ns, n).await?;
+            eprintln!(
+                "[{n}] peer steady {} (anon {}, file {}), peak {}, initial {:.1} s",
+                mib(p.steady_kib),
+                mib(p.anon_kib),
+                mib(p.file_kib),
+                mib(p.peak_kib),
+                p.initial.as_secs_f64()
+            );
+            peers.insert(n, p);
+        }
         if n == largest {
             let (list, count, _) = cluster.plain_list(&ns).await?;
             if count != n {
@@ -1605,6 +1736,7 @@ async fn run(
         &seeds,
         &memory,
         &reflectors,
+        &peers,
         &lists,
         &catchups,
         &notes,

@@ -15,6 +15,13 @@ pub const KIND: &str = "BenchWidget";
 /// Plural of the benchmark kind.
 pub const PLURAL: &str = "benchwidgets";
 
+pub mod peer;
+
+/// The benchmark resource as the client-go peer's `--gvr` takes it.
+pub fn gvr() -> String {
+    format!("{GROUP}/v1/{PLURAL}")
+}
+
 /// The benchmark kind as kube-rs addresses it.
 pub fn api_resource() -> kube::api::ApiResource {
     kube::api::ApiResource::from_gvk_with_plural(
