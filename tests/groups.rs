@@ -151,6 +151,33 @@ async fn a_whole_group_watch_follows_every_kind_also_ones_installed_later() {
             "everything/widgets"
         ]
     );
+    // A snapshot of the watch (stopped instance) covers every kind the group serves.
+    let (st, out, err) = run_cli(&[
+        "snapshot",
+        "-c",
+        config.to_str().unwrap(),
+        "--watch",
+        "everything",
+    ]);
+    assert!(st.success(), "snapshot: {out} {err}");
+    // (z1's delete, if it was read after g1's update above, comes first.)
+    let mut snap: Vec<Received> = Vec::new();
+    while snap.len() < 2 {
+        snap.extend(
+            reader
+                .take(1, WAIT)
+                .await
+                .into_iter()
+                .filter(|e| e.change() == "snapshot"),
+        );
+    }
+    assert_eq!(
+        summary(&snap),
+        [
+            ("snapshot".into(), "Gadget".into(), "g1".into()),
+            ("snapshot".into(), "Widget".into(), "w1".into()),
+        ]
+    );
     let (st, out, err) = run_cli(&["check", "-c", config.to_str().unwrap()]);
     assert!(
         out.contains("ok   watch everything: * → 2 kinds of"),

@@ -68,8 +68,11 @@ pub async fn run(
                 events: 0,
                 last_seq: 0,
             };
-            let keys = config.watch_arg_keys(watch_name).unwrap_or_default();
-            for s in scopes.iter().filter(|s| keys.contains(&s.watch)) {
+            // The watch's scopes; for a whole-group watch, those of its kinds.
+            let named = |s: &&crate::watch::Scope| {
+                crate::config::StateKey::parse(&s.watch, config.fleet).named_by(watch_name)
+            };
+            for s in scopes.iter().filter(named) {
                 let (done_tx, done_rx) = tokio::sync::oneshot::channel();
                 tx.send(Command::Snapshot {
                     scope: s.id,
@@ -120,7 +123,7 @@ async fn publish_until(
             .watch_arg_keys(watch_name)
             .unwrap_or_default()
             .iter()
-            .any(|k| carried.contains(k));
+            .any(|k| carried.carries(k) || carried.contains(k));
         if !carries || only.is_some_and(|o| o != name) {
             continue;
         }

@@ -95,6 +95,12 @@ impl WatchSet {
                 .is_some_and(|(watch, _)| self.groups.contains(watch))
     }
 
+    /// True when the set carries the watch whose state key is `watch_key`: a watch of the
+    /// set, or a whole-group watch of it (whose events come under its kinds' keys).
+    pub fn carries(&self, watch_key: &str) -> bool {
+        self.keys.contains(watch_key) || self.groups.contains(watch_key)
+    }
+
     /// True when events of `key` belong to the set and, if `arg` is given, `--watch arg`
     /// names it ([`StateKey::named_by`]).
     pub fn selects(&self, arg: Option<&str>, key: &str) -> bool {
@@ -214,6 +220,7 @@ mod tests {
         assert!(set.selects(Some("example.com"), "example.com/gadgets"));
         assert!(!set.selects(Some("widgets"), "example.com/gadgets"));
         assert!(set.selects(None, "widgets"));
+        assert!(set.carries("example.com") && set.carries("widgets") && !set.carries("other.org"));
 
         let mut fleet = WatchSet::new(true);
         fleet.insert("east/example.com".into(), true);

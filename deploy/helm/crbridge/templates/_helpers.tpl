@@ -76,7 +76,10 @@ else -s.
 */}}
 {{- define "crbridge.plural" -}}
 {{- $w := lower . }}
-{{- if or (hasSuffix "s" $w) (hasSuffix "x" $w) (hasSuffix "z" $w) (hasSuffix "ch" $w) (hasSuffix "sh" $w) }}
+{{- if eq $w "*" }}
+{{- /* A whole-group watch: every resource of the group. */ -}}
+*
+{{- else if or (hasSuffix "s" $w) (hasSuffix "x" $w) (hasSuffix "z" $w) (hasSuffix "ch" $w) (hasSuffix "sh" $w) }}
 {{- printf "%ses" $w }}
 {{- else if and (hasSuffix "y" $w) (gt (len $w) 1) (not (has (substr (sub (len $w) 2 | int) (sub (len $w) 1 | int) $w) (list "a" "e" "i" "o" "u"))) }}
 {{- printf "%sies" (trimSuffix "y" $w) }}
