@@ -184,3 +184,112 @@ async fn java_consumer_reads_kafka_dedupes_and_checks_every_patch() {
     assert_eq!(outcome.summary.duplicates, CHANGES, "{:?}", outcome.summary);
     assert_eq!(bridge.stop().await.code(), Some(0));
 }
+
+#[tokio::test]
+async fn go_consumer_counts_duplicates_stale_unchecked_and_mismatches() {
+    let js = jetstream::new(
+        async_nats::connect(support::env("CRBRIDGE_NATS_URL"))
+            .await
+            .expect("connecting to NATS"),
+    );
+    let stream = support::unique("CONSBAD").to_uppercase().replace('-', "_");
+    js.create_stream(jetstream::stream::Config {
+        name: stream.clone(),
+        subjects: vec![format!("{stream}.>")],
+        ..Default::default()
+    })
+    .await
+    .expect("creating the stream");
+    // Tombstones are Kafka's; on NATS the same stream without it.
+    for (n, (attrs, data)) in consumers::synthetic().into_iter().flatten().enumerate() {
+        let mut headers = async_nats::HeaderMap::new();
+        for (k, v) in attrs {
+            headers.insert(format!("ce-{k}").as_str(), v.as_str());
+        }
+        headers.insert("content-type", "application/json");
+        headers.insert("Nats-Msg-Id", n.to_string().as_str());
+        js.publish_with_headers(
+            format!("{stream}.widgets"),
+            headers,
+            serde_json::to_vec(&data).unwrap().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .expect("JetStream accepts the event");
+    }
+    let outcome = consumers::run(
+        "go",
+        &[
+            ("CONSUMER_EXPECT", consumers::SYNTHETIC_EVENTS.to_string()),
+            ("NATS_URL", support::env("CRBRIDGE_NATS_URL")),
+            ("NATS_STREAM", stream.clone()),
+            ("NATS_SUBJECT", format!("{stream}.>")),
+        ],
+        CONSUMER_SECS,
+        RUN_LIMIT,
+    )
+    .await;
+    consumers::assert_synthetic(&outcome);
+}
+
+#[tokio::test]
+async fn java_consumer_skips_tombstones_and_counts_duplicates_stale_unchecked_and_mismatches() {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let topic = support::unique("crb-cons-bad");
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", support::env("CRBRIDGE_KAFKA_BROKERS"))
+        .create()
+        .unwrap();
+    for event in consumers::synthetic() {
+        let sent = match &event {
+            // A tombstone: the key of the object before it, no value, no headers.
+            None => {
+                producer
+                    .send(
+                        FutureRecord::<str, [u8]>::to(&topic).key("u1"),
+                        Duration::from_secs(10),
+                    )
+                    .await
+            }
+            Some((attrs, data)) => {
+                let uid = &attrs.iter().find(|(k, _)| k == "partitionkey").unwrap().1;
+                let mut headers = OwnedHeaders::new().insert(Header {
+                    key: "content-type",
+                    value: Some("application/json"),
+                });
+                for (k, v) in attrs {
+                    headers = headers.insert(Header {
+                        key: &format!("ce_{k}"),
+                        value: Some(v.as_str()),
+                    });
+                }
+                let body = serde_json::to_vec(data).unwrap();
+                producer
+                    .send(
+                        FutureRecord::to(&topic)
+                            .key(uid.as_str())
+                            .payload(&body)
+                            .headers(headers),
+                        Duration::from_secs(10),
+                    )
+                    .await
+            }
+        };
+        sent.unwrap_or_else(|(e, _)| panic!("producing to {topic}: {e}"));
+    }
+    let outcome = consumers::run(
+        "java",
+        &[
+            ("CONSUMER_EXPECT", consumers::SYNTHETIC_EVENTS.to_string()),
+            ("KAFKA_BOOTSTRAP", support::env("CRBRIDGE_KAFKA_BROKERS")),
+            ("KAFKA_TOPIC", topic.clone()),
+            ("KAFKA_GROUP", support::unique("cons-bad")),
+        ],
+        CONSUMER_SECS,
+        RUN_LIMIT,
+    )
+    .await;
+    consumers::assert_synthetic(&outcome);
+}

@@ -232,3 +232,103 @@ pub fn assert_complete(
         "per-object state against the API server\n{log}"
     );
 }
+
+/// One hand-made event for [`synthetic`]: CloudEvents attributes (without a prefix) and
+/// `data`, as crbridge would publish them in binary mode. `None`: a Kafka tombstone.
+pub type Synthetic = Option<(Vec<(String, String)>, serde_json::Value)>;
+
+fn synthetic_event(
+    id: &str,
+    change: &str,
+    uid: &str,
+    seq: u64,
+    size: i64,
+    patch: serde_json::Value,
+) -> Synthetic {
+    let attrs = [
+        ("specversion", "1.0".to_string()),
+        ("id", id.to_string()),
+        (
+            "source",
+            "/clusters/test/apis/example.com/v1/widgets".to_string(),
+        ),
+        ("type", format!("io.crbridge.resource.{change}")),
+        ("subject", format!("ns/{uid}")),
+        ("partitionkey", uid.to_string()),
+        ("sequence", format!("{seq:020}")),
+        ("crbname", uid.to_string()),
+        ("crbnamespace", "ns".to_string()),
+        ("crbuid", uid.to_string()),
+    ];
+    let data = json!({
+        "object": {
+            "apiVersion": "example.com/v1", "kind": "Widget",
+            "metadata": {"name": uid, "namespace": "ns", "uid": uid,
+                         "resourceVersion": seq.to_string(), "generation": seq},
+            "spec": {"size": size},
+            "status": {"observed": seq},
+        },
+        "patch": patch,
+        "previousResourceVersion": null,
+    });
+    Some((
+        attrs.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        data,
+    ))
+}
+
+/// A stream that exercises every counter of a consumer example, in this order: `u1`
+/// created and updated (patched; status and the bookkeeping fields differ, which the
+/// normalized form leaves out), a tombstone, the update again (duplicate), an older update
+/// of `u1` (stale), an update of `u2` never seen created (unchecked), an update of `u1`
+/// whose patch does not give its object (mismatch). [`SYNTHETIC_EVENTS`] distinct ids.
+pub fn synthetic() -> Vec<Synthetic> {
+    let size = |v: i64| json!([{"op": "replace", "path": "/spec/size", "value": v}]);
+    let created = json!([{"op": "add", "path": "", "value": {}}]);
+    let updated = synthetic_event("e2", "updated", "u1", 12, 2, size(2));
+    vec![
+        synthetic_event("e1", "created", "u1", 10, 1, created),
+        updated.clone(),
+        None,
+        updated,
+        synthetic_event("e3", "updated", "u1", 11, 5, size(5)),
+        synthetic_event("e4", "updated", "u2", 7, 3, size(3)),
+        synthetic_event("e5", "updated", "u1", 13, 4, size(3)),
+    ]
+}
+
+/// Distinct ids in [`synthetic`].
+pub const SYNTHETIC_EVENTS: usize = 5;
+
+/// The verdict on [`synthetic`]: one of each, a failure exit (there is a mismatch), and
+/// the state per uid.
+pub fn assert_synthetic(outcome: &Outcome) {
+    let s = &outcome.summary;
+    let log = &outcome.stderr;
+    assert!(!outcome.success, "a mismatch fails the run: {s:?}\n{log}");
+    let counts = (
+        s.events,
+        s.duplicates,
+        s.stale,
+        s.patched,
+        s.unchecked,
+        s.mismatches,
+    );
+    assert_eq!(
+        counts,
+        (SYNTHETIC_EVENTS, 1, 1, 1, 1, 1),
+        "(events, duplicates, stale, patched, unchecked, mismatches): {s:?}\n{log}"
+    );
+    let kept = |name: &str, seq: u64| Kept {
+        name: name.into(),
+        namespace: "ns".into(),
+        sequence: format!("{seq:020}"),
+        deleted: false,
+    };
+    let want: BTreeMap<String, Kept> = [
+        ("u1".to_string(), kept("u1", 13)),
+        ("u2".to_string(), kept("u2", 7)),
+    ]
+    .into();
+    assert_eq!(s.objects, want, "per-object state\n{log}");
+}
