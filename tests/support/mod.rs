@@ -210,6 +210,7 @@ pub async fn crd_in(client: &Client, group: &str, kind: &str) -> TestCrd {
 }
 
 pub mod bridge;
+pub mod consumers;
 pub mod nats;
 pub mod servers;
 pub mod tls;
