@@ -334,3 +334,79 @@ pub async fn plan(
     }
     Ok((scopes, rules))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::watch::GroupKind;
+    use kube::api::ApiResource;
+
+    fn kind(kind: &str, plural: &str, namespaced: bool) -> GroupKind {
+        GroupKind {
+            kind: kind.into(),
+            found: Resolved {
+                resource: ApiResource {
+                    group: "example.com".into(),
+                    version: "v1".into(),
+                    api_version: "example.com/v1".into(),
+                    kind: kind.into(),
+                    plural: plural.into(),
+                },
+                namespaced,
+            },
+        }
+    }
+
+    fn kinds_of(yaml_watches: &str, watch: usize) -> Vec<String> {
+        let config = crate::config::parse(
+            "crbridge.yaml",
+            &format!(
+                "clusters:\n  - {{ name: east, kubeconfig: /k }}\n  - {{ name: west, kubeconfig: /k }}\nstate: {{ path: /s }}\nwatches:\n{yaml_watches}\nsinks: {{ out: {{ type: stdout }} }}\n"
+            ),
+        )
+        .unwrap();
+        // Never reached: choosing kinds asks no server.
+        let client =
+            Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap())).unwrap();
+        let rules = WatchRules::of(&config, &config.watches[watch]).unwrap();
+        let w = WatchIn {
+            config: &config,
+            watch: &config.watches[watch],
+            rules: &rules,
+            cluster: "east",
+            client: &client,
+        };
+        w.group_kinds(vec![
+            kind("Gadget", "gadgets", true),
+            kind("Widget", "widgets", true),
+            kind("Zone", "zones", false),
+        ])
+        .into_iter()
+        .map(|k| k.found.resource.plural)
+        .collect()
+    }
+
+    // A client needs a runtime to exist, not to be used.
+    #[tokio::test]
+    async fn a_whole_group_watch_leaves_a_kind_to_the_watch_that_names_it_in_that_cluster() {
+        let group = "  - { group: example.com, version: v1, kind: \"*\" }\n";
+        assert_eq!(kinds_of(group, 0), ["gadgets", "widgets", "zones"]);
+        let explicit =
+            format!("{group}  - {{ group: example.com, version: v1, kind: Widget, name: w }}\n");
+        assert_eq!(kinds_of(&explicit, 0), ["gadgets", "zones"]);
+        let elsewhere = format!(
+            "{group}  - {{ group: example.com, version: v1, kind: Widget, name: w, clusters: [west] }}\n"
+        );
+        assert_eq!(
+            kinds_of(&elsewhere, 0),
+            ["gadgets", "widgets", "zones"],
+            "watched explicitly only in another cluster"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_whole_group_watch_in_namespaces_leaves_out_cluster_scoped_kinds() {
+        let group = "  - { group: example.com, version: v1, kind: \"*\", namespaces: [a] }\n";
+        assert_eq!(kinds_of(group, 0), ["gadgets", "widgets"]);
+    }
+}

@@ -298,6 +298,89 @@ async fn initial_skip_stores_silently_and_later_changes_publish() {
 }
 
 #[tokio::test]
+async fn a_kind_that_appeared_in_its_group_lists_its_objects_as_created() {
+    // Whatever `initial` says: the group was watched before the kind existed.
+    for initial in [InitialMode::Snapshot, InitialMode::Skip] {
+        let f = fixture_with(
+            ScopeRules {
+                appeared: true,
+                ..rules(initial)
+            },
+            MAX_BATCH,
+        );
+        f.upsert(widget("a", 10, 1), Origin::List(ListMode::Initial))
+            .await;
+        f.list_done("10", &["a"], ListMode::Initial).await;
+        let (events, _, _) = f.finish().await;
+        assert_eq!(events, vec![ev("created", "a", true)], "{initial:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_scope_registered_while_capture_runs_gets_its_own_rules_and_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+    let (tx, rx) = mpsc::channel(16);
+    let (_commands, crx) = mpsc::channel(16);
+    let (dtx, durable) = watch::channel(0);
+    let new = Arc::new(NewScopes::starting_at(1));
+    let cap = Capture::new(
+        store.clone(),
+        vec![rules(InitialMode::Snapshot)],
+        dtx,
+        Arc::new(CaptureStats::default()),
+    )
+    .with_new_scopes(new.clone());
+    let task = tokio::spawn(cap.run(rx, crx, CancellationToken::new()));
+    // As a whole-group watch does: registered first, then its loop observes.
+    let id = new.add(ScopeRules {
+        watch: "g/gadgets".into(),
+        appeared: true,
+        ..rules(InitialMode::Snapshot)
+    });
+    assert_eq!(id, 1);
+    tx.send(Observed::Upsert {
+        scope: id,
+        object: widget("a", 10, 1),
+        origin: Origin::List(ListMode::Initial),
+        received: std::time::SystemTime::now(),
+    })
+    .await
+    .unwrap();
+    tx.send(Observed::ListDone {
+        scope: id,
+        resource_version: "10".into(),
+        seen: ["a".to_string()].into_iter().collect(),
+        mode: ListMode::Initial,
+    })
+    .await
+    .unwrap();
+    drop(tx);
+    drop(_commands);
+    task.await.unwrap();
+    let last = *durable.borrow();
+    let entries: Vec<_> = store.outbox_range(1, last).map(|r| r.unwrap().1).collect();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].watch, "g/gadgets");
+    assert!(
+        entries[0].event.ty.ends_with(".created"),
+        "{}",
+        entries[0].event.ty
+    );
+    assert_eq!(
+        store
+            .checkpoint(&checkpoint_key("g/gadgets", None))
+            .unwrap()
+            .as_deref(),
+        Some("10")
+    );
+    assert_eq!(
+        store.checkpoint(&checkpoint_key("widgets", None)).unwrap(),
+        None
+    );
+}
+
+#[tokio::test]
 async fn bookmarks_only_move_the_checkpoint() {
     let f = fixture(InitialMode::Snapshot);
     f.send(Observed::Bookmark {
