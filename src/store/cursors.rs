@@ -63,14 +63,15 @@ impl Store {
         }
     }
 
-    /// Puts (`Some`) or removes (`None`) the dead letter under `key` and moves the byte
-    /// count with it, in one transaction; true when a letter was there before.
+    /// Writes (`Some`) or deletes (`None`) the dead letter at `key` and moves the byte
+    /// count with it, in one transaction; returns the bytes the key held before (`None`:
+    /// it held nothing).
     fn dead_letter_write(
         &self,
         key: &[u8],
         value: Option<&[u8]>,
         what: &'static str,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<u64>, StoreError> {
         let t = self.t()?;
         let result = (&t.dead_letters, &t.meta).transaction(|(letters, meta)| {
             let old = match value {
@@ -84,7 +85,7 @@ impl Store {
             let after = before.saturating_sub(old.as_ref().map_or(0, |o| o.len() as u64))
                 + value.map_or(0, |v| v.len() as u64);
             meta.insert(DEAD_LETTER_BYTES, &after.to_be_bytes())?;
-            Ok(old.is_some())
+            Ok(old.map(|o| o.len() as u64))
         });
         result.map_err(|e| match e {
             TransactionError::Abort(e) => e,
@@ -155,7 +156,9 @@ impl Store {
 
     /// Deletes the dead letter of `sink` at `seq`; true when there was one.
     pub fn remove_dead_letter(&self, sink: &str, seq: u64) -> Result<bool, StoreError> {
-        self.dead_letter_write(&dead_letter_key(sink, seq), None, "delete dead letter")
+        Ok(self
+            .dead_letter_write(&dead_letter_key(sink, seq), None, "delete dead letter")?
+            .is_some())
     }
 
     /// While the outbox and the dead letters together take more than `max_bytes`, deletes
@@ -177,9 +180,9 @@ impl Store {
             if over == 0 {
                 break;
             }
-            let before = self.dead_letter_bytes()?;
-            if self.remove_dead_letter(&sink, letter.seq)? {
-                over = over.saturating_sub(before.saturating_sub(self.dead_letter_bytes()?));
+            let key = dead_letter_key(&sink, letter.seq);
+            if let Some(freed) = self.dead_letter_write(&key, None, "delete dead letter")? {
+                over = over.saturating_sub(freed);
                 gone.push((sink, letter));
             }
         }
