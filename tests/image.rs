@@ -407,7 +407,7 @@ fn descendant_running(ancestor: u32, exe: &str) -> Option<u32> {
 }
 
 #[tokio::test]
-async fn image_is_built_and_runs_against_the_local_servers() {
+async fn image_of_the_test_binary_builds_and_runs_against_the_local_servers() {
     if Command::new("buildah").arg("--version").output().is_err() {
         eprintln!("skipped: buildah is missing (deploy/local/up installs it)");
         return;
