@@ -1,7 +1,9 @@
 //! The consumer examples (`examples/consumers/<lang>/`) against the real servers and the real
-//! crbridge: each reads what crbridge published for the shared workload, with a duplicate in
-//! the broker, and must report every distinct event once, every patch checked and per
-//! object the state the API server holds (see `support::consumers`).
+//! crbridge: Go on NATS JetStream, Java and JavaScript on Kafka, Python on RabbitMQ. Each
+//! reads what crbridge published for the shared workload, with duplicates in the broker, and
+//! must report every distinct event once, every patch checked and per object the state the
+//! API server holds; on a hand-made stream, each counter of its summary (see
+//! `support::consumers`).
 
 mod support;
 
@@ -9,189 +11,176 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use support::bridge::{run_cli, Bridge};
 use support::consumers::{self, Workload, CHANGES, EVENTS};
 
-const WAIT: Duration = Duration::from_secs(30);
-/// How long the example may wait for its events.
-const CONSUMER_SECS: u64 = 60;
-/// The whole subprocess, a cold `prepare` included.
-const RUN_LIMIT: Duration = Duration::from_secs(600);
-
-/// b's state before its deletion and its uid.
-async fn b_before_delete(w: &Workload) -> (consumers::Kept, String) {
-    let (uid, kept) = w
-        .live()
-        .await
-        .into_iter()
-        .find(|(_, k)| k.name == "b")
-        .expect("b exists before its deletion");
-    (kept, uid)
-}
-
-/// The number of messages in JetStream stream `stream`.
-async fn stream_messages(js: &jetstream::Context, stream: &str) -> u64 {
-    match js.get_stream(stream).await {
-        Ok(mut s) => s.info().await.map(|i| i.state.messages).unwrap_or(0),
-        Err(_) => 0,
-    }
-}
-
-async fn wait_stream(js: &jetstream::Context, stream: &str, n: u64) {
-    support::eventually(
-        &format!("{n} messages in stream {stream}"),
-        WAIT,
-        || async { (stream_messages(js, stream).await >= n).then_some(()) },
+/// A JetStream context on the test server.
+async fn jetstream() -> jetstream::Context {
+    jetstream::new(
+        async_nats::connect(support::env("CRBRIDGE_NATS_URL"))
+            .await
+            .expect("connecting to NATS"),
     )
-    .await;
+}
+
+/// The Go example's variables for JetStream stream `stream`.
+fn go_env(expect: usize, stream: &str) -> [(&'static str, String); 4] {
+    [
+        ("CONSUMER_EXPECT", expect.to_string()),
+        ("NATS_URL", support::env("CRBRIDGE_NATS_URL")),
+        ("NATS_STREAM", stream.to_string()),
+        ("NATS_SUBJECT", format!("{stream}.>")),
+    ]
+}
+
+/// The Java and JavaScript examples' variables for Kafka topic `topic`.
+fn kafka_env(expect: usize, topic: &str) -> [(&'static str, String); 4] {
+    [
+        ("CONSUMER_EXPECT", expect.to_string()),
+        ("KAFKA_BOOTSTRAP", support::env("CRBRIDGE_KAFKA_BROKERS")),
+        ("KAFKA_TOPIC", topic.to_string()),
+        ("KAFKA_GROUP", support::unique("crb-cons")),
+    ]
+}
+
+/// A `kafka` sink named `kafka` on `topic`, `options` (lines of its section) appended.
+fn kafka_sink(topic: &str, options: &str) -> String {
+    format!(
+        "  kafka:\n    type: kafka\n    brokers: {}\n    topic: \"{topic}\"\n{options}",
+        support::env("CRBRIDGE_KAFKA_BROKERS")
+    )
 }
 
 #[tokio::test]
 async fn go_consumer_reads_jetstream_dedupes_and_checks_every_patch() {
     let w = Workload::new("cons-go").await;
-    let dir = tempfile::tempdir().unwrap();
     let stream = support::unique("CONS").to_uppercase().replace('-', "_");
-    let mut bridge = Bridge::new(
-        dir.path(),
-        &support::nats_config(dir.path(), &w.crd, &w.ns, &stream),
+    let sink = format!(
+        "  nats:\n    type: nats\n    url: {}\n    stream: {stream}\n    subject: \"{stream}.{{cluster}}.{{group}}.{{kind}}.{{namespace}}.{{name}}\"\n",
+        support::env("CRBRIDGE_NATS_URL")
     );
-    bridge.start();
-    bridge.wait_logged("sink connected", WAIT).await;
-    let js = jetstream::new(
-        async_nats::connect(support::env("CRBRIDGE_NATS_URL"))
-            .await
-            .expect("connecting to NATS"),
-    );
+    let mut bridge = w.bridge("nats", &sink).await;
+    let js = jetstream().await;
+    // A duplicate JetStream keeps (it drops a replay's copies, whose Nats-Msg-Id it has
+    // seen): the first event again under another Nats-Msg-Id, as a re-send after the
+    // stream's duplicate window would be, with the same CloudEvents id.
+    let expected = w
+        .run(&bridge, || async {
+            let s = js.get_stream(&stream).await.unwrap();
+            let first = s
+                .get_raw_message(1)
+                .await
+                .expect("the stream's first message");
+            let mut headers = first.headers.clone();
+            headers.insert("Nats-Msg-Id", "resent-outside-the-window");
+            js.publish_with_headers(first.subject.clone(), headers, first.payload.clone())
+                .await
+                .unwrap()
+                .await
+                .expect("JetStream accepts the duplicate");
+        })
+        .await;
 
-    w.changes().await;
-    wait_stream(&js, &stream, CHANGES as u64).await;
-    let (b, b_uid) = b_before_delete(&w).await;
-
-    // A duplicate JetStream keeps: the first event again under another Nats-Msg-Id (as a
-    // re-send after the stream's duplicate window would be), with the same CloudEvents id.
-    let s = js.get_stream(&stream).await.unwrap();
-    let first = s
-        .get_raw_message(1)
-        .await
-        .expect("the stream's first message");
-    let mut headers = first.headers.clone();
-    headers.insert("Nats-Msg-Id", "resent-outside-the-window");
-    js.publish_with_headers(first.subject.clone(), headers, first.payload.clone())
-        .await
-        .unwrap()
-        .await
-        .expect("JetStream accepts the duplicate");
-
-    w.delete().await;
-    wait_stream(&js, &stream, CHANGES as u64 + 2).await;
-    let live = w.live().await;
-
-    let outcome = consumers::run(
-        "go",
-        &[
-            ("CONSUMER_EXPECT", EVENTS.to_string()),
-            ("NATS_URL", support::env("CRBRIDGE_NATS_URL")),
-            ("NATS_STREAM", stream.clone()),
-            ("NATS_SUBJECT", format!("{stream}.>")),
-        ],
-        CONSUMER_SECS,
-        RUN_LIMIT,
-    )
-    .await;
-    consumers::assert_complete(&outcome, &live, &b, &b_uid, 1);
+    let outcome = consumers::run("go", &go_env(EVENTS, &stream)).await;
+    consumers::assert_complete(&outcome, &expected, 1);
     assert_eq!(outcome.summary.duplicates, 1, "{:?}", outcome.summary);
     assert_eq!(bridge.stop().await.code(), Some(0));
-}
-
-/// Counts the records of `topic` as they arrive, from its start.
-struct Counter {
-    consumer: StreamConsumer,
-    seen: usize,
-}
-
-impl Counter {
-    fn new(topic: &str) -> Counter {
-        let consumer: StreamConsumer = ClientConfig::new()
-            .set("bootstrap.servers", support::env("CRBRIDGE_KAFKA_BROKERS"))
-            .set("group.id", support::unique("count"))
-            .set("auto.offset.reset", "earliest")
-            .set("topic.metadata.refresh.interval.ms", "500")
-            .create()
-            .unwrap();
-        consumer.subscribe(&[topic]).unwrap();
-        Counter { consumer, seen: 0 }
-    }
-
-    async fn wait_for(&mut self, n: usize) {
-        while self.seen < n {
-            support::kafka_recv(&self.consumer, WAIT)
-                .await
-                .unwrap_or_else(|| panic!("only {} of {n} records in the topic", self.seen));
-            self.seen += 1;
-        }
-    }
 }
 
 #[tokio::test]
 async fn java_consumer_reads_kafka_dedupes_and_checks_every_patch() {
     let w = Workload::new("cons-java").await;
-    let dir = tempfile::tempdir().unwrap();
     let topic = support::unique("crb-cons-java");
-    let sinks = format!(
-        "  kafka:\n    type: kafka\n    brokers: {}\n    topic: \"{topic}\"\n",
-        support::env("CRBRIDGE_KAFKA_BROKERS")
-    );
-    // A fixed admin port: `replay` reaches the running instance through it.
-    let yaml = support::config_with_sinks(dir.path(), &w.crd, &w.ns, &["kafka"], &sinks, "")
-        .replace(
-            "admin:\n  listen: 127.0.0.1:0",
-            &format!("admin:\n  listen: 127.0.0.1:{}", support::free_port()),
-        );
-    let mut bridge = Bridge::new(dir.path(), &yaml);
-    let cfg = bridge.config.to_str().unwrap().to_string();
-    bridge.start();
-    bridge.wait_logged("sink connected", WAIT).await;
-
-    w.changes().await;
-    let mut counter = Counter::new(&topic);
-    counter.wait_for(CHANGES).await;
-    let (b, b_uid) = b_before_delete(&w).await;
-
+    let mut bridge = w.bridge("kafka", &kafka_sink(&topic, "")).await;
     // Duplicates: a replay re-publishes every event so far with its original id.
-    let (st, out, err) = run_cli(&["replay", "-c", &cfg, "--sink", "kafka", "--from-seq", "1"]);
-    assert!(st.success(), "replay failed: {err}");
-    assert!(out.contains(&format!("replayed {CHANGES} events")), "{out}");
-    counter.wait_for(2 * CHANGES).await;
+    let expected = w
+        .run(&bridge, || async { consumers::replay(&bridge, "kafka") })
+        .await;
 
-    w.delete().await;
-    counter.wait_for(2 * CHANGES + 1).await;
-    let live = w.live().await;
-
-    let outcome = consumers::run(
-        "java",
-        &[
-            ("CONSUMER_EXPECT", EVENTS.to_string()),
-            ("KAFKA_BOOTSTRAP", support::env("CRBRIDGE_KAFKA_BROKERS")),
-            ("KAFKA_TOPIC", topic.clone()),
-            ("KAFKA_GROUP", support::unique("cons-java")),
-        ],
-        CONSUMER_SECS,
-        RUN_LIMIT,
-    )
-    .await;
-    consumers::assert_complete(&outcome, &live, &b, &b_uid, CHANGES);
+    let outcome = consumers::run("java", &kafka_env(EVENTS, &topic)).await;
+    consumers::assert_complete(&outcome, &expected, CHANGES);
     assert_eq!(outcome.summary.duplicates, CHANGES, "{:?}", outcome.summary);
     assert_eq!(bridge.stop().await.code(), Some(0));
 }
 
+/// The Python example against an `amqp` sink with `options` (lines of the sink's section),
+/// duplicates by a replay.
+async fn python_consumer_case(options: &str) {
+    let w = Workload::new("cons-py").await;
+    let exchange = support::unique("crb-cons-x");
+    let queue = support::unique("crb-cons-q");
+    // Bound before crbridge publishes, so the queue holds every event for the consumer.
+    let (_conn, ch) = support::amqp_bound_queue(&exchange, &queue).await;
+    let sink = format!(
+        "  rabbit:\n    type: amqp\n    url: \"{}\"\n    exchange: {exchange}\n    routingKey: \"{{kind}}.{{namespace}}.{{name}}.{{type}}\"\n{options}",
+        support::env("CRBRIDGE_AMQP_URL")
+    );
+    let mut bridge = w.bridge("rabbit", &sink).await;
+    let expected = w
+        .run(&bridge, || async { consumers::replay(&bridge, "rabbit") })
+        .await;
+
+    let outcome = consumers::run(
+        "python",
+        &[
+            ("CONSUMER_EXPECT", EVENTS.to_string()),
+            ("AMQP_URL", support::env("CRBRIDGE_AMQP_URL")),
+            ("AMQP_EXCHANGE", exchange.clone()),
+            ("AMQP_QUEUE", queue.clone()),
+            ("AMQP_ROUTING_KEY", "#".into()),
+        ],
+    )
+    .await;
+    consumers::assert_complete(&outcome, &expected, CHANGES);
+    assert_eq!(bridge.stop().await.code(), Some(0));
+    ch.queue_delete(queue.as_str().into(), Default::default())
+        .await
+        .unwrap();
+}
+
+/// The JavaScript example against a `kafka` sink with `options` (lines of the sink's
+/// section), duplicates by a replay.
+async fn js_consumer_case(options: &str) {
+    let w = Workload::new("cons-js").await;
+    let topic = support::unique("crb-cons-js");
+    // Tombstones on: the consumer must skip the null record after the delete.
+    let options = format!("    tombstones: true\n    options: {{linger.ms: \"5\"}}\n{options}");
+    let mut bridge = w.bridge("kafka", &kafka_sink(&topic, &options)).await;
+    let expected = w
+        .run(&bridge, || async { consumers::replay(&bridge, "kafka") })
+        .await;
+
+    let outcome = consumers::run("js", &kafka_env(EVENTS, &topic)).await;
+    consumers::assert_complete(&outcome, &expected, CHANGES);
+    assert_eq!(bridge.stop().await.code(), Some(0));
+}
+
+#[tokio::test]
+async fn python_consumer_on_rabbitmq_dedupes_orders_and_chains_patches() {
+    // The defaults: binary mode, `cloudEvents:` headers (the CloudEvents AMQP binding).
+    python_consumer_case("").await;
+}
+
+#[tokio::test]
+async fn python_consumer_reads_ce_headers_and_structured_messages() {
+    // `ce-` headers are the RabbitMQ binding; structured mode puts the whole event in the body.
+    python_consumer_case("    headerPrefix: \"ce-\"\n").await;
+    python_consumer_case("    mode: structured\n").await;
+}
+
+#[tokio::test]
+async fn js_consumer_on_kafka_dedupes_orders_and_chains_patches() {
+    // The default: binary mode, `ce_*` headers.
+    js_consumer_case("").await;
+}
+
+#[tokio::test]
+async fn js_consumer_reads_structured_records() {
+    js_consumer_case("    mode: structured\n").await;
+}
+
 #[tokio::test]
 async fn go_consumer_counts_duplicates_stale_unchecked_and_mismatches() {
-    let js = jetstream::new(
-        async_nats::connect(support::env("CRBRIDGE_NATS_URL"))
-            .await
-            .expect("connecting to NATS"),
-    );
+    let js = jetstream().await;
     let stream = support::unique("CONSBAD").to_uppercase().replace('-', "_");
     js.create_stream(jetstream::stream::Config {
         name: stream.clone(),
@@ -218,18 +207,7 @@ async fn go_consumer_counts_duplicates_stale_unchecked_and_mismatches() {
         .await
         .expect("JetStream accepts the event");
     }
-    let outcome = consumers::run(
-        "go",
-        &[
-            ("CONSUMER_EXPECT", consumers::SYNTHETIC_EVENTS.to_string()),
-            ("NATS_URL", support::env("CRBRIDGE_NATS_URL")),
-            ("NATS_STREAM", stream.clone()),
-            ("NATS_SUBJECT", format!("{stream}.>")),
-        ],
-        CONSUMER_SECS,
-        RUN_LIMIT,
-    )
-    .await;
+    let outcome = consumers::run("go", &go_env(consumers::SYNTHETIC_EVENTS, &stream)).await;
     consumers::assert_synthetic(&outcome);
 }
 
@@ -279,17 +257,6 @@ async fn java_consumer_skips_tombstones_and_counts_duplicates_stale_unchecked_an
         };
         sent.unwrap_or_else(|(e, _)| panic!("producing to {topic}: {e}"));
     }
-    let outcome = consumers::run(
-        "java",
-        &[
-            ("CONSUMER_EXPECT", consumers::SYNTHETIC_EVENTS.to_string()),
-            ("KAFKA_BOOTSTRAP", support::env("CRBRIDGE_KAFKA_BROKERS")),
-            ("KAFKA_TOPIC", topic.clone()),
-            ("KAFKA_GROUP", support::unique("cons-bad")),
-        ],
-        CONSUMER_SECS,
-        RUN_LIMIT,
-    )
-    .await;
+    let outcome = consumers::run("java", &kafka_env(consumers::SYNTHETIC_EVENTS, &topic)).await;
     consumers::assert_synthetic(&outcome);
 }

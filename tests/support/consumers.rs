@@ -4,6 +4,7 @@
 //! summary checked against what the API server holds.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -11,6 +12,8 @@ use kube::api::{DeleteParams, DynamicObject};
 use kube::Api;
 use serde::Deserialize;
 use serde_json::json;
+
+use super::bridge::{run_cli, Bridge};
 
 /// Objects the workload creates; the first two are updated twice, the second is deleted.
 pub const NAMES: [&str; 3] = ["a", "b", "c"];
@@ -20,6 +23,13 @@ pub const CHANGES: usize = 7;
 pub const UPDATES: usize = 4;
 /// Distinct events of the whole workload: the changes and one deletion.
 pub const EVENTS: usize = CHANGES + 1;
+
+/// How long crbridge may take to connect and to publish.
+const WAIT: Duration = Duration::from_secs(30);
+/// How long the example may wait for its events (`CONSUMER_TIMEOUT_SECS`).
+const CONSUMER_SECS: u64 = 60;
+/// The whole subprocess, a cold `prepare` (a dependency download) included.
+const RUN_LIMIT: Duration = Duration::from_secs(600);
 
 /// The consumer's state of one object, as its summary prints it.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -61,62 +71,81 @@ pub fn run_script(lang: &str) -> std::path::PathBuf {
 }
 
 /// Runs the `lang` example with `env` (CONSUMER_EXPECT and the broker's variables) and a
-/// consumer timeout of `consumer_secs`; panics, with its log, when it does not finish within
-/// `limit` or prints no summary. `limit` covers a cold `prepare` (a dependency download)
-/// too; `deploy/local/up` prepares every example so a test run normally finds them built.
-pub async fn run(
-    lang: &str,
-    env: &[(&str, String)],
-    consumer_secs: u64,
-    limit: Duration,
-) -> Outcome {
+/// consumer timeout of [`CONSUMER_SECS`]; panics, with its log, when it does not finish
+/// within [`RUN_LIMIT`] or prints no summary. The limit covers a cold `prepare` too;
+/// `deploy/local/up` prepares every example so a test run normally finds them built.
+pub async fn run(lang: &str, env: &[(&str, String)]) -> Outcome {
+    use tokio::io::AsyncReadExt;
     let script = run_script(lang);
-    let child = tokio::process::Command::new(&script)
+    // Stderr goes to a file so that it is still there when the process must be killed.
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut child = tokio::process::Command::new(&script)
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .env("CONSUMER_TIMEOUT_SECS", consumer_secs.to_string())
+        .env("CONSUMER_TIMEOUT_SECS", CONSUMER_SECS.to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(log.reopen().unwrap())
         .kill_on_drop(true)
         .spawn()
         .unwrap_or_else(|e| panic!("starting {}: {e}", script.display()));
-    let out = tokio::time::timeout(limit, child.wait_with_output())
-        .await
-        .unwrap_or_else(|_| {
+    let mut out = child.stdout.take().unwrap();
+    let read = tokio::spawn(async move {
+        let mut s = String::new();
+        out.read_to_string(&mut s).await.map(|_| s)
+    });
+    let stderr = || std::fs::read_to_string(log.path()).unwrap_or_default();
+    let status = match tokio::time::timeout(RUN_LIMIT, child.wait()).await {
+        Ok(status) => status.unwrap_or_else(|e| panic!("waiting for the {lang} consumer: {e}")),
+        Err(_) => {
+            let _ = child.kill().await;
             panic!(
-                "the {lang} consumer did not finish within {limit:?} (a first run downloads its \
-                 dependencies: run examples/consumers/{lang}/prepare once to see why)"
-            )
-        })
-        .unwrap_or_else(|e| panic!("waiting for the {lang} consumer: {e}"));
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+                "the {lang} consumer did not finish within {RUN_LIMIT:?} (a first run downloads \
+                 its dependencies: run examples/consumers/{lang}/prepare once to see why); its \
+                 stderr:\n{}",
+                stderr()
+            );
+        }
+    };
+    let stdout = read
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("reading the {lang} consumer's stdout: {e}"));
     let line = stdout.lines().rev().find(|l| l.starts_with('{'));
     let summary: Summary = line
         .and_then(|l| serde_json::from_str(l).ok())
         .unwrap_or_else(|| {
             panic!(
-                "the {lang} consumer ({}) printed no JSON summary; stdout:\n{stdout}\nstderr:\n{stderr}",
-                out.status
+                "the {lang} consumer ({status}) printed no JSON summary; stdout:\n{stdout}\nstderr:\n{}",
+                stderr()
             )
         });
     assert_eq!(summary.lang, lang, "summary of another language: {line:?}");
     Outcome {
-        success: out.status.success(),
+        success: status.success(),
         summary,
-        stderr,
+        stderr: stderr(),
     }
 }
 
-/// The workload every consumer test runs, on its own CRD and namespace.
+/// The workload every consumer test runs, on its own CRD, namespace and crbridge state.
 pub struct Workload {
     pub api: Api<DynamicObject>,
     pub crd: super::TestCrd,
     pub ns: String,
+    pub dir: tempfile::TempDir,
+}
+
+/// What the consumer should hold at the end of [`Workload::run`].
+pub struct Expected {
+    /// The live objects per uid (from [`Workload::live`], taken after the deletion).
+    pub live: BTreeMap<String, Kept>,
+    /// `b`'s uid and its state before the deletion.
+    pub b_uid: String,
+    pub b_before_delete: Kept,
 }
 
 impl Workload {
-    /// A fresh CRD and namespace.
+    /// A fresh CRD, namespace and state directory.
     pub async fn new(prefix: &str) -> Workload {
         let client = super::kube_client().await;
         let crd = super::crd(&client, "Widget").await;
@@ -125,12 +154,56 @@ impl Workload {
             api: Api::namespaced_with(client, &ns, &crd.resource),
             crd,
             ns,
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// Starts crbridge with the one sink `name` described by `sink_yaml` (lines under
+    /// `sinks:`), its admin endpoint on a fixed port so that `status` and `replay` find the
+    /// running instance; returns once the sink is connected.
+    pub async fn bridge(&self, name: &str, sink_yaml: &str) -> Bridge {
+        let yaml =
+            super::config_with_sinks(self.dir.path(), &self.crd, &self.ns, &[name], sink_yaml, "")
+                .replace(
+                    "admin:\n  listen: 127.0.0.1:0",
+                    &format!("admin:\n  listen: 127.0.0.1:{}", super::free_port()),
+                );
+        let mut bridge = Bridge::new(self.dir.path(), &yaml);
+        bridge.start();
+        bridge.wait_logged("sink connected", WAIT).await;
+        bridge
+    }
+
+    /// The whole workload through `bridge`: [`Workload::changes`], then `duplicate` (which
+    /// puts copies of events already published into the broker), then [`Workload::delete`],
+    /// each step published before the next.
+    pub async fn run<F, Fut>(&self, bridge: &Bridge, duplicate: F) -> Expected
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        self.changes().await;
+        wait_published(bridge, CHANGES).await;
+        let (b_uid, b_before_delete) = self
+            .live()
+            .await
+            .into_iter()
+            .find(|(_, k)| k.name == "b")
+            .expect("b exists before its deletion");
+        duplicate().await;
+        self.delete().await;
+        wait_published(bridge, EVENTS).await;
+        Expected {
+            live: self.live().await,
+            b_uid,
+            b_before_delete,
         }
     }
 
     /// Creates `a`, `b`, `c` and changes the spec of `a` and `b` twice ([`CHANGES`] events,
-    /// [`UPDATES`] of them updates). A spec change also bumps `generation`, which the
-    /// normalized form leaves out, so each patch says exactly what the test changed.
+    /// [`UPDATES`] of them updates): fields and list items and map keys added, replaced and
+    /// removed. A spec change also bumps `generation`, which the normalized form leaves out,
+    /// so each patch says exactly what the test changed.
     pub async fn changes(&self) {
         for n in NAMES {
             super::create_widget(&self.api, &self.crd, n, json!({"size": 0, "color": "red"})).await;
@@ -138,7 +211,7 @@ impl Workload {
         for size in 1..=2 {
             for n in &NAMES[..2] {
                 let spec = if size == 1 {
-                    json!({"size": size, "labels": [n, "new"]})
+                    json!({"size": size, "labels": [n, "new"], "owner": {"tier": n}})
                 } else {
                     json!({"size": size, "color": null, "labels": [n]})
                 };
@@ -182,17 +255,43 @@ impl Workload {
     }
 }
 
+/// Waits until the outbox of `bridge` holds `n` events and its (only) sink acknowledged all
+/// of them.
+pub async fn wait_published(bridge: &Bridge, n: usize) {
+    let config = bridge.config.to_str().unwrap();
+    super::eventually(
+        &format!("crbridge to publish {n} events (status: last_seq and the sink's cursor)"),
+        WAIT,
+        || async {
+            let (st, out, _) = run_cli(&["status", "-c", config, "--output", "json"]);
+            let s: serde_json::Value = serde_json::from_str(&out).ok().filter(|_| st.success())?;
+            (s["last_seq"] == n && s["sinks"][0]["cursor"] == n).then_some(())
+        },
+    )
+    .await;
+}
+
+/// Duplicates by `crbridge replay`: every event published so far ([`CHANGES`]) again, with
+/// its original id, to `sink` of the running `bridge`.
+pub fn replay(bridge: &Bridge, sink: &str) {
+    let config = bridge.config.to_str().unwrap();
+    let (st, out, err) = run_cli(&["replay", "-c", config, "--sink", sink, "--from-seq", "1"]);
+    assert!(st.success(), "replay failed: {err}");
+    assert!(
+        out.contains(&format!("replayed {CHANGES} events to sink {sink}")),
+        "{out}"
+    );
+}
+
 /// Asserts the outcome of a run over the whole workload: every distinct event, every patch
-/// checked, at least `min_duplicates` duplicates skipped, and per object the state `live`
-/// (from [`Workload::live`], taken after the deletion) plus `b` deleted at a newer sequence
-/// than `b`'s last update.
-pub fn assert_complete(
-    outcome: &Outcome,
-    live: &BTreeMap<String, Kept>,
-    b_before_delete: &Kept,
-    b_uid: &str,
-    min_duplicates: usize,
-) {
+/// checked, at least `min_duplicates` duplicates skipped, and per object the state the API
+/// server holds plus `b` deleted at a newer sequence than `b`'s last update.
+pub fn assert_complete(outcome: &Outcome, expected: &Expected, min_duplicates: usize) {
+    let Expected {
+        live,
+        b_uid,
+        b_before_delete,
+    } = expected;
     let s = &outcome.summary;
     let log = &outcome.stderr;
     assert!(
