@@ -178,6 +178,36 @@ async fn a_whole_group_watch_follows_every_kind_also_ones_installed_later() {
             ("snapshot".into(), "Widget".into(), "w1".into()),
         ]
     );
+    // A schema per kind, each from its own CRD, and an AsyncAPI channel per kind.
+    let cfg_path = config.to_str().unwrap();
+    let (st, out, err) = run_cli(&["schema", "-c", cfg_path, "--watch", "everything/widgets"]);
+    assert!(st.success(), "schema: {err}");
+    let schema: Value = serde_json::from_str(&out).expect("one schema");
+    assert!(
+        schema["$id"].as_str().unwrap().ends_with(":Widget"),
+        "{}",
+        schema["$id"]
+    );
+    let (st, out, err) = run_cli(&["schema", "-c", cfg_path, "--watch", "everything"]);
+    assert!(st.success(), "schema: {err}");
+    assert!(
+        out.contains(":Gadget\"") && out.contains(":Widget\""),
+        "{out}"
+    );
+    let (st, _, err) = run_cli(&["schema", "-c", cfg_path, "--watch", "everything/gizmos"]);
+    assert!(
+        !st.success() && err.contains("served: gadgets, widgets"),
+        "{err}"
+    );
+    let (st, out, err) = run_cli(&["asyncapi", "-c", cfg_path]);
+    assert!(st.success(), "asyncapi: {err}");
+    let doc: Value = serde_json::from_str(&out).expect("AsyncAPI JSON");
+    let mut channels: Vec<&String> = doc["channels"].as_object().unwrap().keys().collect();
+    channels.sort();
+    assert_eq!(
+        channels,
+        ["everything_gadgets__nats", "everything_widgets__nats"]
+    );
     let (st, out, err) = run_cli(&["check", "-c", config.to_str().unwrap()]);
     assert!(
         out.contains("ok   watch everything: * → 2 kinds of"),

@@ -72,7 +72,13 @@ pub fn document(cfg: &Config, schemas: &[KindSchema], version: &str) -> Value {
         }
     }
     for k in schemas {
-        let wkey = key(&k.watch);
+        // A whole-group watch has a schema and a channel per kind.
+        let name = if k.of_group {
+            format!("{}/{}", k.watch, k.plural)
+        } else {
+            k.watch.clone()
+        };
+        let wkey = key(&name);
         add_schemas(&mut components, &wkey, &k.schema);
         let Some(w) = cfg.watches.iter().find(|w| w.name == k.watch) else {
             continue;
@@ -89,7 +95,7 @@ pub fn document(cfg: &Config, schemas: &[KindSchema], version: &str) -> Value {
                     Var::Cluster => cfg.cluster.clone(),
                     Var::Group => w.group.clone(),
                     Var::Version => w.version.clone(),
-                    Var::Kind => w.kind.clone(),
+                    Var::Kind => k.kind.clone(),
                     Var::Plural => k.plural.clone(),
                     _ => return None,
                 })

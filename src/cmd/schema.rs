@@ -4,7 +4,7 @@
 //! A kind without a CRD (a core kind such as ConfigMap, or a kind served by an aggregated
 //! API server) gets a permissive schema: `apiVersion`, `kind` and `metadata` described,
 //! the rest open, and a note on stderr says so. A watch of every kind of a group (`kind:
-//! "*"`) gets the same.
+//! "*"`) has a schema per kind its group serves now, each from that kind's CRD.
 
 use std::process::ExitCode;
 
@@ -21,8 +21,12 @@ use crate::schema::{self, DataSchemaInfo};
 pub struct KindSchema {
     /// The watch's name.
     pub watch: String,
-    /// The kind's plural (as written, else from discovery; `*` for every kind of a group).
+    /// The kind.
+    pub kind: String,
+    /// The kind's plural (as written, else from discovery).
     pub plural: String,
+    /// True for one kind of a whole-group watch (`kind: "*"`).
+    pub of_group: bool,
     /// The `dataschema` URI its events carry (the schema's `$id`).
     pub dataschema: String,
     /// The JSON Schema 2020-12 document of `data`.
@@ -47,10 +51,24 @@ pub async fn run(cfg: &Config, watch: &str) -> anyhow::Result<ExitCode> {
 }
 
 /// The schemas of the watches named in `only` (all when empty), read from the home
-/// cluster. An unknown watch name is an error naming the configured ones.
+/// cluster: one per kind, so a whole-group watch gives one per kind its group serves now
+/// (`{watch}/{plural}` in `only` names one of them). An unknown name is an error naming the
+/// configured ones.
 pub async fn kind_schemas(cfg: &Config, only: &[&str]) -> anyhow::Result<Vec<KindSchema>> {
+    let named = |w: &WatchConfig, plural: Option<&str>| {
+        only.is_empty()
+            || only.iter().any(|n| {
+                *n == w.name
+                    || (w.is_group()
+                        && n.split_once('/')
+                            .is_some_and(|(wn, p)| wn == w.name && plural.is_none_or(|x| x == p)))
+            })
+    };
     for name in only {
-        if !cfg.watches.iter().any(|w| w.name == *name) {
+        if !cfg.watches.iter().any(|w| {
+            w.name == *name
+                || (w.is_group() && name.split_once('/').is_some_and(|(wn, _)| wn == w.name))
+        }) {
             let known: Vec<&str> = cfg.watches.iter().map(|w| w.name.as_str()).collect();
             anyhow::bail!("unknown watch {name:?} (configured: {})", known.join(", "));
         }
@@ -63,24 +81,61 @@ pub async fn kind_schemas(cfg: &Config, only: &[&str]) -> anyhow::Result<Vec<Kin
         .context("no cluster configured")?;
     let client = crate::cluster::client_for(home).await?;
     let mut out = Vec::new();
-    for w in cfg
-        .watches
-        .iter()
-        .filter(|w| only.is_empty() || only.contains(&w.name.as_str()))
-    {
-        out.push(kind_schema(cfg, &client, w).await?);
+    for w in cfg.watches.iter().filter(|w| named(w, None)) {
+        if !w.is_group() {
+            let plural = match &w.plural {
+                Some(p) => p.clone(),
+                None => crate::plan::resolve(&client, w).await?.resource.plural,
+            };
+            out.push(kind_schema(cfg, &client, w, &w.kind, &plural, false).await?);
+            continue;
+        }
+        let kinds = crate::watch::discover_group(&client, &w.group, &w.version)
+            .await
+            .with_context(|| {
+                format!(
+                    "watch {}: discovering the kinds of {}/{}",
+                    w.name, w.group, w.version
+                )
+            })?;
+        let before = out.len();
+        for k in kinds
+            .iter()
+            .filter(|k| named(w, Some(&k.found.resource.plural)))
+        {
+            out.push(kind_schema(cfg, &client, w, &k.kind, &k.found.resource.plural, true).await?);
+        }
+        if out.len() == before && !only.is_empty() {
+            let served: Vec<&str> = kinds
+                .iter()
+                .map(|k| k.found.resource.plural.as_str())
+                .collect();
+            anyhow::bail!(
+                "watch {}: no such kind served by {}/{} now (served: {})",
+                w.name,
+                w.group,
+                w.version,
+                if served.is_empty() {
+                    "none".to_owned()
+                } else {
+                    served.join(", ")
+                }
+            );
+        }
     }
     Ok(out)
 }
 
-async fn kind_schema(cfg: &Config, client: &Client, w: &WatchConfig) -> anyhow::Result<KindSchema> {
-    let wildcard = w.kind == "*";
-    let plural = match (&w.plural, wildcard) {
-        (Some(p), _) => p.clone(),
-        (None, true) => "*".to_owned(),
-        (None, false) => crate::plan::resolve(client, w).await?.resource.plural,
-    };
-    let crd = if wildcard || w.group.is_empty() {
+async fn kind_schema(
+    cfg: &Config,
+    client: &Client,
+    w: &WatchConfig,
+    kind: &str,
+    plural: &str,
+    of_group: bool,
+) -> anyhow::Result<KindSchema> {
+    let plural = plural.to_owned();
+    let crd = if w.group.is_empty() {
         None
     } else {
         let name = format!("{plural}.{}", w.group);
@@ -103,7 +158,7 @@ async fn kind_schema(cfg: &Config, client: &Client, w: &WatchConfig) -> anyhow::
         &cfg.cluster,
         &w.group,
         &w.version,
-        &w.kind,
+        kind,
         &plural,
     );
     let schema = schema::data_schema(
@@ -111,14 +166,16 @@ async fn kind_schema(cfg: &Config, client: &Client, w: &WatchConfig) -> anyhow::
             id: &dataschema,
             group: &w.group,
             version: &w.version,
-            kind: &w.kind,
+            kind,
             payload: w.payload,
         },
         object,
     );
     Ok(KindSchema {
         watch: w.name.clone(),
+        kind: kind.to_owned(),
         plural,
+        of_group,
         dataschema,
         schema,
         from_crd,
