@@ -16,7 +16,8 @@
 //! * [`template`]: routing templates (`crbridge.{cluster}.{group}.{kind}`), [`units`]:
 //!   durations and byte sizes, shared by every config section.
 //!
-//! This crate is deliberately small: serde, serde_json, serde_path_to_error and thiserror only.
+//! This crate is deliberately small: serde, serde_json, serde_path_to_error and thiserror only
+//! (and proptest, for the sinks' tests only, behind the `test-support` feature: [`test_support`]).
 #![forbid(unsafe_code)]
 
 mod consume;
@@ -28,6 +29,8 @@ pub mod secret;
 mod section;
 mod sink;
 pub mod template;
+#[cfg(feature = "test-support")]
+pub mod test_support;
 pub mod tls;
 pub mod units;
 
