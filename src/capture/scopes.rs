@@ -48,7 +48,8 @@ impl NewScopes {
 
     /// The rules registered since the last call, in id order (empty when none).
     pub(super) fn take(&self) -> Vec<ScopeRules> {
-        if !self.waiting.swap(false, Ordering::Acquire) {
+        // A load first: capture asks for every input, and nothing is waiting almost always.
+        if !self.waiting.load(Ordering::Acquire) || !self.waiting.swap(false, Ordering::Acquire) {
             return Vec::new();
         }
         let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());

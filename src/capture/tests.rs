@@ -58,6 +58,12 @@ fn fixture_paged(initial: InitialMode, page: usize) -> Fixture {
 
 /// A fixture over one scope with `rules`.
 fn fixture_with(rules: ScopeRules, page: usize) -> Fixture {
+    fixture_growing(rules, page, None)
+}
+
+/// A fixture over one scope with `rules`, taking the scopes registered in `new` while it
+/// runs (as whole-group watches register kinds).
+fn fixture_growing(rules: ScopeRules, page: usize, new: Option<Arc<NewScopes>>) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
     let (tx, rx) = mpsc::channel(16);
@@ -68,6 +74,9 @@ fn fixture_with(rules: ScopeRules, page: usize) -> Fixture {
     let mut cap =
         Capture::new(store.clone(), vec![rules], dtx, stats.clone()).with_metrics(metrics.clone());
     cap.snapshot_page = page;
+    if let Some(new) = new {
+        cap = cap.with_new_scopes(new);
+    }
     let task = tokio::spawn(cap.run(rx, crx, CancellationToken::new()));
     Fixture {
         _dir: dir,
@@ -318,20 +327,8 @@ async fn a_kind_that_appeared_in_its_group_lists_its_objects_as_created() {
 
 #[tokio::test]
 async fn a_scope_registered_while_capture_runs_gets_its_own_rules_and_checkpoint() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
-    let (tx, rx) = mpsc::channel(16);
-    let (_commands, crx) = mpsc::channel(16);
-    let (dtx, durable) = watch::channel(0);
     let new = Arc::new(NewScopes::starting_at(1));
-    let cap = Capture::new(
-        store.clone(),
-        vec![rules(InitialMode::Snapshot)],
-        dtx,
-        Arc::new(CaptureStats::default()),
-    )
-    .with_new_scopes(new.clone());
-    let task = tokio::spawn(cap.run(rx, crx, CancellationToken::new()));
+    let f = fixture_growing(rules(InitialMode::Snapshot), MAX_BATCH, Some(new.clone()));
     // As a whole-group watch does: registered first, then its loop observes.
     let id = new.add(ScopeRules {
         watch: "g/gadgets".into(),
@@ -339,34 +336,24 @@ async fn a_scope_registered_while_capture_runs_gets_its_own_rules_and_checkpoint
         ..rules(InitialMode::Snapshot)
     });
     assert_eq!(id, 1);
-    tx.send(Observed::Upsert {
+    f.send(Observed::Upsert {
         scope: id,
         object: widget("a", 10, 1),
         origin: Origin::List(ListMode::Initial),
         received: std::time::SystemTime::now(),
     })
-    .await
-    .unwrap();
-    tx.send(Observed::ListDone {
+    .await;
+    f.send(Observed::ListDone {
         scope: id,
         resource_version: "10".into(),
         seen: ["a".to_string()].into_iter().collect(),
         mode: ListMode::Initial,
     })
-    .await
-    .unwrap();
-    drop(tx);
-    drop(_commands);
-    task.await.unwrap();
-    let last = *durable.borrow();
-    let entries: Vec<_> = store.outbox_range(1, last).map(|r| r.unwrap().1).collect();
-    assert_eq!(entries.len(), 1);
-    assert_eq!(entries[0].watch, "g/gadgets");
-    assert!(
-        entries[0].event.ty.ends_with(".created"),
-        "{}",
-        entries[0].event.ty
-    );
+    .await;
+    let (events, store, _) = f.finish().await;
+    assert_eq!(events, vec![ev("created", "a", true)]);
+    let (_, entry) = store.outbox_range(1, 1).next().unwrap().unwrap();
+    assert_eq!(entry.watch, "g/gadgets");
     assert_eq!(
         store
             .checkpoint(&checkpoint_key("g/gadgets", None))
