@@ -248,6 +248,7 @@ async fn bridge(objects: usize, updates: usize) -> anyhow::Result<()> {
         durable: durable_rx,
         stats: stats.clone(),
         drain_timeout: Duration::from_secs(5),
+        cursor_every: crbridge::dispatch::CURSOR_EVERY,
         policy: Default::default(),
         metrics: metrics.clone(),
     };

@@ -72,6 +72,7 @@ impl SinkSetup {
             durable,
             stats,
             drain_timeout: DRAIN_TIMEOUT,
+            cursor_every: crate::dispatch::CURSOR_EVERY,
             policy: self.policy,
             metrics,
         }

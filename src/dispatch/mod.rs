@@ -14,6 +14,7 @@
 //! object is in flight, so a re-send never lands an older version of an object after a
 //! newer one.
 
+mod cursor;
 mod publish;
 mod refuse;
 mod state;
@@ -32,6 +33,8 @@ use crate::backoff::Backoff;
 use crate::config::SinkPolicy;
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
+use cursor::CursorWrites;
+pub use cursor::CURSOR_EVERY;
 use state::{Delay, Effect, Input, State, HALTED_RETRY};
 use window::Window;
 
@@ -89,6 +92,9 @@ pub struct Dispatcher {
     pub stats: Arc<DispatchStats>,
     /// How long shutdown waits for in-flight acks.
     pub drain_timeout: Duration,
+    /// The least time between two writes of the cursor to the store ([`CURSOR_EVERY`]);
+    /// every ack moves it in memory at once.
+    pub cursor_every: Duration,
     /// What happens to events the sink refuses for good.
     pub policy: SinkPolicy,
     /// Where to count.
@@ -104,6 +110,7 @@ impl Dispatcher {
             window: None,
             wait: Duration::ZERO,
             drain_deadline: None,
+            cursor: CursorWrites::new(self.cursor_every),
         };
         let mut state = State::Connecting;
         // What applying an effect produced (a cursor write failed), handled before any
@@ -112,10 +119,17 @@ impl Dispatcher {
         loop {
             let outcome = match follow_up.take() {
                 Some(o) => o,
-                None => match self.act(state, &mut io, &cancel).await {
-                    Some(o) => o,
-                    None => return,
-                },
+                None => {
+                    if !matches!(state, State::Publishing) {
+                        // Out of publishing (a failure, draining, done): what is acked is
+                        // written now, not when the interval ends.
+                        self.write_pending_cursor(&mut io.cursor);
+                    }
+                    match self.act(state, &mut io, &cancel).await {
+                        Some(o) => o,
+                        None => return,
+                    }
+                }
             };
             let (next, effect) = state.next(outcome.input);
             follow_up = self.apply(effect, &outcome, next, &mut io);
@@ -128,7 +142,10 @@ impl Dispatcher {
         Some(match state {
             State::Connecting => self.connect(&mut io.sink, cancel).await,
             State::Publishing => match io.sink.clone() {
-                Some(s) => self.publish(s.as_ref(), &mut io.window, cancel).await,
+                Some(s) => {
+                    self.publish(s.as_ref(), &mut io.window, &mut io.cursor, cancel)
+                        .await
+                }
                 // Not reached: Publishing is entered only with a sink.
                 None => Input::Retriable { connected: false }.into(),
             },
@@ -166,7 +183,9 @@ impl Dispatcher {
             }
             Effect::Advance { seq } => {
                 self.stats.cursor.store(seq, Ordering::Relaxed);
-                match self.store.set_cursor(&self.name, seq) {
+                self.store.note_cursor(&self.name, seq);
+                let write = io.cursor.advance(seq, tokio::time::Instant::now());
+                match write.map_or(Ok(()), |seq| self.store.set_cursor(&self.name, seq)) {
                     Ok(()) => {
                         io.backoff.reset();
                         None
@@ -234,6 +253,16 @@ impl Dispatcher {
         }
     }
 
+    /// Writes the cursor acked since the last write, if any. A failure only repeats sends
+    /// after a restart: it is logged, and the next write carries the cursor.
+    fn write_pending_cursor(&self, cursor: &mut CursorWrites) {
+        if let Some(seq) = cursor.take(tokio::time::Instant::now()) {
+            if let Err(e) = self.store.set_cursor(&self.name, seq) {
+                warn!(sink = %self.name, error = %e, "writing cursor failed");
+            }
+        }
+    }
+
     fn store_err(&self, source: StoreError) -> DispatchError {
         DispatchError::Store {
             sink: self.name.clone(),
@@ -261,6 +290,8 @@ struct Io {
     wait: Duration,
     /// When draining gives up, set when it starts.
     drain_deadline: Option<tokio::time::Instant>,
+    /// The cursor as acked and as written.
+    cursor: CursorWrites,
 }
 
 /// What the I/O of one state produced: the machine's input and, for a failure, the error

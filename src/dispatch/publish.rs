@@ -8,6 +8,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+use super::cursor::CursorWrites;
 use super::state::Input;
 use super::window::Window;
 use super::{DispatchError, Dispatcher, Outcome};
@@ -16,12 +17,13 @@ use crate::store::now_us;
 
 impl Dispatcher {
     /// Publishing: fills the window and waits until the oldest event in flight settles, a
-    /// request fails, capture closes or `cancel` fires. Opens a window at the cursor first
-    /// when there is none.
+    /// request fails, capture closes or `cancel` fires; writes the cursor when it is due
+    /// meanwhile. Opens a window at the cursor first when there is none.
     pub(super) async fn publish(
         &self,
         sink: &dyn Sink,
         window: &mut Option<Window>,
+        cursor: &mut CursorWrites,
         cancel: &CancellationToken,
     ) -> Outcome {
         let w = match window {
@@ -38,7 +40,7 @@ impl Dispatcher {
                 window.insert(Window::new(cursor, self.durable.clone()))
             }
         };
-        match self.publish_in(sink, w, cancel).await {
+        match self.publish_in(sink, w, cursor, cancel).await {
             Ok(input) => input.into(),
             Err(e) => self.failure(sink, e),
         }
@@ -62,12 +64,14 @@ impl Dispatcher {
         &self,
         sink: &dyn Sink,
         w: &mut Window,
+        cursor: &mut CursorWrites,
         cancel: &CancellationToken,
     ) -> Result<Input, DispatchError> {
         let window = sink.window().max(1);
         loop {
             let upto = *w.durable.borrow_and_update();
             self.fill(sink, w, window, upto).await?;
+            let due = cursor.due_at();
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => return Ok(Input::Cancelled),
@@ -92,6 +96,13 @@ impl Dispatcher {
                         Ok(()) => Ok(Input::Settled { seq }),
                         Err(source) => Err(self.sink_err(seq, source)),
                     };
+                }
+                _ = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {
+                    if let Some(seq) = cursor.take(Instant::now()) {
+                        self.store
+                            .set_cursor(&self.name, seq)
+                            .map_err(|e| self.store_err(e))?;
+                    }
                 }
                 changed = w.durable.changed(), if w.flight.len() < window => {
                     if changed.is_err() {

@@ -94,6 +94,7 @@ async fn run_until_cursor(fail: Option<&str>, window: usize) -> (Vec<(String, u6
         durable,
         stats: stats.clone(),
         drain_timeout: Duration::from_secs(1),
+        cursor_every: CURSOR_EVERY,
         policy: SinkPolicy::default(),
         metrics: Arc::new(crate::metrics::Metrics::new()),
     };
@@ -194,6 +195,25 @@ fn start(
     policy: SinkPolicy,
     drain_timeout: Duration,
 ) -> Running {
+    start_with(
+        ack_after,
+        refuse,
+        connect_failures,
+        policy,
+        drain_timeout,
+        CURSOR_EVERY,
+    )
+}
+
+/// [`start`], writing the cursor at most once per `cursor_every`.
+fn start_with(
+    ack_after: Duration,
+    refuse: Option<&'static str>,
+    connect_failures: usize,
+    policy: SinkPolicy,
+    drain_timeout: Duration,
+    cursor_every: Duration,
+) -> Running {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
     let writes = (1..=3)
@@ -244,6 +264,7 @@ fn start(
         durable,
         stats: stats.clone(),
         drain_timeout,
+        cursor_every,
         policy,
         metrics: Arc::new(crate::metrics::Metrics::new()),
     };
@@ -377,4 +398,65 @@ async fn halt_retries_the_refused_event_slowly_and_holds_the_cursor() {
     let (took, cursor) = r.stop().await;
     assert_eq!(took, Duration::ZERO);
     assert_eq!(cursor, 1);
+}
+
+/// Waits (paused time) until the dispatcher has acked up to `seq`.
+async fn acked_up_to(stats: &DispatchStats, seq: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3600);
+    while stats.cursor.load(Ordering::Relaxed) < seq {
+        assert!(tokio::time::Instant::now() < deadline, "acks missing");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_ack_moves_the_cursor_at_once_and_the_write_waits_for_its_interval() {
+    let every = Duration::from_secs(10);
+    let r = start_with(
+        Duration::from_secs(1),
+        None,
+        0,
+        SinkPolicy::default(),
+        Duration::from_secs(60),
+        every,
+    );
+    acked_up_to(&r.stats, 3).await;
+    assert_eq!(
+        r.store.cursor("s").unwrap(),
+        3,
+        "status and GC see every ack"
+    );
+    assert_eq!(
+        r.store.written_cursor("s").unwrap(),
+        1,
+        "the first ack is written, the next ones wait for the interval"
+    );
+    tokio::time::sleep(every).await;
+    assert_eq!(
+        r.store.written_cursor("s").unwrap(),
+        3,
+        "with no further ack, the pending cursor is written when the interval ends"
+    );
+    r.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn stopping_writes_the_cursor_acked_since_the_last_write() {
+    let r = start_with(
+        Duration::from_secs(1),
+        None,
+        0,
+        SinkPolicy::default(),
+        Duration::from_secs(60),
+        Duration::from_secs(3600),
+    );
+    acked_up_to(&r.stats, 3).await;
+    let store = r.store.clone();
+    assert_eq!(store.written_cursor("s").unwrap(), 1);
+    r.stop().await;
+    assert_eq!(
+        store.written_cursor("s").unwrap(),
+        3,
+        "shutdown writes what was acked, long before the interval ends"
+    );
 }

@@ -7,8 +7,17 @@ use sled::Transactional;
 use super::{io, u64_of, DeadLetter, Store, StoreError, Trees, DEAD_LETTER_BYTES};
 
 impl Store {
-    /// The last sequence number `sink` has been acked for (0 when none).
+    /// The last sequence number `sink` has been acked for (0 when none): the one noted in
+    /// memory ([`Store::note_cursor`]) if any, else the one written.
     pub fn cursor(&self, sink: &str) -> Result<u64, StoreError> {
+        if let Some(seq) = self.noted_cursor(sink) {
+            return Ok(seq);
+        }
+        self.written_cursor(sink)
+    }
+
+    /// The cursor of `sink` as written in sled (0 when none): what a restart resumes from.
+    pub fn written_cursor(&self, sink: &str) -> Result<u64, StoreError> {
         match self.t()?.cursors.get(sink).map_err(io("read cursor"))? {
             Some(v) => u64_of(&v),
             None => Ok(0),
@@ -17,20 +26,38 @@ impl Store {
 
     /// True when `sink` has a cursor (it has run before).
     pub fn has_cursor(&self, sink: &str) -> Result<bool, StoreError> {
+        if self.noted_cursor(sink).is_some() {
+            return Ok(true);
+        }
         self.t()?
             .cursors
             .contains_key(sink)
             .map_err(io("read cursor"))
     }
 
-    /// Records that `sink` is acked up to and including `seq`. Durable at the next flush;
-    /// a cursor lost in a crash only repeats sends (same ids), never skips.
+    /// Records that `sink` is acked up to and including `seq`, and writes it. Durable at the
+    /// next flush; a cursor lost in a crash only repeats sends (same ids), never skips.
     pub fn set_cursor(&self, sink: &str, seq: u64) -> Result<(), StoreError> {
+        self.note_cursor(sink, seq);
         self.t()?
             .cursors
             .insert(sink, &seq.to_be_bytes())
             .map_err(io("write cursor"))?;
         Ok(())
+    }
+
+    /// Records that `sink` is acked up to and including `seq`, in memory only:
+    /// [`Store::cursor`] answers it at once, a restart resumes from the last
+    /// [`Store::set_cursor`]. Dispatchers note every ack and write once in a while
+    /// (`dispatch::cursor`).
+    pub fn note_cursor(&self, sink: &str, seq: u64) {
+        if let Ok(mut acked) = self.acked.lock() {
+            acked.insert(sink.to_string(), seq);
+        }
+    }
+
+    fn noted_cursor(&self, sink: &str) -> Option<u64> {
+        self.acked.lock().ok()?.get(sink).copied()
     }
 
     /// Number of dead letters of `sink`.

@@ -163,6 +163,9 @@ pub struct Store {
     trees: Arc<RwLock<Option<Arc<Trees>>>>,
     path: PathBuf,
     opts: StoreOptions,
+    /// Cursors acked but maybe not written yet ([`Store::note_cursor`]); shared by every
+    /// clone, kept across reopens.
+    acked: Arc<std::sync::Mutex<std::collections::HashMap<String, u64>>>,
     /// Injected read failures (tests only); shared by every clone, kept across reopens.
     #[cfg(test)]
     faults: Arc<objects::ReadFaults>,
@@ -214,6 +217,7 @@ impl Store {
             trees: Arc::new(RwLock::new(Some(Arc::new(Self::open_trees(path, opts)?)))),
             path: path.to_path_buf(),
             opts: opts.clone(),
+            acked: Arc::default(),
             #[cfg(test)]
             faults: Arc::default(),
         })
