@@ -280,3 +280,39 @@ pub fn load_local_env() {
         }
     }
 }
+
+/// How often a benchmark polls a counter it waits for (`/metrics` of crbridge or the peer)
+/// until it reaches a target. Each scrape costs the scraped process CPU (crbridge: ~0.2 ms to
+/// render its registry), which a 20 ms poll would add to the CPU per event measured. So it
+/// polls every `slow` while the target is far, and every `fast` once the count, moving as
+/// it did over the last poll, would reach the target within two slow polls: the moment the
+/// target is reached is still known to within `fast`.
+pub struct PollPace {
+    slow: Duration,
+    fast: Duration,
+    last: Option<f64>,
+}
+
+impl PollPace {
+    /// Polls every `slow` while the target is far, every `fast` near it.
+    pub fn new(slow: Duration, fast: Duration) -> Self {
+        PollPace {
+            slow,
+            fast,
+            last: None,
+        }
+    }
+
+    /// The wait before the next poll, after one that read `count` of `target`.
+    pub fn next(&mut self, count: f64, target: f64) -> Duration {
+        let step = self
+            .last
+            .map_or(f64::INFINITY, |last| (count - last).max(0.0));
+        self.last = Some(count);
+        if count + 2.0 * step >= target {
+            self.fast
+        } else {
+            self.slow
+        }
+    }
+}

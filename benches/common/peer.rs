@@ -177,18 +177,15 @@ impl Peer {
         }
     }
 
-    /// Polls `/metrics` every `poll` until `n` events of `kind` are acknowledged; when they
+    /// Polls `/metrics` at `pace` until `n` events of `kind` are acknowledged; when they
     /// were.
     pub async fn wait_published(
         &mut self,
         kind: &str,
         n: u64,
-        poll: Duration,
+        mut pace: super::PollPace,
     ) -> anyhow::Result<Instant> {
-        let mut tick = tokio::time::interval(poll);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tick.tick().await;
             let (published, failed) = self.counts(Some(kind)).await?;
             ensure!(
                 failed == 0,
@@ -197,6 +194,7 @@ impl Peer {
             if published >= n {
                 return Ok(Instant::now());
             }
+            tokio::time::sleep(pace.next(published as f64, n as f64)).await;
         }
     }
 
