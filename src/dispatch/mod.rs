@@ -123,7 +123,11 @@ impl Dispatcher {
                     if !matches!(state, State::Publishing) {
                         // Out of publishing (a failure, draining, done): what is acked is
                         // written now, not when the interval ends.
-                        self.write_pending_cursor(&mut io.cursor);
+                        // A failure only repeats sends after a restart: logged, and the
+                        // next write carries the cursor.
+                        if let Err(e) = self.write_pending_cursor(&mut io.cursor) {
+                            warn!(sink = %self.name, error = %e, "writing cursor failed");
+                        }
                     }
                     match self.act(state, &mut io, &cancel).await {
                         Some(o) => o,
@@ -253,13 +257,11 @@ impl Dispatcher {
         }
     }
 
-    /// Writes the cursor acked since the last write, if any. A failure only repeats sends
-    /// after a restart: it is logged, and the next write carries the cursor.
-    fn write_pending_cursor(&self, cursor: &mut CursorWrites) {
-        if let Some(seq) = cursor.take(tokio::time::Instant::now()) {
-            if let Err(e) = self.store.set_cursor(&self.name, seq) {
-                warn!(sink = %self.name, error = %e, "writing cursor failed");
-            }
+    /// Writes the cursor acked since the last write, if any.
+    fn write_pending_cursor(&self, cursor: &mut CursorWrites) -> Result<(), StoreError> {
+        match cursor.take(tokio::time::Instant::now()) {
+            Some(seq) => self.store.set_cursor(&self.name, seq),
+            None => Ok(()),
         }
     }
 

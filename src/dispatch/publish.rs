@@ -98,11 +98,7 @@ impl Dispatcher {
                     };
                 }
                 _ = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {
-                    if let Some(seq) = cursor.take(Instant::now()) {
-                        self.store
-                            .set_cursor(&self.name, seq)
-                            .map_err(|e| self.store_err(e))?;
-                    }
+                    self.write_pending_cursor(cursor).map_err(|e| self.store_err(e))?;
                 }
                 changed = w.durable.changed(), if w.flight.len() < window => {
                     if changed.is_err() {

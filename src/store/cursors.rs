@@ -52,7 +52,13 @@ impl Store {
     /// (`dispatch::cursor`).
     pub fn note_cursor(&self, sink: &str, seq: u64) {
         if let Ok(mut acked) = self.acked.lock() {
-            acked.insert(sink.to_string(), seq);
+            // Every ack of every sink comes here: no allocation once the sink is known.
+            match acked.get_mut(sink) {
+                Some(noted) => *noted = seq,
+                None => {
+                    acked.insert(sink.to_string(), seq);
+                }
+            }
         }
     }
 
